@@ -1,0 +1,38 @@
+"""tftrain: config-driven training for Keras 3 on TensorFlow.
+
+Public API: `compose(overrides) -> DictConfig`, `train(cfg) -> dict`,
+`build_schedule(cfg, steps_per_epoch) -> LearningRateSchedule`.
+"""
+
+import sys
+
+from tftrain.config import compose
+
+__all__ = ["compose", "train", "build_schedule", "__version__"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # PEP 562: heavy names load on first use
+    if name == "train":
+        from tftrain.train import train
+
+        return train
+    if name == "build_schedule":
+        from tftrain.schedules import build_schedule
+
+        return build_schedule
+    raise AttributeError(f"module 'tftrain' has no attribute {name!r}")
+
+
+def _register_keras_objects() -> None:
+    """Import the modules whose Keras classes are registered, so `keras.models.load_model` finds
+    them after a plain `import tftrain` (no custom_objects)."""
+    import tftrain.layers  # noqa: F401
+    import tftrain.schedules  # noqa: F401
+
+
+# The CLI (`python -m tftrain`, the `tftrain` script) skips this: `--help` and `--cfg job` must
+# answer in about a second, without importing TensorFlow (~3 s); training imports what it uses.
+# While `-m` locates the package, Python sets sys.argv[0] to "-m".
+if not (sys.argv and (sys.argv[0] == "-m" or sys.argv[0].endswith(("/tftrain", "\\tftrain", "tftrain.exe")))):
+    _register_keras_objects()

@@ -1,0 +1,33 @@
+"""Where the packaged configs are, and composing them without the CLI (notebooks, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def config_dir() -> Path:
+    """conf/ beside the package in a source checkout, tftrain/conf inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"tftrain's configs are missing: no config.yaml in {here.parent / 'conf'} "
+                            f"or {here / 'conf'}; reinstall tftrain")
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """The config `python -m tftrain <overrides>` would run, as a DictConfig.
+
+    >>> cfg = compose(["optimizer=sgd", "trainer.epochs=2"])
+    >>> cfg.optimizer.name
+    'sgd'
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # compose may be called many times in one notebook
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))

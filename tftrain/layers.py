@@ -1,0 +1,1 @@
+"""Layers Keras lacks (weight normalization lands with the initializers work)."""

@@ -1,0 +1,263 @@
+"""Schemas of the data, model, optimizer, trainer and callbacks groups (conventions: __init__.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from tftrain.errors import require
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class DigitsConf:
+    name: str = "digits"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self):
+        for key in ("val_fraction", "test_fraction"):
+            require(0 < getattr(self, key) < 1, key, getattr(self, key), "a fraction in (0, 1)")
+        require(self.val_fraction + self.test_fraction < 1, "val_fraction", self.val_fraction,
+                "val_fraction + test_fraction < 1, leaving examples to train on")
+
+
+@dataclass
+class SyntheticConf:
+    name: str = "synthetic"
+    num_train: int = 2048
+    num_val: int = 256
+    num_test: int = 512
+    input_shape: List[int] = field(default_factory=lambda: [16])
+    num_classes: int = 10
+    noise: float = 1.0
+
+    def __post_init__(self):
+        for key in ("num_train", "num_val", "num_test"):
+            require(getattr(self, key) > 0, key, getattr(self, key), "an integer > 0")
+        require(len(self.input_shape) > 0 and all(d > 0 for d in self.input_shape), "input_shape",
+                self.input_shape, "a non-empty list of positive integers, e.g. [16] or [32, 32, 3]")
+        require(self.num_classes >= 2, "num_classes", self.num_classes, "an integer >= 2")
+        require(self.noise >= 0, "noise", self.noise, "a number >= 0")
+
+
+@dataclass
+class NpzConf:
+    name: str = "npz"
+    path: str = "???"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def __post_init__(self):
+        require(Path(self.path).expanduser().is_file(), "path", self.path,
+                "the path of an existing .npz file with x_train, y_train, x_test, y_test "
+                "(and optionally x_val, y_val)", "pass data.path=/absolute/path/to/file.npz")
+        require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a fraction in (0, 1)")
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class MlpConf:
+    name: str = "mlp"
+    hidden_units: List[int] = field(default_factory=lambda: [256, 128])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        require(all(u > 0 for u in self.hidden_units), "hidden_units", self.hidden_units,
+                "a list of positive integers (may be empty)")
+        require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
+
+
+@dataclass
+class CnnConf:
+    name: str = "cnn"
+    filters: List[int] = field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
+    dense_units: int = 128
+    activation: str = "relu"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        require(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", self.filters,
+                "a non-empty list of positive integers")
+        require(self.kernel_size > 0, "kernel_size", self.kernel_size, "an integer > 0")
+        require(self.dense_units > 0, "dense_units", self.dense_units, "an integer > 0")
+        require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
+
+
+# ---------------------------------------------------------------- optimizer
+
+
+@dataclass
+class OptimizerConf:
+    name: str = "sgd"
+    lr: float = 0.01
+    weight_decay: Optional[float] = None
+    clipnorm: Optional[float] = None
+    global_clipnorm: Optional[float] = None
+    clipvalue: Optional[float] = None
+    use_ema: bool = False
+    ema_momentum: float = 0.99
+
+    def __post_init__(self):
+        require(self.lr > 0, "lr", self.lr, "a learning rate > 0, e.g. 0.001")
+        require(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
+                self.weight_decay, "null or a number >= 0")
+        for key in ("clipnorm", "global_clipnorm", "clipvalue"):
+            v = getattr(self, key)
+            require(v is None or v > 0, key, v, "null or a number > 0")
+        clips = [k for k in ("clipnorm", "global_clipnorm", "clipvalue") if getattr(self, k) is not None]
+        require(len(clips) <= 1, clips[-1] if clips else "clipnorm", getattr(self, clips[-1]) if clips else None,
+                "at most one of clipnorm, global_clipnorm, clipvalue (Keras applies only one)",
+                f"set all but one of {clips} to null")
+        require(0 <= self.ema_momentum < 1, "ema_momentum", self.ema_momentum, "a number in [0, 1)")
+
+
+@dataclass
+class SgdConf(OptimizerConf):
+    pass
+
+
+@dataclass
+class MomentumConf(OptimizerConf):
+    momentum: float = 0.9
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+
+
+@dataclass
+class AdagradConf(OptimizerConf):
+    initial_accumulator_value: float = 0.1
+    epsilon: float = 1e-7
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.initial_accumulator_value >= 0, "initial_accumulator_value",
+                self.initial_accumulator_value, "a number >= 0")
+        require(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
+
+
+@dataclass
+class RmspropConf(OptimizerConf):
+    rho: float = 0.9
+    momentum: float = 0.0
+    epsilon: float = 1e-7
+    centered: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(0 <= self.rho < 1, "rho", self.rho, "a number in [0, 1)")
+        require(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        require(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
+
+
+@dataclass
+class NadamConf(OptimizerConf):
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("beta_1", "beta_2"):
+            require(0 <= getattr(self, key) < 1, key, getattr(self, key), "a number in [0, 1)")
+        require(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
+
+
+@dataclass
+class AdamConf(NadamConf):
+    amsgrad: bool = False
+
+
+# ---------------------------------------------------------------- trainer and callbacks
+
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "one_device", "multi_worker")
+
+
+@dataclass
+class TrainerConf:
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    mixed_precision: Optional[str] = None
+    strategy: str = "auto"
+    keep_checkpoints: int = 3
+    verbose: int = 1
+
+    def __post_init__(self):
+        require(self.epochs > 0, "epochs", self.epochs, "an integer > 0")
+        require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0 (the global batch)")
+        require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(self.steps_per_execution > 0, "steps_per_execution", self.steps_per_execution, "an integer > 0")
+        require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
+                "null, mixed_float16 or mixed_bfloat16")
+        require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
+        require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "an integer > 0")
+        require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
+
+
+MODES = ("auto", "min", "max")
+
+
+@dataclass
+class TensorBoardConf:
+    enabled: bool = True
+    update_freq: int = 1
+
+    def __post_init__(self):
+        require(self.update_freq > 0, "tensorboard.update_freq", self.update_freq, "an integer > 0")
+
+
+@dataclass
+class EarlyStoppingConf:
+    enabled: bool = False
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best_weights: bool = True
+
+    def __post_init__(self):
+        require(self.mode in MODES, "early_stopping.mode", self.mode, "auto, min or max")
+        require(self.patience >= 0, "early_stopping.patience", self.patience, "an integer >= 0")
+        require(self.min_delta >= 0, "early_stopping.min_delta", self.min_delta, "a number >= 0")
+
+
+@dataclass
+class BestCheckpointConf:
+    enabled: bool = False
+    monitor: str = "val_accuracy"
+    mode: str = "auto"
+
+    def __post_init__(self):
+        require(self.mode in MODES, "best_checkpoint.mode", self.mode, "auto, min or max")
+
+
+@dataclass
+class CallbacksConf:
+    tensorboard: TensorBoardConf = field(default_factory=TensorBoardConf)
+    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
+    best_checkpoint: BestCheckpointConf = field(default_factory=BestCheckpointConf)
+
+
+SCHEMAS = {
+    "data": {"digits": DigitsConf, "synthetic": SyntheticConf, "npz": NpzConf},
+    "model": {"mlp": MlpConf, "cnn": CnnConf},
+    "optimizer": {
+        "sgd": SgdConf, "momentum": MomentumConf, "nesterov": MomentumConf, "adagrad": AdagradConf,
+        "rmsprop": RmspropConf, "adam": AdamConf, "adamw": AdamConf, "nadam": NadamConf,
+    },
+    "trainer": TrainerConf,
+    "callbacks": CallbacksConf,
+}

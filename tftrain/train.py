@@ -1,0 +1,134 @@
+"""`train(cfg) -> metrics`: config -> validated once -> strategy -> data, model, optimizer and
+schedule built inside its scope -> the loop -> evaluation -> outputs in the run directory.
+
+TensorFlow is imported only after validation, so a bad config fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from tftrain.errors import ConfigError
+from tftrain.schema import validate
+
+log = logging.getLogger("tftrain")
+
+
+def _run_dir(cfg: DictConfig, output_dir: str | None) -> Path:
+    path = output_dir or cfg.get("output_dir")
+    if path is None:
+        path = Path("outputs") / "api" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ensure_console_logging():
+    # Hydra configures logging on the CLI; from a notebook nothing would be shown without this.
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][tftrain] %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+    """Train the configured model; write outputs to `output_dir`; return the metrics.json dict.
+
+    >>> import tftrain
+    >>> metrics = tftrain.train(tftrain.compose(["trainer.epochs=2"]))  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    cfg = validate(cfg)
+    run_dir = _run_dir(cfg, str(output_dir) if output_dir is not None else None)
+    _ensure_console_logging()
+    logging.getLogger("absl").setLevel(logging.WARNING)  # tf.data's per-epoch INFO lines are noise
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    import keras
+
+    from tftrain.callbacks import build_callbacks
+    from tftrain.data import load_data, make_dataset
+    from tftrain.distribute import make_strategy
+    from tftrain.initializers import Initializers
+    from tftrain.loop import Loop
+    from tftrain.models import build_model
+    from tftrain.optimizers import build_optimizer
+    from tftrain.schedules import build_schedule
+
+    t = cfg.trainer
+    keras.utils.set_random_seed(t.seed)
+    keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
+    strategy = make_strategy(t)
+    data = load_data(cfg.data, t.seed)
+    steps_per_epoch = len(data.x_train) // t.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError("trainer.batch_size", t.batch_size,
+                          f"at most the {len(data.x_train)} training examples (the last partial batch is dropped)",
+                          f"use trainer.batch_size={min(64, len(data.x_train))}")
+    log.info("Run directory: %s", run_dir.resolve())
+    log.info("%d train / %d val / %d test examples, %d classes; %d replica(s), global batch %d "
+             "(%d per replica), %d steps per epoch", len(data.x_train), len(data.x_val), len(data.x_test),
+             data.num_classes, strategy.num_replicas_in_sync, t.batch_size,
+             t.batch_size // strategy.num_replicas_in_sync, steps_per_epoch)
+
+    def dist(x, y, training):
+        ds = make_dataset(x, y, t.batch_size, shuffle=training, seed=t.seed, drop_remainder=training)
+        return strategy.experimental_distribute_dataset(ds)
+
+    train_ds = dist(data.x_train, data.y_train, True)
+    val_ds, test_ds = dist(data.x_val, data.y_val, False), dist(data.x_test, data.y_test, False)
+
+    with strategy.scope():
+        schedule = build_schedule(cfg, steps_per_epoch)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, Initializers(cfg.initializer, t.seed))
+        optimizer = build_optimizer(cfg.optimizer, schedule, t.mixed_precision)
+        # Compiled (though trained by our loop) so model.keras carries the optimizer and loss, and
+        # a reloaded model can evaluate() or keep training with fit().
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    loop = Loop(strategy=strategy, model=model, optimizer=optimizer, schedule=schedule,
+                global_batch_size=t.batch_size, run_dir=run_dir, steps_per_execution=t.steps_per_execution,
+                jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq,
+                keep_checkpoints=t.keep_checkpoints, verbose=t.verbose,
+                callbacks=build_callbacks(cfg.callbacks, run_dir))
+    history = loop.fit(train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch)
+    if cfg.optimizer.use_ema:
+        optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
+    test_loss, test_acc = loop.evaluate(test_ds)
+    model.save(run_dir / "model.keras")
+
+    epochs = history.epochs
+    metrics = {
+        "train_loss": epochs[-1].loss if epochs else None,
+        "train_accuracy": epochs[-1].accuracy if epochs else None,
+        "val_loss": epochs[-1].val_loss if epochs else None,
+        "val_accuracy": epochs[-1].val_accuracy if epochs else None,
+        "best_val_loss": min((e.val_loss for e in epochs), default=None),
+        "best_val_accuracy": max((e.val_accuracy for e in epochs), default=None),
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "epochs": int(loop.epoch.numpy()),
+        "steps": history.steps,
+        "stopped_early": history.stopped_early,
+        "wall_time_s": time.perf_counter() - t_start,
+        "train_time_s": history.train_seconds,
+        "steps_per_s": (steps_per_epoch * len(epochs) / history.train_seconds) if history.train_seconds else None,
+        "history": {k: [getattr(e, k) for e in epochs]
+                    for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")},
+        "run_dir": str(run_dir.resolve()),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("test_loss %.4f - test_accuracy %.4f - %d epochs, %d steps in %.1fs",
+             test_loss, test_acc, metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
+    log.info("Outputs in %s: metrics.json, model.keras, checkpoints/, tensorboard/ "
+             "(tensorboard --logdir %s)", run_dir.resolve(), run_dir)
+    return metrics
