@@ -18,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from tftrain.errors import ConfigError
-from tftrain.schema import core, initializer, schedule
+from tftrain.schema import core, data, initializer, model, schedule
 
-SCHEMAS: dict[str, dict | type] = {**core.SCHEMAS, **schedule.SCHEMAS, **initializer.SCHEMAS}
+SCHEMAS: dict[str, dict | type] = {
+    **data.SCHEMAS, **model.SCHEMAS, **core.SCHEMAS, **schedule.SCHEMAS, **initializer.SCHEMAS}
 
 # Top-level keys that are not groups.
 ROOT_KEYS = {"output_dir", "task"}
@@ -61,7 +62,7 @@ def _check_node(prefix: str, node: DictConfig, schema: type) -> DictConfig:
                           f"pass it on the command line, e.g. `{prefix}.{e.full_key}=...`") from None
     except ConfigKeyError as e:
         raise ConfigError(f"{prefix}.{e.full_key}", None, "a key the schema defines",
-                          f"remove it or correct its spelling (see `python -m tftrain --cfg job`)") from None
+                          "remove it or correct its spelling (see `python -m tftrain --cfg job`)") from None
     except (ValidationError, OmegaConfBaseException) as e:
         key = str(e.full_key or "")
         leaf = key.split(".")[0].split("[")[0]

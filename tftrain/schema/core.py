@@ -1,95 +1,11 @@
-"""Schemas of the data, model, optimizer, trainer and callbacks groups (conventions: __init__.py)."""
+"""Schemas of the optimizer, trainer and callbacks groups (conventions: __init__.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from tftrain.errors import require
-
-# ---------------------------------------------------------------- data
-
-
-@dataclass
-class DigitsConf:
-    name: str = "digits"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    split_seed: int = 0
-
-    def __post_init__(self):
-        for key in ("val_fraction", "test_fraction"):
-            require(0 < getattr(self, key) < 1, key, getattr(self, key), "a fraction in (0, 1)")
-        require(self.val_fraction + self.test_fraction < 1, "val_fraction", self.val_fraction,
-                "val_fraction + test_fraction < 1, leaving examples to train on")
-
-
-@dataclass
-class SyntheticConf:
-    name: str = "synthetic"
-    num_train: int = 2048
-    num_val: int = 256
-    num_test: int = 512
-    input_shape: List[int] = field(default_factory=lambda: [16])
-    num_classes: int = 10
-    noise: float = 1.0
-
-    def __post_init__(self):
-        for key in ("num_train", "num_val", "num_test"):
-            require(getattr(self, key) > 0, key, getattr(self, key), "an integer > 0")
-        require(len(self.input_shape) > 0 and all(d > 0 for d in self.input_shape), "input_shape",
-                self.input_shape, "a non-empty list of positive integers, e.g. [16] or [32, 32, 3]")
-        require(self.num_classes >= 2, "num_classes", self.num_classes, "an integer >= 2")
-        require(self.noise >= 0, "noise", self.noise, "a number >= 0")
-
-
-@dataclass
-class NpzConf:
-    name: str = "npz"
-    path: str = "???"
-    val_fraction: float = 0.1
-    split_seed: int = 0
-
-    def __post_init__(self):
-        require(Path(self.path).expanduser().is_file(), "path", self.path,
-                "the path of an existing .npz file with x_train, y_train, x_test, y_test "
-                "(and optionally x_val, y_val)", "pass data.path=/absolute/path/to/file.npz")
-        require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "a fraction in (0, 1)")
-
-
-# ---------------------------------------------------------------- model
-
-
-@dataclass
-class MlpConf:
-    name: str = "mlp"
-    hidden_units: List[int] = field(default_factory=lambda: [256, 128])
-    activation: str = "relu"
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        require(all(u > 0 for u in self.hidden_units), "hidden_units", self.hidden_units,
-                "a list of positive integers (may be empty)")
-        require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
-
-
-@dataclass
-class CnnConf:
-    name: str = "cnn"
-    filters: List[int] = field(default_factory=lambda: [32, 64])
-    kernel_size: int = 3
-    dense_units: int = 128
-    activation: str = "relu"
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        require(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", self.filters,
-                "a non-empty list of positive integers")
-        require(self.kernel_size > 0, "kernel_size", self.kernel_size, "an integer > 0")
-        require(self.dense_units > 0, "dense_units", self.dense_units, "an integer > 0")
-        require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
-
 
 # ---------------------------------------------------------------- optimizer
 
@@ -252,8 +168,6 @@ class CallbacksConf:
 
 
 SCHEMAS = {
-    "data": {"digits": DigitsConf, "synthetic": SyntheticConf, "npz": NpzConf},
-    "model": {"mlp": MlpConf, "cnn": CnnConf},
     "optimizer": {
         "sgd": SgdConf, "momentum": MomentumConf, "nesterov": MomentumConf, "adagrad": AdagradConf,
         "rmsprop": RmspropConf, "adam": AdamConf, "adamw": AdamConf, "nadam": NadamConf,
