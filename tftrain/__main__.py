@@ -1,4 +1,4 @@
-"""`python -m tftrain [overrides]`: a thin Hydra shell around `tftrain.train(cfg)`."""
+"""`python -m tftrain [overrides]`: a thin Hydra shell around the task `task.name` names."""
 
 from __future__ import annotations
 
@@ -14,20 +14,27 @@ from tftrain.errors import TftrainError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
 
 
+def _task(name: str):
+    # Imported on use so --help and --cfg job never load TensorFlow.
+    if name == "train":
+        from tftrain.train import train
+
+        return train
+    raise TftrainError(f"Unknown task {name!r}")
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from tftrain.train import train  # imported here so --help and --cfg job never load TensorFlow
-
     try:
-        metrics = train(cfg, output_dir=HydraConfig.get().runtime.output_dir)
+        metrics = _task(cfg.task.name)(cfg, output_dir=HydraConfig.get().runtime.output_dir)
     except TftrainError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"tftrain: error: {e}", file=sys.stderr)
         sys.exit(2)
-    return metrics.get("val_accuracy")
+    return metrics.get(cfg.trainer.objective)
 
 
 if __name__ == "__main__":

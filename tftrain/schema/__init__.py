@@ -18,13 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from tftrain.errors import ConfigError
-from tftrain.schema import core, data, initializer, model, schedule
+from tftrain.schema import callbacks, core, data, initializer, model, schedule, task
 
 SCHEMAS: dict[str, dict | type] = {
-    **data.SCHEMAS, **model.SCHEMAS, **core.SCHEMAS, **schedule.SCHEMAS, **initializer.SCHEMAS}
+    **data.SCHEMAS, **model.SCHEMAS, **core.SCHEMAS, **schedule.SCHEMAS, **initializer.SCHEMAS,
+    **callbacks.SCHEMAS, **task.SCHEMAS}
 
 # Top-level keys that are not groups.
-ROOT_KEYS = {"output_dir", "task"}
+ROOT_KEYS = {"output_dir"}
 
 
 def _type_name(tp) -> str:

@@ -1,8 +1,8 @@
-"""Schemas of the optimizer, trainer and callbacks groups (conventions: __init__.py)."""
+"""Schemas of the optimizer and trainer groups (conventions: __init__.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from tftrain.errors import require
@@ -96,6 +96,8 @@ class AdamConf(NadamConf):
 # ---------------------------------------------------------------- trainer and callbacks
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+OBJECTIVES = ("val_accuracy", "val_loss", "best_val_accuracy", "best_val_loss", "test_accuracy",
+              "test_loss", "train_loss", "train_accuracy")
 STRATEGIES = ("auto", "default", "mirrored", "one_device", "multi_worker")
 
 
@@ -110,6 +112,8 @@ class TrainerConf:
     strategy: str = "auto"
     keep_checkpoints: int = 3
     verbose: int = 1
+    objective: str = "val_accuracy"   # what the CLI returns to Hydra sweepers
+    objective_mode: str = "max"
 
     def __post_init__(self):
         require(self.epochs > 0, "epochs", self.epochs, "an integer > 0")
@@ -121,50 +125,8 @@ class TrainerConf:
         require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
         require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "an integer > 0")
         require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
-
-
-MODES = ("auto", "min", "max")
-
-
-@dataclass
-class TensorBoardConf:
-    enabled: bool = True
-    update_freq: int = 1
-
-    def __post_init__(self):
-        require(self.update_freq > 0, "tensorboard.update_freq", self.update_freq, "an integer > 0")
-
-
-@dataclass
-class EarlyStoppingConf:
-    enabled: bool = False
-    monitor: str = "val_loss"
-    mode: str = "auto"
-    patience: int = 5
-    min_delta: float = 0.0
-    restore_best_weights: bool = True
-
-    def __post_init__(self):
-        require(self.mode in MODES, "early_stopping.mode", self.mode, "auto, min or max")
-        require(self.patience >= 0, "early_stopping.patience", self.patience, "an integer >= 0")
-        require(self.min_delta >= 0, "early_stopping.min_delta", self.min_delta, "a number >= 0")
-
-
-@dataclass
-class BestCheckpointConf:
-    enabled: bool = False
-    monitor: str = "val_accuracy"
-    mode: str = "auto"
-
-    def __post_init__(self):
-        require(self.mode in MODES, "best_checkpoint.mode", self.mode, "auto, min or max")
-
-
-@dataclass
-class CallbacksConf:
-    tensorboard: TensorBoardConf = field(default_factory=TensorBoardConf)
-    early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
-    best_checkpoint: BestCheckpointConf = field(default_factory=BestCheckpointConf)
+        require(self.objective in OBJECTIVES, "objective", self.objective, f"one of {list(OBJECTIVES)}")
+        require(self.objective_mode in ("min", "max"), "objective_mode", self.objective_mode, "min or max")
 
 
 SCHEMAS = {
@@ -173,5 +135,4 @@ SCHEMAS = {
         "rmsprop": RmspropConf, "adam": AdamConf, "adamw": AdamConf, "nadam": NadamConf,
     },
     "trainer": TrainerConf,
-    "callbacks": CallbacksConf,
 }

@@ -1,0 +1,45 @@
+"""Shared test helpers: compose the real configs and shrink them; run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Small enough that a whole training run takes a few seconds on 2 CPU cores.
+SMALL = [
+    "data=synthetic", "data.num_train=256", "data.num_val=64", "data.num_test=64",
+    "model.hidden_units=[32]", "trainer.epochs=2", "trainer.batch_size=32", "trainer.verbose=0",
+]
+
+
+def compose_small(*overrides: str):
+    """The packaged config with the SMALL shrink applied, then `overrides`."""
+    import tftrain
+
+    return tftrain.compose([*SMALL, *overrides])
+
+
+@pytest.fixture
+def small_cfg():
+    return compose_small
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    """`python -m tftrain ARGS` in a subprocess; returns the CompletedProcess (text output)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "tftrain", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
