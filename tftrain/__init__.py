@@ -7,16 +7,13 @@ Public API: `compose(overrides) -> DictConfig`, `train(cfg) -> dict`,
 import sys
 
 from tftrain.config import compose
+from tftrain.train import train  # light: TensorFlow is imported inside train(), after validation
 
 __all__ = ["compose", "train", "build_schedule", "__version__"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):  # PEP 562: heavy names load on first use
-    if name == "train":
-        from tftrain.train import train
-
-        return train
     if name == "build_schedule":
         from tftrain.schedules import build_schedule
 

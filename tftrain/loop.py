@@ -20,12 +20,20 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from tftrain.errors import DivergenceError
 
 log = logging.getLogger("tftrain")
 
 SUM = tf.distribute.ReduceOp.SUM
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+
+
+def _scalar(tag: str, value, step):
+    # tf.summary.scalar prefixes the tag with the enclosing name scope, which inside the compiled
+    # step loop is "while/"; writing with the scalar plugin's metadata keeps the tag as given.
+    tf.summary.write(tag, tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
 
 
 @dataclass
@@ -105,15 +113,15 @@ class Loop:
         totals = tf.zeros([3])
         last_loss = tf.constant(0.0)
         for _ in tf.range(num_steps):
-            step = self.optimizer.iterations
+            step = tf.identity(self.optimizer.iterations)  # read now: apply() increments it
             lr = self._current_lr()
             loss, loss_sum, correct, count, grad_norm = self.strategy.run(self._replica_step, args=next(iterator))
             last_loss = self.strategy.reduce(SUM, loss, axis=None)
             totals += tf.stack([self.strategy.reduce(SUM, t, axis=None) for t in (loss_sum, correct, count)])
             with tf.summary.record_if(step % self.update_freq == 0):
-                tf.summary.scalar("batch_loss", last_loss, step=step)
-                tf.summary.scalar("learning_rate", lr, step=step)
-                tf.summary.scalar("grad_norm", self._global_grad_norm(grad_norm), step=step)
+                _scalar("batch_loss", last_loss, step)
+                _scalar("learning_rate", lr, step)
+                _scalar("grad_norm", self._global_grad_norm(grad_norm), step)
         return totals, last_loss
 
     def _global_grad_norm(self, replica_norms):

@@ -1,0 +1,69 @@
+"""The command line: help, printing the config, errors at the edge, a real training run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_help_lists_groups_without_importing_tensorflow(cli):
+    result = cli("--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    for group in ("data:", "model:", "optimizer:", "schedule:", "initializer:", "trainer:", "callbacks:"):
+        assert group in result.stdout
+    assert "adam" in result.stdout and "he_normal" in result.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line]
+    assert "hydra" in imported  # the profile did record imports
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+
+
+def test_cfg_job_prints_composed_config(cli):
+    result = cli("--cfg", "job", "optimizer=sgd", "optimizer.lr=0.05", "trainer.epochs=5")
+    assert result.returncode == 0, result.stderr
+    assert "name: sgd" in result.stdout and "lr: 0.05" in result.stdout and "epochs: 5" in result.stdout
+
+
+@pytest.mark.parametrize("overrides, key, shown", [
+    (["optimizer.lr=-0.1"], "optimizer.lr", "-0.1"),
+    (["optimizer.lr=0"], "optimizer.lr", "0.0"),
+    (["trainer.batch_size=0"], "trainer.batch_size", "0"),
+    (["trainer.epochs=-2"], "trainer.epochs", "-2"),
+    (["trainer.epochs=ten"], "trainer.epochs", "'ten'"),
+    (["+model.width=3"], "model.width", "3"),
+    (["data=npz", "data.path=/no/such/file.npz"], "data.path", "/no/such/file.npz"),
+])
+def test_bad_input_fails_with_one_paragraph(cli, tmp_path, overrides, key, shown):
+    result = cli(*overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert f"Invalid config `{key}`" in result.stderr and shown in result.stderr
+    assert "Fix:" in result.stderr and "allowed:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()  # stopped before training started
+
+
+def test_full_error_shows_traceback(cli, tmp_path):
+    result = cli("optimizer.lr=-1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_unknown_option_lists_valid_ones(cli):
+    result = cli("optimizer=adamm")
+    assert result.returncode != 0
+    assert "adamw" in result.stderr and "sgd" in result.stderr
+
+
+def test_cli_training_run_writes_outputs(cli, tmp_path):
+    from conftest import SMALL
+
+    result = cli(*SMALL, "optimizer=sgd", "optimizer.lr=0.05", "trainer.verbose=2", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "test_accuracy" in out
+    assert str(tmp_path) in out  # ends by saying where the outputs are
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["steps"] == 2 * (256 // 32)
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "model.keras").stat().st_size > 0
+    assert list((tmp_path / "checkpoints").glob("ckpt-2.index"))
+    assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
