@@ -67,3 +67,27 @@ def test_cli_training_run_writes_outputs(cli, tmp_path):
     assert (tmp_path / "model.keras").stat().st_size > 0
     assert list((tmp_path / "checkpoints").glob("ckpt-2.index"))
     assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
+
+
+def test_configs_are_found_from_an_installed_wheel(tmp_path):
+    """`pip install .` then running elsewhere: the configs ship inside the wheel as tftrain/conf."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import ROOT
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w",
+                            str(tmp_path / "wheel")], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheel").glob("tftrain-*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    assert (tmp_path / "site" / "tftrain" / "conf" / "optimizer" / "adam.yaml").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-m", "tftrain", "--cfg", "job", "optimizer=nadam"], cwd=elsewhere,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "name: nadam" in result.stdout
