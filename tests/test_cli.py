@@ -65,7 +65,8 @@ def test_cli_training_run_writes_outputs(cli, tmp_path):
     assert metrics["epochs"] == 2 and metrics["steps"] == 2 * (256 // 32)
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "model.keras").stat().st_size > 0
-    assert list((tmp_path / "checkpoints").glob("ckpt-2.index"))
+    assert (tmp_path / "checkpoints" / "ckpt-16.index").is_file()  # numbered by step
+    assert (tmp_path / "checkpoints" / "state-16.json").is_file()
     assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
 
 

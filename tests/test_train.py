@@ -81,7 +81,8 @@ def test_checkpoints_resume_where_the_run_stopped(tmp_path):
     assert first["steps"] == 16
     more = tftrain.train(compose_small("trainer.epochs=3"), output_dir=tmp_path)
     assert more["epochs"] == 3 and more["steps"] == 24  # one more epoch, not three
-    assert len(more["history"]["loss"]) == 1
+    assert more["history"]["loss"][:2] == first["history"]["loss"]  # the history carries over
+    assert len(more["history"]["loss"]) == 3
 
 
 def test_batch_larger_than_data_is_a_config_error(tmp_path):

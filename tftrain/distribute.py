@@ -1,28 +1,81 @@
-"""The tf.distribute strategy named by `trainer.strategy`."""
+"""The tf.distribute strategy named by `trainer.strategy`, and which worker writes outputs."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
+
+from tftrain.errors import ConfigError
+
+
+def configure_cpu_devices(n: int) -> None:
+    """Split the CPU into `n` logical devices, so MirroredStrategy runs on machines without GPUs.
+
+    Must happen before TensorFlow initializes its devices (before the first op of the process).
+    """
+    if n <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have != n:
+            raise ConfigError("trainer.cpu_devices", n, f"the CPU split this process already has ({have}): "
+                              "TensorFlow fixes its devices at its first operation",
+                              "run in a fresh process (restart the notebook kernel) with the same "
+                              "trainer.cpu_devices throughout") from None
+
+
+def _mirrored():
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(cpus)
 
 
 def _auto():
     gpus = tf.config.list_logical_devices("GPU")
-    # Several GPUs: mirror across them. One GPU or the CPU: the default strategy has no overhead.
-    return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
+    cpus = tf.config.list_logical_devices("CPU")
+    # Several GPUs (or a split CPU): mirror across them. One GPU or the CPU: the default strategy.
+    return _mirrored() if len(gpus) >= 2 or (not gpus and len(cpus) >= 2) else tf.distribute.get_strategy()
 
 
 def _one_device():
     return tf.distribute.OneDeviceStrategy("/gpu:0" if tf.config.list_logical_devices("GPU") else "/cpu:0")
 
 
+def _multi_worker():
+    if "TF_CONFIG" not in os.environ:
+        raise ConfigError("trainer.strategy", "multi_worker", "multi_worker only with the TF_CONFIG environment "
+                          "variable describing the cluster and this worker's task",
+                          "start the workers with scripts/launch_local_workers.py, or set TF_CONFIG on each machine")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 STRATEGIES = {
     "auto": _auto,
     "default": tf.distribute.get_strategy,
-    "mirrored": lambda: tf.distribute.MirroredStrategy(),
+    "mirrored": _mirrored,
     "one_device": _one_device,
-    "multi_worker": lambda: tf.distribute.MultiWorkerMirroredStrategy(),
+    "multi_worker": _multi_worker,
 }
 
 
 def make_strategy(cfg_trainer) -> tf.distribute.Strategy:
+    configure_cpu_devices(cfg_trainer.cpu_devices)
     return STRATEGIES[cfg_trainer.strategy]()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs: always, except non-chief multi-worker tasks."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0

@@ -11,6 +11,7 @@ same code runs under the default, one-device, mirrored and multi-worker strategi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -22,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
+from tftrain.checkpoints import Checkpointer
 from tftrain.errors import DivergenceError
 
 log = logging.getLogger("tftrain")
@@ -45,7 +47,7 @@ class EpochLogs:
     val_loss: float
     val_accuracy: float
     learning_rate: float
-    seconds: float
+    seconds: float  # wall time of the epoch's training steps
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")}
@@ -55,39 +57,50 @@ class EpochLogs:
 class History:
     epochs: list[EpochLogs] = field(default_factory=list)
     steps: int = 0
+    steps_run: int = 0  # steps run by this process (a resumed run counts only its own)
     train_seconds: float = 0.0  # time inside training steps only (no evaluation, no checkpoints)
     stopped_early: bool = False
 
 
 class Loop:
-    """Trains `model` with `optimizer` on distributed datasets under `strategy`."""
+    """Trains `model` with `optimizer` on distributed datasets under `strategy`.
 
-    def __init__(self, *, strategy, model, optimizer, schedule, global_batch_size: int, run_dir: Path,
+    `make_train_dataset(epoch, skip)` returns epoch `epoch`'s distributed training batches with
+    the first `skip` left out: each epoch's order depends on (seed, epoch) only, so a run resumed
+    mid-epoch sees exactly the batches it had not yet trained on.
+    """
+
+    def __init__(self, *, strategy, model, optimizer, schedule, global_batch_size: int, steps_per_epoch: int,
+                 run_dir: Path, write_dir: Path | None = None, is_chief: bool = True,
                  steps_per_execution: int = 1, jit_compile: bool = False, update_freq: int = 1,
-                 keep_checkpoints: int = 3, verbose: int = 1, callbacks=()):
+                 keep_checkpoints: int = 3, checkpoint_every_steps: int = 0, nan_recovery: int = 0,
+                 nan_lr_factor: float = 0.5, lr_scale=None, verbose: int = 1, callbacks=()):
         self.strategy, self.model, self.optimizer, self.schedule = strategy, model, optimizer, schedule
-        self.global_batch_size = global_batch_size
+        self.global_batch_size, self.steps_per_epoch = global_batch_size, steps_per_epoch
         self.steps_per_execution, self.update_freq, self.verbose = steps_per_execution, update_freq, verbose
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.nan_recovery, self.nan_lr_factor, self.lr_scale = nan_recovery, nan_lr_factor, lr_scale
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-        replica_step = tf.function(self._replica_train_step, jit_compile=True) if jit_compile else self._replica_train_step
-        self._replica_step = replica_step
+        self._replica_step = (tf.function(self._replica_train_step, jit_compile=True) if jit_compile
+                              else self._replica_train_step)
         self._train_fns: dict[int, tf.types.experimental.GenericFunction] = {}
         self._eval_fn = tf.function(self._eval_all)
 
-        self.run_dir = Path(run_dir)
-        tb = self.run_dir / "tensorboard"
+        write_dir = Path(write_dir or run_dir)
+        tb = write_dir / "tensorboard"
         self.train_writer = tf.summary.create_file_writer(str(tb / "train"))
         self.val_writer = tf.summary.create_file_writer(str(tb / "validation"))
 
         with strategy.scope():
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             # Slots must exist before a restore, or Keras' optimizer state is silently skipped.
             optimizer.build(model.trainable_variables)
+        # Sums (loss, correct, count) of the epoch in progress, so a mid-epoch resume reports the
+        # same epoch metrics as an uninterrupted run.
+        self.epoch_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False, name="epoch_sums")
         schedule_state = {f"v{i}": v for i, v in enumerate(getattr(schedule, "variables", []))}
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch,
-                                              schedule=tf.train.Checkpoint(**schedule_state))
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / "checkpoints"),
-                                                  max_to_keep=keep_checkpoints)
+        self.checkpointer = Checkpointer(Path(run_dir) / "checkpoints", keep_checkpoints, is_chief,
+                                         model=model, optimizer=optimizer, epoch_sums=self.epoch_sums,
+                                         schedule=tf.train.Checkpoint(**schedule_state))
 
     # ------------------------------------------------------------------ compiled steps
 
@@ -160,70 +173,112 @@ class Loop:
         loss_sum, correct, count = self._eval_fn(dist_dataset).numpy()
         return float(loss_sum / count), float(correct / count)
 
-    def restore(self) -> int:
-        """Restore the latest checkpoint if any; returns the number of epochs already done."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info("Resumed from %s (epoch %d, step %d)", latest, int(self.epoch.numpy()),
-                     int(self.optimizer.iterations.numpy()))
-        return int(self.epoch.numpy())
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
 
-    def fit(self, train_ds, val_ds, *, epochs: int, steps_per_epoch: int) -> History:
+    def fit(self, make_train_dataset, val_ds, *, epochs: int) -> History:
         history = History()
-        start_epoch = self.restore()
-        self.callbacks.on_train_begin()
-        for epoch in range(start_epoch, epochs):
-            logs = self._run_epoch(epoch, epochs, train_ds, val_ds, steps_per_epoch, history)
+        self.callbacks.on_train_begin()  # before restoring: EarlyStopping resets its state here
+        state = self.checkpointer.restore()
+        if state is not None:
+            history.epochs = [EpochLogs(**e) for e in state.get("history", [])]
+            history.stopped_early = state.get("stopped_early", False)
+            _restore_callback_state(self.callbacks, state.get("callbacks", []))
+            log.info("Resumed from %s: epoch %d, step %d", self.checkpointer.latest,
+                     self.step // self.steps_per_epoch + 1, self.step)
+        retries = self.nan_recovery
+        while True:
+            try:
+                self._fit_epochs(make_train_dataset, val_ds, epochs, history)
+                break
+            except DivergenceError as e:
+                if retries == 0 or self.lr_scale is None or self.checkpointer.latest is None:
+                    raise
+                retries -= 1
+                self._recover(e, history)
+        self.callbacks.on_train_end()
+        history.steps = self.step
+        self.checkpointer.close()
+        return history
+
+    def _recover(self, error: DivergenceError, history: History):
+        state = self.checkpointer.restore()
+        history.epochs = [EpochLogs(**e) for e in state.get("history", [])]
+        _restore_callback_state(self.callbacks, state.get("callbacks", []))
+        self.lr_scale.assign(self.lr_scale.numpy() * self.nan_lr_factor)
+        log.warning("%s Recovering (trainer.nan_recovery): restored %s at step %d and scaled the learning "
+                    "rate by %g (now x%g).", error, self.checkpointer.latest, self.step, self.nan_lr_factor,
+                    float(self.lr_scale.numpy()))
+
+    def _fit_epochs(self, make_train_dataset, val_ds, epochs: int, history: History):
+        spe = self.steps_per_epoch
+        while not history.stopped_early and self.step < epochs * spe:
+            epoch, done = divmod(self.step, spe)
+            logs = self._run_epoch(epoch, epochs, make_train_dataset(epoch, done), val_ds, done, history)
             history.epochs.append(logs)
-            self.epoch.assign(epoch + 1)
-            self.manager.save(checkpoint_number=epoch + 1)
             if hasattr(self.schedule, "on_epoch_end"):
                 self.schedule.on_epoch_end(epoch, logs.as_dict())
             self.callbacks.on_epoch_end(epoch, logs.as_dict())
             if getattr(self.model, "stop_training", False):
                 history.stopped_early = True
                 log.info("Early stopping after epoch %d", epoch + 1)
-                break
-        self.callbacks.on_train_end()
-        history.steps = int(self.optimizer.iterations.numpy())
-        return history
+            self.epoch_sums.assign(tf.zeros([3], tf.float64))
+            self._save(history)
 
-    def _run_epoch(self, epoch, epochs, train_ds, val_ds, steps_per_epoch, history) -> EpochLogs:
-        progbar = keras.utils.Progbar(steps_per_epoch, verbose=1 if self.verbose == 1 else 0,
+    def _run_epoch(self, epoch, epochs, train_ds, val_ds, done, history) -> EpochLogs:
+        spe = self.steps_per_epoch
+        progbar = keras.utils.Progbar(spe, verbose=1 if self.verbose == 1 else 0,
                                       stateful_metrics=["loss", "accuracy"])
         iterator = iter(train_ds)
-        totals = np.zeros(3)
-        done, t0 = 0, time.perf_counter()
+        totals = self.epoch_sums.numpy() if done else np.zeros(3)
+        every = self.checkpoint_every_steps
+        t0 = time.perf_counter()
         with self.train_writer.as_default():
-            while done < steps_per_epoch:
-                n = min(self.steps_per_execution, steps_per_epoch - done)
+            while done < spe:
+                n = min(self.steps_per_execution, spe - done)
+                if every:
+                    n = min(n, every - self.step % every)  # land exactly on checkpoint steps
                 sums, last_loss = self._train_fn(n)(iterator)
-                totals += sums.numpy()
-                done += n
                 last_loss = float(last_loss.numpy())
                 if not math.isfinite(last_loss):
                     self._diverged(last_loss)
+                totals += sums.numpy()
+                done += n
+                history.steps_run += n
                 progbar.update(done, [("loss", totals[0] / totals[2]), ("accuracy", totals[1] / totals[2])])
+                if every and self.step % every == 0 and done < spe:
+                    self.epoch_sums.assign(totals)
+                    self._save(history)
         seconds = time.perf_counter() - t0
         history.train_seconds += seconds
         val_loss, val_acc = self.evaluate(val_ds)
         lr = float(self._current_lr().numpy())
-        logs = EpochLogs(totals[0] / totals[2], totals[1] / totals[2], val_loss, val_acc, lr, seconds)
+        logs = EpochLogs(float(totals[0] / totals[2]), float(totals[1] / totals[2]), val_loss, val_acc, lr, seconds)
         self._write_epoch_summaries(epoch, logs)
         if self.verbose:
             log.info("epoch %d/%d - %.2fs - loss %.4f - accuracy %.4f - val_loss %.4f - val_accuracy %.4f - lr %.3g",
                      epoch + 1, epochs, seconds, logs.loss, logs.accuracy, logs.val_loss, logs.val_accuracy, lr)
         return logs
 
+    def _save(self, history: History):
+        finite = all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy()) for v in self.model.trainable_variables)
+        if not finite:
+            self._diverged(float("nan"))
+        self.checkpointer.save(self.step, {
+            "history": [dataclasses.asdict(e) for e in history.epochs],
+            "stopped_early": history.stopped_early,
+            "callbacks": _callback_state(self.callbacks),
+        })
+
     def _diverged(self, loss: float):
-        step = int(self.optimizer.iterations.numpy())
         lr = float(self._current_lr().numpy())
-        last = self.manager.latest_checkpoint or "none (no epoch finished)"
+        last = self.checkpointer.latest or "none (nothing was saved yet)"
         raise DivergenceError(
-            f"The training loss became {loss} at step {step} (learning rate {lr:.4g}). No checkpoint was "
-            f"written after it; the last good checkpoint is {last}. Fix: lower optimizer.lr, add warmup "
-            "(schedule.warmup_epochs) or gradient clipping (optimizer.global_clipnorm=1.0), then rerun.")
+            f"The training loss became {loss} at step {self.step} (learning rate {lr:.4g}). No checkpoint "
+            f"was written after it; the last good checkpoint is {last}. Fix: lower optimizer.lr, add warmup "
+            "(schedule.warmup_epochs) or gradient clipping (optimizer.global_clipnorm=1.0), or retry "
+            "automatically with trainer.nan_recovery=2.")
 
     def _write_epoch_summaries(self, epoch: int, logs: EpochLogs):
         step = epoch + 1
@@ -237,3 +292,17 @@ class Loop:
         self.train_writer.flush()
         self.val_writer.flush()
 
+
+# Attributes of Keras callbacks (EarlyStopping, ModelCheckpoint) that decide what they do next.
+_CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch")
+
+
+def _callback_state(callbacks) -> list[dict]:
+    return [{k: float(getattr(cb, k)) for k in _CALLBACK_STATE if isinstance(getattr(cb, k, None), (int, float))}
+            for cb in callbacks.callbacks]
+
+
+def _restore_callback_state(callbacks, states: list[dict]) -> None:
+    for cb, state in zip(callbacks.callbacks, states):
+        for k, v in state.items():
+            setattr(cb, k, type(getattr(cb, k))(v) if isinstance(getattr(cb, k, None), int) else v)

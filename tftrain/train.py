@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +41,23 @@ def _ensure_console_logging():
         log.setLevel(logging.INFO)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a function of (seed, epoch) alone, so a resumed run replays
+    exactly the order an uninterrupted one would have seen."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def make_dataset(base, batch_size: int, *, seed: int | None, skip: int = 0):
+    """Shuffle (when seeded) and batch `base`; training batches (seeded) drop the last partial one."""
+    import tensorflow as tf
+
+    if seed is not None:
+        base = base.shuffle(base.cardinality(), seed=seed, reshuffle_each_iteration=False)
+    return base.batch(batch_size, drop_remainder=seed is not None).skip(skip).prefetch(tf.data.AUTOTUNE)
+
+
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Train the configured model; write outputs to `output_dir`; return the metrics.json dict.
 
@@ -53,10 +72,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     import keras
+    import tensorflow as tf
 
     from tftrain.callbacks import build_callbacks
-    from tftrain.data import load_data, make_dataset
-    from tftrain.distribute import make_strategy
+    from tftrain.data import load_data
+    from tftrain.distribute import is_chief, make_strategy
     from tftrain.initializers import Initializers
     from tftrain.loop import Loop
     from tftrain.models import build_model
@@ -65,29 +85,49 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     t = cfg.trainer
     keras.utils.set_random_seed(t.seed)
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
     strategy = make_strategy(t)
+    chief = is_chief(strategy)
+    # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
+    write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
     data = load_data(cfg.data, t.seed)
     steps_per_epoch = len(data.x_train) // t.batch_size
     if steps_per_epoch == 0:
         raise ConfigError("trainer.batch_size", t.batch_size,
                           f"at most the {len(data.x_train)} training examples (the last partial batch is dropped)",
                           f"use trainer.batch_size={min(64, len(data.x_train))}")
+    replicas = strategy.num_replicas_in_sync
+    if t.batch_size % replicas:
+        raise ConfigError("trainer.batch_size", t.batch_size, f"a multiple of the {replicas} replicas",
+                          f"use trainer.batch_size={t.batch_size // replicas * replicas or replicas}")
     log.info("Run directory: %s", run_dir.resolve())
-    log.info("%d train / %d val / %d test examples, %d classes; %d replica(s), global batch %d "
+    log.info("%d train / %d val / %d test examples, %d classes; %d replica(s) (%s), global batch %d "
              "(%d per replica), %d steps per epoch", len(data.x_train), len(data.x_val), len(data.x_test),
-             data.num_classes, strategy.num_replicas_in_sync, t.batch_size,
-             t.batch_size // strategy.num_replicas_in_sync, steps_per_epoch)
+             data.num_classes, replicas, type(strategy).__name__, t.batch_size, t.batch_size // replicas,
+             steps_per_epoch)
 
-    def dist(x, y, training):
-        ds = make_dataset(x, y, t.batch_size, shuffle=training, seed=t.seed, drop_remainder=training)
+    train_base = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+
+    def make_train_dataset(epoch: int, skip: int):
+        ds = make_dataset(train_base, t.batch_size, seed=epoch_seed(t.seed, epoch), skip=skip)
         return strategy.experimental_distribute_dataset(ds)
 
-    train_ds = dist(data.x_train, data.y_train, True)
-    val_ds, test_ds = dist(data.x_val, data.y_val, False), dist(data.x_test, data.y_test, False)
+    def eval_dataset(x, y):
+        ds = make_dataset(tf.data.Dataset.from_tensor_slices((x, y)), t.batch_size, seed=None)
+        return strategy.experimental_distribute_dataset(ds)
+
+    val_ds, test_ds = eval_dataset(data.x_val, data.y_val), eval_dataset(data.x_test, data.y_test)
 
     with strategy.scope():
         schedule = build_schedule(cfg, steps_per_epoch)
+        lr_scale = None
+        if t.scale_lr or t.nan_recovery:
+            from tftrain.schedules import Scaled
+
+            schedule = Scaled(schedule, float(replicas) if t.scale_lr else 1.0)
+            lr_scale = schedule.scale
         model = build_model(cfg.model, data.input_shape, data.num_classes, Initializers(cfg.initializer, t.seed))
         optimizer = build_optimizer(cfg.optimizer, schedule, t.mixed_precision)
         # Compiled (though trained by our loop) so model.keras carries the optimizer and loss, and
@@ -96,15 +136,17 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
     loop = Loop(strategy=strategy, model=model, optimizer=optimizer, schedule=schedule,
-                global_batch_size=t.batch_size, run_dir=run_dir, steps_per_execution=t.steps_per_execution,
+                global_batch_size=t.batch_size, steps_per_epoch=steps_per_epoch, run_dir=run_dir,
+                write_dir=write_dir, is_chief=chief, steps_per_execution=t.steps_per_execution,
                 jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq,
-                keep_checkpoints=t.keep_checkpoints, verbose=t.verbose,
-                callbacks=build_callbacks(cfg.callbacks, run_dir))
-    history = loop.fit(train_ds, val_ds, epochs=t.epochs, steps_per_epoch=steps_per_epoch)
+                keep_checkpoints=t.keep_checkpoints, checkpoint_every_steps=t.checkpoint_every_steps,
+                nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, lr_scale=lr_scale,
+                verbose=t.verbose, callbacks=build_callbacks(cfg.callbacks, write_dir))
+    history = loop.fit(make_train_dataset, val_ds, epochs=t.epochs)
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
     test_loss, test_acc = loop.evaluate(test_ds)
-    model.save(run_dir / "model.keras")
+    model.save(write_dir / "model.keras")
 
     epochs = history.epochs
     metrics = {
@@ -116,17 +158,19 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         "best_val_accuracy": max((e.val_accuracy for e in epochs), default=None),
         "test_loss": test_loss,
         "test_accuracy": test_acc,
-        "epochs": int(loop.epoch.numpy()),
+        "epochs": history.steps // steps_per_epoch,
         "steps": history.steps,
         "stopped_early": history.stopped_early,
         "wall_time_s": time.perf_counter() - t_start,
         "train_time_s": history.train_seconds,
-        "steps_per_s": (steps_per_epoch * len(epochs) / history.train_seconds) if history.train_seconds else None,
+        "steps_per_s": (history.steps_run / history.train_seconds) if history.train_seconds else None,
         "history": {k: [getattr(e, k) for e in epochs]
                     for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")},
         "run_dir": str(run_dir.resolve()),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
     log.info("test_loss %.4f - test_accuracy %.4f - %d epochs, %d steps in %.1fs",
              test_loss, test_acc, metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
     log.info("Outputs in %s: metrics.json, model.keras, checkpoints/, tensorboard/ "

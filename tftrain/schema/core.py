@@ -114,6 +114,12 @@ class TrainerConf:
     verbose: int = 1
     objective: str = "val_accuracy"   # what the CLI returns to Hydra sweepers
     objective_mode: str = "max"
+    cpu_devices: int = 1
+    scale_lr: bool = False
+    deterministic: bool = False
+    checkpoint_every_steps: int = 0
+    nan_recovery: int = 0
+    nan_lr_factor: float = 0.5
 
     def __post_init__(self):
         require(self.epochs > 0, "epochs", self.epochs, "an integer > 0")
@@ -125,6 +131,11 @@ class TrainerConf:
         require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
         require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "an integer > 0")
         require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
+        require(self.cpu_devices >= 1, "cpu_devices", self.cpu_devices, "an integer >= 1")
+        require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps,
+                "an integer >= 0 (0: checkpoint at epoch ends only)")
+        require(self.nan_recovery >= 0, "nan_recovery", self.nan_recovery, "an integer >= 0")
+        require(0 < self.nan_lr_factor < 1, "nan_lr_factor", self.nan_lr_factor, "a number in (0, 1)")
         require(self.objective in OBJECTIVES, "objective", self.objective, f"one of {list(OBJECTIVES)}")
         require(self.objective_mode in ("min", "max"), "objective_mode", self.objective_mode, "min or max")
 
