@@ -98,9 +98,13 @@ class Loop:
         # same epoch metrics as an uninterrupted run.
         self.epoch_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False, name="epoch_sums")
         schedule_state = {f"v{i}": v for i, v in enumerate(getattr(schedule, "variables", []))}
+        # tf.train.Checkpoint(model=...) skips the states of Keras' SeedGenerators (dropout, noise),
+        # so a resumed run would redraw the dropout masks it already used: track them explicitly.
+        rng_state = {f"s{i}": v.value for i, v in enumerate(v for v in model.variables if "seed_generator" in v.path)}
         self.checkpointer = Checkpointer(Path(run_dir) / "checkpoints", keep_checkpoints, is_chief,
                                          model=model, optimizer=optimizer, epoch_sums=self.epoch_sums,
-                                         schedule=tf.train.Checkpoint(**schedule_state))
+                                         schedule=tf.train.Checkpoint(**schedule_state),
+                                         rng=tf.train.Checkpoint(**rng_state))
 
     # ------------------------------------------------------------------ compiled steps
 
@@ -114,12 +118,12 @@ class Loop:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled_loss = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled_loss, model.trainable_variables)
-        # Norm of this replica's share of the global-batch gradient, unscaled from loss scaling.
-        grad_norm = tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32)
+        # Squared norm of this replica's share of the global-batch gradient, without loss scaling.
+        grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
         optimizer.apply(grads, model.trainable_variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)), tf.float32))
         count = tf.cast(tf.shape(y)[0], tf.float32)
-        return loss, tf.reduce_sum(per_example), correct, count, grad_norm
+        return loss, tf.reduce_sum(per_example), correct, count, grad_norm_sq
 
     def _train_steps(self, iterator, num_steps: int):
         """`num_steps` training steps in one graph call; returns summed loss/correct/count and last loss."""
@@ -128,21 +132,21 @@ class Loop:
         for _ in tf.range(num_steps):
             step = tf.identity(self.optimizer.iterations)  # read now: apply() increments it
             lr = self._current_lr()
-            loss, loss_sum, correct, count, grad_norm = self.strategy.run(self._replica_step, args=next(iterator))
+            loss, loss_sum, correct, count, grad_norm_sq = self.strategy.run(self._replica_step, args=next(iterator))
             last_loss = self.strategy.reduce(SUM, loss, axis=None)
             totals += tf.stack([self.strategy.reduce(SUM, t, axis=None) for t in (loss_sum, correct, count)])
             with tf.summary.record_if(step % self.update_freq == 0):
                 _scalar("batch_loss", last_loss, step)
                 _scalar("learning_rate", lr, step)
-                _scalar("grad_norm", self._global_grad_norm(grad_norm), step)
+                _scalar("grad_norm", self._global_grad_norm(grad_norm_sq), step)
         return totals, last_loss
 
-    def _global_grad_norm(self, replica_norms):
+    def _global_grad_norm(self, replica_norms_sq):
         """Global-batch gradient norm: exact with one replica. With n replicas, n times the RMS of the
         replicas' norms (each holds ~1/n of the gradient): an estimate that avoids a second all-reduce
         of every gradient just to log it."""
         n = float(self.strategy.num_replicas_in_sync)
-        return tf.sqrt(self.strategy.reduce(SUM, tf.square(replica_norms), axis=None) / n) * n
+        return tf.sqrt(self.strategy.reduce(SUM, replica_norms_sq, axis=None) / n) * n
 
     def _current_lr(self):
         lr = self.optimizer.learning_rate

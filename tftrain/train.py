@@ -68,10 +68,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     cfg = validate(cfg)
     run_dir = _run_dir(cfg, str(output_dir) if output_dir is not None else None)
     _ensure_console_logging()
-    logging.getLogger("absl").setLevel(logging.WARNING)  # tf.data's per-epoch INFO lines are noise
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    for noisy in ("absl", "tensorflow"):  # tf.data's and collectives' per-step INFO lines are noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from tftrain.callbacks import build_callbacks
@@ -92,6 +93,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     chief = is_chief(strategy)
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
+    OmegaConf.save(cfg, write_dir / "config.yaml", resolve=True)
     data = load_data(cfg.data, t.seed)
     steps_per_epoch = len(data.x_train) // t.batch_size
     if steps_per_epoch == 0:
@@ -146,6 +148,9 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
     test_loss, test_acc = loop.evaluate(test_ds)
+    # Identical on every replica and worker when they are in sync: logged so runs can be compared.
+    fingerprint = float(sum(np.sum(np.square(w.astype("float64"))) for w in model.get_weights()))
+    log.info("weights fingerprint %.17g", fingerprint)
     model.save(write_dir / "model.keras")
 
     epochs = history.epochs
@@ -166,6 +171,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         "steps_per_s": (history.steps_run / history.train_seconds) if history.train_seconds else None,
         "history": {k: [getattr(e, k) for e in epochs]
                     for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")},
+        "weights_fingerprint": fingerprint,
         "run_dir": str(run_dir.resolve()),
     }
     (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -173,6 +179,9 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         shutil.rmtree(write_dir, ignore_errors=True)
     log.info("test_loss %.4f - test_accuracy %.4f - %d epochs, %d steps in %.1fs",
              test_loss, test_acc, metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
-    log.info("Outputs in %s: metrics.json, model.keras, checkpoints/, tensorboard/ "
-             "(tensorboard --logdir %s)", run_dir.resolve(), run_dir)
+    if chief:
+        log.info("Outputs in %s: metrics.json, model.keras, checkpoints/, tensorboard/ "
+                 "(tensorboard --logdir %s)", run_dir.resolve(), run_dir)
+    else:
+        log.info("Non-chief worker done; the chief writes the outputs to %s", run_dir.resolve())
     return metrics
