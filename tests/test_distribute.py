@@ -77,11 +77,16 @@ KILL_ARGS = ["data=synthetic", "data.num_train=4096", "data.num_val=64", "data.n
              "trainer.verbose=0", "trainer.deterministic=true", "trainer.checkpoint_every_steps=10"]
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.6])
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, delay):
-    whole = run_cli(*KILL_ARGS, f"hydra.run.dir={tmp_path / 'whole'}")
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("whole")
+    whole = run_cli(*KILL_ARGS, f"hydra.run.dir={run_dir}")
     assert whole.returncode == 0, whole.stderr[-3000:]
+    return _metrics(run_dir)
 
+
+@pytest.mark.parametrize("delay", [0.0, 0.6])
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted, delay):
     run_dir = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "tftrain", *KILL_ARGS, f"hydra.run.dir={run_dir}"],
@@ -99,7 +104,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, delay):
     log = resumed.stdout + resumed.stderr
     step = int(log.split("Resumed from")[1].split("step ")[1].split()[0])
     assert 0 < step < 3 * 128 and step % 128 != 0  # resumed inside an epoch
-    _same_numbers(_metrics(tmp_path / "whole"), _metrics(run_dir))
+    _same_numbers(uninterrupted, _metrics(run_dir))
 
 
 def test_same_command_twice_is_bit_identical(tmp_path):
