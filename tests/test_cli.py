@@ -85,6 +85,8 @@ def test_configs_are_found_from_an_installed_wheel(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("tftrain-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     assert (tmp_path / "site" / "tftrain" / "conf" / "optimizer" / "adam.yaml").is_file()
+    for init in (ROOT / "tftrain").rglob("__init__.py"):  # pyproject lists the packages by hand
+        assert (tmp_path / "site" / init.relative_to(ROOT)).is_file(), f"{init.parent} missing from the wheel"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = subprocess.run([sys.executable, "-m", "tftrain", "--cfg", "job", "optimizer=nadam"], cwd=elsewhere,
