@@ -12,7 +12,9 @@ from tftrain.config import config_dir
 from tftrain.errors import ConfigError
 from tftrain.schema import validate
 
-GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and not p.name.startswith(("_", "hydra")))
+# hparams_search is a Hydra-level group (it configures the sweeper): tests/test_sweep.py covers it.
+GROUPS = sorted(p.name for p in config_dir().iterdir()
+                if p.is_dir() and not p.name.startswith(("_", "hydra", "hparams_search")))
 
 
 def options(group):

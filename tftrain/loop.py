@@ -189,6 +189,8 @@ class Loop:
             history.epochs = [EpochLogs(**e) for e in state.get("history", [])]
             history.stopped_early = state.get("stopped_early", False)
             _restore_callback_state(self.callbacks, state.get("callbacks", []))
+            if self.lr_scale is not None and "lr_scale" in state:  # lowered by an earlier NaN recovery
+                self.lr_scale.assign(state["lr_scale"])
             log.info("Resumed from %s: epoch %d, step %d", self.checkpointer.latest,
                      self.step // self.steps_per_epoch + 1, self.step)
         retries = self.nan_recovery
@@ -273,6 +275,7 @@ class Loop:
             "history": [dataclasses.asdict(e) for e in history.epochs],
             "stopped_early": history.stopped_early,
             "callbacks": _callback_state(self.callbacks),
+            **({"lr_scale": float(self.lr_scale.numpy())} if self.lr_scale is not None else {}),
         })
 
     def _diverged(self, loss: float):
