@@ -75,7 +75,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from tftrain.callbacks import build_callbacks
+    from tftrain.callbacks import build_callbacks, write_hparams
     from tftrain.data import load_data
     from tftrain.distribute import is_chief, make_strategy
     from tftrain.initializers import Initializers
@@ -143,7 +143,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq,
                 keep_checkpoints=t.keep_checkpoints, checkpoint_every_steps=t.checkpoint_every_steps,
                 nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, lr_scale=lr_scale,
-                verbose=t.verbose, callbacks=build_callbacks(cfg.callbacks, write_dir))
+                verbose=t.verbose, callbacks=build_callbacks(cfg, write_dir))
+    if cfg.initializer.get("data_init"):  # weight norm: g and biases from the first training batch
+        from tftrain.layers import data_dependent_init
+
+        # A resumed run's checkpoint restore (in loop.fit) then overwrites what this computes.
+        data_dependent_init(model, strategy, next(iter(make_train_dataset(0, 0))))
     history = loop.fit(make_train_dataset, val_ds, epochs=t.epochs)
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
@@ -175,6 +180,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         "run_dir": str(run_dir.resolve()),
     }
     (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_hparams(cfg, metrics, write_dir)  # HParams dashboard: the config and its final metrics
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     log.info("test_loss %.4f - test_accuracy %.4f - %d epochs, %d steps in %.1fs",

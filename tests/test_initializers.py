@@ -1,0 +1,178 @@
+"""The `initializer` group: registries, statistics against theory, per-layer seeds, validation,
+and the reason it exists (a deep ReLU net learns from He init but not from zeros)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tftrain
+from tftrain.errors import ConfigError
+from tftrain.schema import validate
+from tftrain.schema import initializer as schema
+
+from conftest import ROOT, compose_small
+
+OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "initializer").glob("*.yaml"))
+RANDOM = [o for o in OPTIONS if o not in ("zeros", "constant")]
+
+
+# Runs through tftrain.train without the outputs these tests do not read.
+QUIET = ("callbacks.tensorboard.enabled=false", "callbacks.csv_logger.enabled=false")
+
+
+@functools.lru_cache(maxsize=None)
+def _cfg(*overrides: str):
+    # Composing is the slow part (~0.2 s): one small MLP config per option, shared by the tests.
+    return validate(tftrain.compose(["model.hidden_units=[16,16,16]", *overrides]))
+
+
+def _initializers(*overrides: str, seed: int = 0):
+    from tftrain.initializers import Initializers
+
+    return Initializers(_cfg(*overrides).initializer, seed)
+
+
+def _build(*overrides: str, seed: int = 0, input_shape=(8,), num_classes: int = 3):
+    from tftrain.initializers import Initializers
+    from tftrain.models import build_model
+
+    cfg = _cfg(*overrides)
+    return build_model(cfg.model, input_shape, num_classes, Initializers(cfg.initializer, seed))
+
+
+def test_options_registries_and_schemas_agree():
+    from tftrain import initializers
+
+    assert set(OPTIONS) == set(initializers.SCHEMES) == set(schema.SCHEMAS["initializer"])
+    assert set(OPTIONS) >= {"zeros", "constant", "random_normal", "random_uniform", "truncated_normal",
+                            "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
+                            "lecun_uniform", "orthogonal", "variance_scaling", "weight_norm"}
+    assert set(initializers.BIASES) == set(schema.BIASES)
+    assert set(initializers.PLAIN) == set(schema.PLAIN)
+
+
+@pytest.mark.parametrize("group", ["initializer", "model"])
+def test_every_yaml_opens_with_the_command_that_runs_it(group):
+    for path in (ROOT / "conf" / group).glob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith(f"# python -m tftrain {group}={path.stem}"), (path, first)
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_option_composes_validates_and_builds(option):
+    model = _build(f"initializer={option}")
+    assert model.output_shape == (None, 3)
+    # Conv kernels (4-D) too: fans and orthogonality are computed over their flattened shape.
+    kernel = np.asarray(_initializers(f"initializer={option}").kernel()((3, 3, 4, 8)))
+    assert kernel.shape == (3, 3, 4, 8) and np.all(np.isfinite(kernel))
+
+
+# option overrides -> theoretical variance of a (fan_in, fan_out) = (800, 400) kernel.
+FAN_IN, FAN_OUT = 800, 400
+VARIANCES = {
+    "glorot_uniform": ([], 2 / (FAN_IN + FAN_OUT)),
+    "glorot_normal": ([], 2 / (FAN_IN + FAN_OUT)),
+    "he_normal": ([], 2 / FAN_IN),
+    "he_uniform": ([], 2 / FAN_IN),
+    "lecun_normal": ([], 1 / FAN_IN),
+    "lecun_uniform": ([], 1 / FAN_IN),
+    "variance_scaling": (["initializer.scale=3.0", "initializer.mode=fan_out",
+                          "initializer.distribution=untruncated_normal"], 3 / FAN_OUT),
+    "variance_scaling-uniform": (["initializer.mode=fan_avg", "initializer.distribution=uniform"],
+                                 2 / (FAN_IN + FAN_OUT)),
+    "random_normal": (["initializer.stddev=0.1"], 0.01),
+    "random_uniform": (["initializer.minval=-0.3", "initializer.maxval=0.3"], 0.6 ** 2 / 12),
+    # A normal cut at 2 stddev keeps 1 - 4 phi(2) / (2 Phi(2) - 1) = 0.774 of the variance.
+    "truncated_normal": (["initializer.stddev=0.1"],
+                         0.01 * (1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(2 / math.sqrt(2)))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VARIANCES))
+def test_empirical_variance_matches_theory(case):
+    overrides, expected = VARIANCES[case]
+    kernel = np.asarray(_initializers(f"initializer={case.split('-')[0]}", *overrides).kernel()((FAN_IN, FAN_OUT)))
+    # 320k draws: the relative standard error of the variance is ~0.3%, so 10% is a wide margin.
+    assert kernel.var() == pytest.approx(expected, rel=0.1)
+    assert abs(kernel.mean()) < 0.05 * math.sqrt(expected)
+
+
+@pytest.mark.parametrize("shape", [(600, 300), (3, 3, 16, 32)])
+def test_orthogonal_kernels_have_orthogonal_columns_times_gain(shape):
+    gain = 1.7
+    kernel = np.asarray(_initializers("initializer=orthogonal", f"initializer.gain={gain}").kernel()(shape))
+    w = kernel.reshape(-1, shape[-1]).astype("float64")  # conv kernels: (kh * kw * in, out)
+    np.testing.assert_allclose(w.T @ w, gain ** 2 * np.eye(shape[-1]), atol=1e-4)
+
+
+def test_zeros_constant_and_bias_options():
+    assert not np.any(np.asarray(_initializers("initializer=zeros").kernel()((5, 3))))
+    np.testing.assert_array_equal(_initializers("initializer=constant", "initializer.value=0.3").kernel()((5, 3)),
+                                  np.full((5, 3), 0.3, "float32"))
+    np.testing.assert_array_equal(_initializers("initializer.bias=ones").bias()((3,)), np.ones(3, "float32"))
+
+
+def _same_shaped_kernels(model):
+    # hidden_units=[16, 16, 16]: the second and third hidden layers both have (16, 16) kernels.
+    kernels = [np.asarray(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
+    return [k for k in kernels if k.shape == (16, 16)]
+
+
+@pytest.mark.parametrize("option", RANDOM)
+def test_each_layer_has_its_own_seed_and_equal_seeds_give_equal_weights(option):
+    args = (f"initializer={option}",)
+    model = _build(*args, seed=3)
+    first, second = _same_shaped_kernels(model)
+    assert not np.allclose(first, second), "two same-shaped layers got the same weights"
+    for a, b in zip(model.get_weights(), _build(*args, seed=3).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = _same_shaped_kernels(_build(*args, seed=4))[0]
+    assert not np.allclose(first, other), "a different trainer.seed gave the same weights"
+
+
+def test_weight_norm_option_builds_weight_normalized_layers():
+    from tftrain.layers import WeightNormDense
+
+    model = _build("initializer=weight_norm", "initializer.direction=lecun_uniform", "initializer.data_init=false")
+    kernel_layers = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    assert len(kernel_layers) == 4 and all(isinstance(layer, WeightNormDense) for layer in kernel_layers)
+    assert {layer.data_init for layer in kernel_layers} == {False}
+    # Without data_init the initial kernel is v itself, drawn by lecun_uniform: U(-l, l), l = sqrt(3 / fan_in).
+    logits = model.get_layer("logits")
+    np.testing.assert_allclose(np.asarray(logits.kernel), np.asarray(logits.v), rtol=1e-5, atol=1e-7)
+    assert np.abs(np.asarray(logits.v)).max() <= math.sqrt(3 / 16)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("initializer=random_normal initializer.stddev=0", "initializer.stddev"),
+    ("initializer=truncated_normal initializer.stddev=-1", "initializer.stddev"),
+    ("initializer=random_uniform initializer.minval=0.1 initializer.maxval=0.1", "initializer.maxval"),
+    ("initializer=orthogonal initializer.gain=0", "initializer.gain"),
+    ("initializer=variance_scaling initializer.scale=0", "initializer.scale"),
+    ("initializer=variance_scaling initializer.mode=fan_sum", "initializer.mode"),
+    ("initializer=variance_scaling initializer.distribution=normal", "initializer.distribution"),
+    ("initializer=weight_norm initializer.direction=zeros", "initializer.direction"),
+    ("initializer=weight_norm initializer.data_init=maybe", "initializer.data_init"),
+    ("initializer=constant initializer.value=big", "initializer.value"),
+    ("initializer.bias=twos", "initializer.bias"),
+    ("initializer=he_normal +initializer.stddev=1", "initializer.stddev"),
+    ("initializer.name=xavier", "initializer.name"),
+])
+def test_bad_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"`{key}`"):
+        validate(tftrain.compose(override.split()))
+
+
+def test_deep_relu_net_learns_from_he_init_but_not_from_zeros(tmp_path: Path):
+    # All-zero kernels: every hidden ReLU outputs 0, so no kernel gets a gradient (ReLU's slope at 0
+    # is 0 in TensorFlow); only the logits' bias learns, and the logits cannot depend on the input.
+    common = ("model.hidden_units=[32,32,32,32,32,32]", "optimizer.lr=0.01", *QUIET)
+    zeros = tftrain.train(compose_small("initializer=zeros", *common), output_dir=tmp_path / "zeros")
+    he = tftrain.train(compose_small("initializer=he_normal", *common), output_dir=tmp_path / "he")
+    assert zeros["val_accuracy"] < 0.25 and zeros["train_loss"] > 0.95 * math.log(10)
+    assert he["val_accuracy"] > 0.45 and he["train_loss"] < 0.75 * zeros["train_loss"]
