@@ -33,8 +33,17 @@ def _npz(tmp_path: Path) -> str:
     return str(path)
 
 
+# Options whose file path is required: without one they must fail naming it (tests/test_data.py
+# loads each from files it writes).
+NEEDS_PATH = {("data", "csv"), ("data", "image_folder"), ("data", "tfrecord")}
+
+
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group, option, tmp_path):
+    if (group, option) in NEEDS_PATH:
+        with pytest.raises(ConfigError, match="`data.path"):
+            validate(tftrain.compose([f"{group}={option}"]))
+        return
     extra = [f"data.path={_npz(tmp_path)}"] if (group, option) == ("data", "npz") else []
     cfg = validate(tftrain.compose([f"{group}={option}", *extra]))
     if "name" in cfg[group]:

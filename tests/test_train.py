@@ -100,3 +100,23 @@ def test_nan_loss_stops_with_step_lr_and_checkpoint(tmp_path):
         tftrain.train(cfg, output_dir=tmp_path)
     assert "last good checkpoint" in str(info.value)
     assert not list((tmp_path / "checkpoints").glob("*.index"))  # no NaN weights written
+
+
+def test_nan_recovery_restores_and_lowers_the_learning_rate(tmp_path, caplog):
+    from conftest import compose_small
+
+    cfg = compose_small("optimizer=sgd", "optimizer.lr=1e12", "data.noise=0.0", "trainer.nan_recovery=2",
+                        "trainer.nan_lr_factor=1e-11")
+    with caplog.at_level("WARNING", logger="tftrain"):
+        metrics = tftrain.train(cfg, output_dir=tmp_path)
+    assert metrics["nan_recoveries"] == 1 and metrics["steps"] == 16
+    assert np.isfinite(metrics["test_loss"]) and metrics["history"]["learning_rate"][-1] == pytest.approx(10.0)
+    assert "Recovering (trainer.nan_recovery)" in caplog.text
+
+
+def test_tensorboard_can_be_turned_off(tmp_path):
+    from conftest import compose_small
+
+    tftrain.train(compose_small("callbacks.tensorboard.enabled=false", "callbacks.tensorboard.hparams=false"),
+                  output_dir=tmp_path)
+    assert not list((tmp_path / "tensorboard").rglob("events.*"))

@@ -1,8 +1,15 @@
 """Keras callbacks from the `callbacks` group, driven by tftrain's loop at each epoch end.
 
 The loop calls `on_train_begin`, `on_epoch_end(epoch, logs)` and `on_train_end` with Keras-style
-logs (loss, accuracy, val_loss, val_accuracy, learning_rate), so Keras' own EarlyStopping and
-ModelCheckpoint work unchanged.
+logs (loss, accuracy, val_loss, val_accuracy, learning_rate), so Keras' own EarlyStopping,
+ModelCheckpoint and CSVLogger work unchanged. The loop itself writes the scalars under
+`<run>/tensorboard/{train,validation}`; this module adds, per run:
+
+- `history.csv`: one row per epoch (keras.callbacks.CSVLogger; appended to on resume);
+- weight histograms in `tensorboard/train` (`callbacks.tensorboard.histograms`, off by default);
+- an HParams session in `tensorboard/`: the run's flattened config when training starts
+  (`HParamsCallback`), its final metrics (test ones included) at the end (`write_hparams`), so
+  `tensorboard --logdir <sweep dir>` compares a sweep's runs in the HParams dashboard.
 """
 
 from __future__ import annotations
@@ -10,6 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+from omegaconf import DictConfig, OmegaConf
+
+# metrics.json keys written as the HParams dashboard's final metrics (scalars in <run>/tensorboard).
+FINAL_METRICS = ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy",
+                 "train_loss", "train_accuracy", "wall_time_s")
+
+# Config keys (prefixes) left out of the hyper-parameters: they do not change what is learned.
+_NOT_HPARAMS = ("output_dir", "task", "trainer.verbose", "trainer.keep_checkpoints", "trainer.objective",
+                "trainer.checkpoint_every_steps", "callbacks.tensorboard", "callbacks.best_checkpoint",
+                "callbacks.csv_logger")
+
+# Session directories whose hyper-parameters this process already wrote (callback, then write_hparams).
+_SESSIONS_WRITTEN: set[str] = set()
 
 
 def _mode(mode: str, monitor: str) -> str:
@@ -18,16 +38,135 @@ def _mode(mode: str, monitor: str) -> str:
     return "max" if "acc" in monitor else "min"
 
 
-def build_callbacks(cfg_callbacks, run_dir: Path) -> list[keras.callbacks.Callback]:
-    callbacks = []
-    es = cfg_callbacks.early_stopping
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
+    """The callbacks the whole (validated) config asks for, writing under `run_dir`.
+
+    Given only the `callbacks` node (the older call `build_callbacks(cfg.callbacks, run_dir)`),
+    the HParams session is written by `write_hparams` at the end instead of at the start.
+    """
+    whole = "callbacks" in cfg
+    cb_cfg = cfg.callbacks if whole else cfg
+    run_dir = Path(run_dir)
+    callbacks: list[keras.callbacks.Callback] = []
+    es = cb_cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=es.monitor, mode=_mode(es.mode, es.monitor), patience=es.patience,
             min_delta=es.min_delta, restore_best_weights=es.restore_best_weights, verbose=1))
-    best = cfg_callbacks.best_checkpoint
+    best = cb_cfg.best_checkpoint
     if best.enabled:
         callbacks.append(keras.callbacks.ModelCheckpoint(
-            str(Path(run_dir) / "best.keras"), monitor=best.monitor, mode=_mode(best.mode, best.monitor),
+            str(run_dir / "best.keras"), monitor=best.monitor, mode=_mode(best.mode, best.monitor),
             save_best_only=True, verbose=0))
+    if cb_cfg.csv_logger.enabled:
+        # append: a resumed run continues the file (the header is written only into an empty one).
+        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True))
+    tb = cb_cfg.tensorboard
+    if tb.enabled and tb.histograms:
+        callbacks.append(WeightHistograms(run_dir / "tensorboard" / "train", freq=tb.histogram_freq))
+    if tb.enabled and tb.hparams and whole:
+        callbacks.append(HParamsCallback(run_dir / "tensorboard", hparams_of(cfg)))
     return callbacks
+
+
+class WeightHistograms(keras.callbacks.Callback):
+    """A histogram of every model weight, tagged by its path (e.g. `mlp/dense/kernel`), every
+    `freq` epochs at step epoch + 1 (the step of the loop's epoch scalars)."""
+
+    def __init__(self, logdir: Path, freq: int = 1):
+        super().__init__()
+        self.logdir, self.freq = Path(logdir), freq
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self._writer = tf.summary.create_file_writer(str(self.logdir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        if self._writer is None or (epoch + 1) % self.freq:
+            return
+        with self._writer.as_default():
+            for w in self.model.weights:
+                tf.summary.histogram(w.path, tf.convert_to_tensor(w), step=epoch + 1)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class HParamsCallback(keras.callbacks.Callback):
+    """Writes the run's hyper-parameters (an HParams session) when training starts, so a run that
+    later fails still shows in the HParams dashboard with the epochs it completed."""
+
+    def __init__(self, logdir: Path, hparams: dict):
+        super().__init__()
+        self.logdir, self.hparams = Path(logdir), hparams
+
+    def on_train_begin(self, logs=None):
+        _write_session(self.logdir, self.hparams)
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The config as flat `group.key: value` hyper-parameters (lists as strings, nulls left out),
+    without the keys that do not change what is learned (verbosity, logging, checkpoint counts)."""
+    flat: dict[str, bool | int | float | str] = {}
+
+    def visit(prefix: str, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                visit(f"{prefix}.{k}" if prefix else str(k), v)
+        elif node is None or prefix.startswith(_NOT_HPARAMS):
+            return
+        elif isinstance(node, (bool, int, float, str)):
+            flat[prefix] = node
+        else:
+            flat[prefix] = str(node)
+
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    container.pop("hydra", None)
+    visit("", container)
+    return flat
+
+
+def _write_session(logdir: Path, hparams: dict) -> None:
+    # No trial_id: TensorBoard then groups sessions by their hyper-parameters, so runs with the
+    # same config (e.g. repeated in two sweeps) form one group, and different ones never do.
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        hp.hparams(hparams)
+    writer.close()
+    _SESSIONS_WRITTEN.add(str(Path(logdir).resolve()))
+
+
+def write_hparams(cfg: DictConfig, metrics: dict, run_dir: str | Path) -> None:
+    """Write the run's final metrics (FINAL_METRICS found in `metrics`, at step = epochs) as scalars
+    in `<run_dir>/tensorboard`, the run's HParams session, and the session's hyper-parameters if
+    the HParamsCallback did not already write them in this process.
+
+    Call it after the test evaluation: `write_hparams(cfg, metrics, write_dir)`.
+    Does nothing when `callbacks.tensorboard.enabled` or `.hparams` is false.
+    """
+    tb = cfg.callbacks.tensorboard
+    if not (tb.enabled and tb.hparams):
+        return
+    import tensorflow as tf
+
+    logdir = Path(run_dir) / "tensorboard"
+    if str(logdir.resolve()) not in _SESSIONS_WRITTEN:
+        _write_session(logdir, hparams_of(cfg))
+    step = int(metrics.get("epochs") or 0)
+    writer = tf.summary.create_file_writer(str(logdir))
+    with writer.as_default():
+        for key in FINAL_METRICS:
+            value = metrics.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                tf.summary.scalar(key, float(value), step=step)
+    writer.close()

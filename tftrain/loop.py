@@ -60,6 +60,7 @@ class History:
     steps_run: int = 0  # steps run by this process (a resumed run counts only its own)
     train_seconds: float = 0.0  # time inside training steps only (no evaluation, no checkpoints)
     stopped_early: bool = False
+    nan_recoveries: int = 0
 
 
 class Loop:
@@ -74,7 +75,8 @@ class Loop:
                  run_dir: Path, write_dir: Path | None = None, is_chief: bool = True,
                  steps_per_execution: int = 1, jit_compile: bool = False, update_freq: int = 1,
                  keep_checkpoints: int = 3, checkpoint_every_steps: int = 0, nan_recovery: int = 0,
-                 nan_lr_factor: float = 0.5, lr_scale=None, verbose: int = 1, callbacks=()):
+                 nan_lr_factor: float = 0.5, lr_scale=None, tensorboard: bool = True, verbose: int = 1,
+                 callbacks=()):
         self.strategy, self.model, self.optimizer, self.schedule = strategy, model, optimizer, schedule
         self.global_batch_size, self.steps_per_epoch = global_batch_size, steps_per_epoch
         self.steps_per_execution, self.update_freq, self.verbose = steps_per_execution, update_freq, verbose
@@ -88,8 +90,8 @@ class Loop:
 
         write_dir = Path(write_dir or run_dir)
         tb = write_dir / "tensorboard"
-        self.train_writer = tf.summary.create_file_writer(str(tb / "train"))
-        self.val_writer = tf.summary.create_file_writer(str(tb / "validation"))
+        writer = tf.summary.create_file_writer if tensorboard else lambda _: tf.summary.create_noop_writer()
+        self.train_writer, self.val_writer = writer(str(tb / "train")), writer(str(tb / "validation"))
 
         with strategy.scope():
             # Slots must exist before a restore, or Keras' optimizer state is silently skipped.
@@ -193,6 +195,8 @@ class Loop:
                 self.lr_scale.assign(state["lr_scale"])
             log.info("Resumed from %s: epoch %d, step %d", self.checkpointer.latest,
                      self.step // self.steps_per_epoch + 1, self.step)
+        elif self.nan_recovery and self.lr_scale is not None:
+            self._save(history)  # the initial weights: a divergence in the first steps can recover too
         retries = self.nan_recovery
         while True:
             try:
@@ -202,6 +206,7 @@ class Loop:
                 if retries == 0 or self.lr_scale is None or self.checkpointer.latest is None:
                     raise
                 retries -= 1
+                history.nan_recoveries += 1
                 self._recover(e, history)
         self.callbacks.on_train_end()
         history.steps = self.step

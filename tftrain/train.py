@@ -17,7 +17,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tftrain.errors import ConfigError
 from tftrain.schema import validate
 
 log = logging.getLogger("tftrain")
@@ -49,15 +48,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def make_dataset(base, batch_size: int, *, seed: int | None, skip: int = 0):
-    """Shuffle (when seeded) and batch `base`; training batches (seeded) drop the last partial one."""
-    import tensorflow as tf
-
-    if seed is not None:
-        base = base.shuffle(base.cardinality(), seed=seed, reshuffle_each_iteration=False)
-    return base.batch(batch_size, drop_remainder=seed is not None).skip(skip).prefetch(tf.data.AUTOTUNE)
-
-
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Train the configured model; write outputs to `output_dir`; return the metrics.json dict.
 
@@ -76,7 +66,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     import tensorflow as tf
 
     from tftrain.callbacks import build_callbacks, write_hparams
-    from tftrain.data import load_data
+    from tftrain.data import build_datasets
     from tftrain.distribute import is_chief, make_strategy
     from tftrain.initializers import Initializers
     from tftrain.loop import Loop
@@ -94,33 +84,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
     OmegaConf.save(cfg, write_dir / "config.yaml", resolve=True)
-    data = load_data(cfg.data, t.seed)
-    steps_per_epoch = len(data.x_train) // t.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError("trainer.batch_size", t.batch_size,
-                          f"at most the {len(data.x_train)} training examples (the last partial batch is dropped)",
-                          f"use trainer.batch_size={min(64, len(data.x_train))}")
-    replicas = strategy.num_replicas_in_sync
-    if t.batch_size % replicas:
-        raise ConfigError("trainer.batch_size", t.batch_size, f"a multiple of the {replicas} replicas",
-                          f"use trainer.batch_size={t.batch_size // replicas * replicas or replicas}")
+    data = build_datasets(cfg.data, t, strategy)
+    steps_per_epoch, replicas = data.steps_per_epoch, strategy.num_replicas_in_sync
     log.info("Run directory: %s", run_dir.resolve())
-    log.info("%d train / %d val / %d test examples, %d classes; %d replica(s) (%s), global batch %d "
-             "(%d per replica), %d steps per epoch", len(data.x_train), len(data.x_val), len(data.x_test),
-             data.num_classes, replicas, type(strategy).__name__, t.batch_size, t.batch_size // replicas,
-             steps_per_epoch)
-
-    train_base = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-
-    def make_train_dataset(epoch: int, skip: int):
-        ds = make_dataset(train_base, t.batch_size, seed=epoch_seed(t.seed, epoch), skip=skip)
-        return strategy.experimental_distribute_dataset(ds)
-
-    def eval_dataset(x, y):
-        ds = make_dataset(tf.data.Dataset.from_tensor_slices((x, y)), t.batch_size, seed=None)
-        return strategy.experimental_distribute_dataset(ds)
-
-    val_ds, test_ds = eval_dataset(data.x_val, data.y_val), eval_dataset(data.x_test, data.y_test)
+    log.info("%d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch", replicas,
+             type(strategy).__name__, t.batch_size, t.batch_size // replicas, steps_per_epoch)
+    make_train_dataset, val_ds, test_ds = data.train, data.val, data.test
 
     with strategy.scope():
         schedule = build_schedule(cfg, steps_per_epoch)
@@ -143,6 +112,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq,
                 keep_checkpoints=t.keep_checkpoints, checkpoint_every_steps=t.checkpoint_every_steps,
                 nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, lr_scale=lr_scale,
+                tensorboard=cfg.callbacks.tensorboard.enabled,
                 verbose=t.verbose, callbacks=build_callbacks(cfg, write_dir))
     if cfg.initializer.get("data_init"):  # weight norm: g and biases from the first training batch
         from tftrain.layers import data_dependent_init
@@ -171,6 +141,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         "epochs": history.steps // steps_per_epoch,
         "steps": history.steps,
         "stopped_early": history.stopped_early,
+        "nan_recoveries": history.nan_recoveries,
         "wall_time_s": time.perf_counter() - t_start,
         "train_time_s": history.train_seconds,
         "steps_per_s": (history.steps_run / history.train_seconds) if history.train_seconds else None,

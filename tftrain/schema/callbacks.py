@@ -13,9 +13,18 @@ MODES = ("auto", "min", "max")
 class TensorBoardConf:
     enabled: bool = True
     update_freq: int = 1
+    histograms: bool = False  # weight histograms in tensorboard/train
+    histogram_freq: int = 1  # every N epochs
+    hparams: bool = True  # the run's config and final metrics for TensorBoard's HParams dashboard
 
     def __post_init__(self):
         require(self.update_freq > 0, "tensorboard.update_freq", self.update_freq, "an integer > 0")
+        require(self.histogram_freq > 0, "tensorboard.histogram_freq", self.histogram_freq, "an integer > 0 (epochs)")
+
+
+@dataclass
+class CsvLoggerConf:
+    enabled: bool = True  # per-epoch metrics in <run>/history.csv
 
 
 @dataclass
@@ -48,6 +57,7 @@ class CallbacksConf:
     tensorboard: TensorBoardConf = field(default_factory=TensorBoardConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     best_checkpoint: BestCheckpointConf = field(default_factory=BestCheckpointConf)
+    csv_logger: CsvLoggerConf = field(default_factory=CsvLoggerConf)
 
 
 SCHEMAS = {"callbacks": CallbacksConf}

@@ -1,0 +1,480 @@
+"""`build_datasets(cfg.data, cfg.trainer, strategy) -> Datasets`: the tf.data pipelines the loop eats.
+
+Two paths, chosen by where the examples live:
+
+* In memory (digits, synthetic, npz, mnist, fashion_mnist, cifar10, cifar100, and any file-backed
+  source with `cache: memory`): the splits are held once as tensors on the host. A training batch
+  is a `tf.gather` of rows of a seeded permutation of the whole split (an exact shuffle; no
+  per-example tf.data work, no second copy in a shuffle buffer). The pipeline is built once;
+  each epoch only writes its permutation and seed into two host variables.
+* Streamed (csv, image_folder, tfrecord, tfds with `cache: null` or a cache file): raw records
+  (lines, paths, serialized Examples) are split and sharded by masking whole batches of them,
+  shuffled (file lists in full, other records in a `shuffle_buffer`), decoded (vectorized for CSV
+  and TFRecord), optionally cached on disk, and batched. Nothing has to fit in memory.
+
+File-backed splits are scanned once before training: the scan counts the examples, checks them
+(NaN/Inf, labels, and whatever the decoder rejects: missing columns or features, wrong numbers of
+values, text in numeric columns, unreadable images) and takes the training split's statistics.
+
+Distribution: `strategy.distribute_datasets_from_function`; each input pipeline (one per worker)
+builds per-replica batches and keeps its share (`InputContext.input_pipeline_id`). In-memory
+training batches are slices of one global permutation, so 1 replica, N replicas and N workers see
+the same global batches. The training split drops its last partial batch (every epoch has exactly
+`steps_per_epoch = num_train // global_batch` steps on every worker); val/test keep it.
+
+Every epoch's order is a function of (trainer.seed, epoch) alone, and `train(epoch, skip)` leaves
+out the first `skip` batches: a run resumed mid-epoch sees exactly the batches it had not trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tftrain.data.arrays import ARRAY_LOADERS, Splits, channel_stats, check_splits
+from tftrain.data.streams import DECODE_BATCH, STREAM_LOADERS, Stream, StreamSource, import_tfds, tf_message
+from tftrain.errors import ConfigError, DataError
+
+log = logging.getLogger("tftrain")
+
+AUTOTUNE = tf.data.AUTOTUNE
+SCAN_BATCH = 1024
+
+
+def _lean(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Options for in-memory pipelines whose per-batch work is one gather: no autotuning thread and
+    a one-thread pool, so tf.data takes as little CPU as possible from the training step (measured
+    on 2 cores: docs/benchmark.md)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
+
+# The loader registry: data.name -> loader(cfg_data, seed) -> Splits (in memory) or StreamSource.
+LOADERS: dict[str, Callable] = {**ARRAY_LOADERS, **STREAM_LOADERS}
+
+
+@dataclasses.dataclass
+class Datasets:
+    """What the training loop needs.
+
+    `train(epoch, skip=0)` returns epoch `epoch`'s training batches with the first `skip` left out
+    (call it once per epoch and iterate the result before the next call: in-memory sources reuse
+    one pipeline). `val` and `test` are iterated whole each time. With a strategy all three are
+    distributed datasets (elements (x, y) per replica: x float32, y int64); without one, plain
+    tf.data datasets of global batches."""
+
+    train: Callable[..., Any]
+    val: Any
+    test: Any
+    steps_per_epoch: int
+    num_train: int
+    num_val: int
+    num_test: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    global_batch_size: int
+    normalization: dict | None = None  # {"mode", "offset", "scale"} per channel, from the training split
+    description: str = ""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    from tftrain.train import epoch_seed as seed_of  # one definition: a resumed run replays the same order
+
+    return seed_of(seed, epoch)
+
+
+# ---------------------------------------------------------------- normalization, augmentation
+
+
+def normalization_params(mode: str | None, stats: dict | None) -> dict | None:
+    if mode is None:
+        return None
+    if mode == "standardize":
+        offset, spread = stats["mean"], stats["std"]
+    else:  # scale: per-channel min-max
+        offset, spread = stats["min"], stats["max"] - stats["min"]
+    spread = np.where(spread > 1e-7, spread, 1.0)  # constant channels: shifted, not divided by 0
+    return {"mode": mode, "offset": np.asarray(offset, "float32"), "scale": np.asarray(1.0 / spread, "float32")}
+
+
+def _transform(norm: dict | None, aug, seed, num_pipelines: int, pipeline: int):
+    """Batch-level fn (x, y[, i]) -> (x, y): cast to float32, normalize, then (training only, with a
+    seed: an int or a host variable holding the epoch's seed) augment with stateless random ops
+    seeded by (epoch seed, batch index, pipeline): reproducible and exactly resumable."""
+    offset = scale = None
+    if norm is not None:
+        offset, scale = tf.constant(norm["offset"]), tf.constant(norm["scale"])
+    flip = getattr(aug, "flip", None) if aug is not None else None
+    translate = float(getattr(aug, "translate", 0.0)) if aug is not None else 0.0
+
+    def normalize(x):
+        x = tf.cast(x, tf.float32)
+        return x if offset is None else (x - offset) * scale
+
+    if seed is None or (flip is None and translate == 0):
+        return lambda x, y, *_: (normalize(x), y)
+
+    def augment(x, y, i):
+        x = normalize(x)
+        s = tf.stack([tf.cast(tf.convert_to_tensor(seed), tf.int64), tf.cast(i, tf.int64) * num_pipelines + pipeline])
+        n, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
+        if flip in ("horizontal", "horizontal_and_vertical"):
+            coin = tf.random.stateless_uniform([n], seed=s + [0, 1 << 40]) < 0.5
+            x = tf.where(coin[:, None, None, None], tf.reverse(x, [2]), x)
+        if flip in ("vertical", "horizontal_and_vertical"):
+            coin = tf.random.stateless_uniform([n], seed=s + [0, 2 << 40]) < 0.5
+            x = tf.where(coin[:, None, None, None], tf.reverse(x, [1]), x)
+        if translate > 0:
+            ph, pw = max(1, int(round(translate * h))), max(1, int(round(translate * w)))
+            dy = tf.random.stateless_uniform([n], seed=s + [0, 3 << 40], minval=-ph, maxval=ph + 1, dtype=tf.int32)
+            dx = tf.random.stateless_uniform([n], seed=s + [0, 4 << 40], minval=-pw, maxval=pw + 1, dtype=tf.int32)
+            padded = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])  # zeros, after normalization
+            rows = tf.range(h)[None, :] + ph - dy[:, None]
+            cols = tf.range(w)[None, :] + pw - dx[:, None]
+            x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+        return x, y
+
+    return augment
+
+
+# ---------------------------------------------------------------- file-backed records
+
+
+def _keep(stream: Stream, num_pipelines: int, pipeline: int) -> np.ndarray | None:
+    """Which records of stream.records() this split and pipeline keep (None: all)."""
+    keep = None if stream.mask is None else stream.mask[0] == stream.mask[1]
+    if num_pipelines > 1:
+        if keep is None:
+            keep = np.ones(stream.count, bool)
+        mine = np.zeros_like(keep)
+        mine[np.flatnonzero(keep)[pipeline::num_pipelines]] = True
+        keep = mine
+    return keep
+
+
+def _split_records(stream: Stream, num_pipelines: int = 1, pipeline: int = 0) -> tf.data.Dataset:
+    """This split's (and pipeline's) raw records, one by one, in the source's fixed order.
+
+    Masking happens on whole batches of records (tf.boolean_mask): no per-record tf.data function."""
+    if stream.arrays is not None:  # records in memory (image paths): select them in NumPy
+        sel = np.arange(len(stream.arrays[0]))
+        if stream.mask is not None:
+            sel = np.flatnonzero(stream.mask[0] == stream.mask[1])
+        sel = sel[pipeline::num_pipelines]
+        return tf.data.Dataset.from_tensor_slices(tuple(a[sel] for a in stream.arrays))
+    keep = _keep(stream, num_pipelines, pipeline)
+    records = stream.records()
+    if keep is None:
+        return records
+    flags = tf.data.Dataset.from_tensor_slices(keep)
+    if stream.batched_decode:  # scalar string records: mask batches of them
+        pairs = tf.data.Dataset.zip(records.batch(DECODE_BATCH), flags.batch(DECODE_BATCH))
+        return pairs.map(lambda r, k: tf.boolean_mask(r, k), num_parallel_calls=AUTOTUNE).unbatch()
+    pairs = tf.data.Dataset.zip(records, flags)  # structured records (TFDS examples): one by one
+    return pairs.filter(lambda r, k: k).map(lambda r, k: r)
+
+
+def _decoded(stream: Stream, records: tf.data.Dataset) -> tf.data.Dataset:
+    """Examples (x, y) one by one, in the records' order."""
+    if stream.batched_decode:
+        return records.batch(DECODE_BATCH).map(stream.decode, num_parallel_calls=AUTOTUNE).unbatch()
+    return records.map(stream.decode, num_parallel_calls=AUTOTUNE)
+
+
+@dataclasses.dataclass
+class ScanResult:
+    count: int
+    label_min: int
+    label_max: int
+    stats: dict | None
+    tensors: tuple | None = None  # (x, y) of the whole split when kept in memory
+
+
+def _scan(name: str, stream: Stream, dataset: tf.data.Dataset, limit: int | None, want_stats: bool,
+          keep: bool = False) -> ScanResult:
+    """One pass over a split's decoded examples: count, NaN/Inf, labels, per-channel statistics;
+    with `keep`, the examples themselves (as tensors, for cache: memory)."""
+    if limit is not None and not keep:
+        dataset = dataset.take(limit)
+    n, bad, lo_y, hi_y, acc = 0, 0, None, None, None
+    xs, ys = [], []
+    try:
+        for x, y in dataset.batch(SCAN_BATCH).prefetch(2):
+            k = int(tf.shape(x)[0])
+            n += k
+            bad += k * int(np.prod(x.shape[1:])) - int(tf.math.count_nonzero(tf.math.is_finite(x)))
+            y_np = y.numpy()
+            lo_y = int(y_np.min()) if lo_y is None else min(lo_y, int(y_np.min()))
+            hi_y = int(y_np.max()) if hi_y is None else max(hi_y, int(y_np.max()))
+            if want_stats:
+                flat = tf.reshape(tf.cast(x, tf.float64), (-1, x.shape[-1]))
+                part = [tf.reduce_sum(flat, 0).numpy(), tf.reduce_sum(tf.square(flat), 0).numpy(),
+                        tf.reduce_min(flat, 0).numpy(), tf.reduce_max(flat, 0).numpy(), flat.shape[0]]
+                acc = part if acc is None else [acc[0] + part[0], acc[1] + part[1], np.minimum(acc[2], part[2]),
+                                                np.maximum(acc[3], part[3]), acc[4] + part[4]]
+            if keep:
+                xs.append(x)
+                ys.append(y)
+    except tf.errors.OpError as e:
+        raise DataError(f"data={name}: reading the {stream.split} split ({stream.describe}) failed after {n} "
+                        f"examples: {tf_message(e)}. Fix: correct or remove the offending records (a missing "
+                        "column or feature, a wrong number of values, text where numbers belong, an unreadable "
+                        "file).") from None
+    if n == 0:
+        raise DataError(f"data={name}: the {stream.split} split ({stream.describe}) is empty. Fix: give it "
+                        "examples (or a smaller val/test fraction).")
+    if bad:
+        raise DataError(f"x_{stream.split} ({stream.describe}) holds {bad} NaN or Inf values"
+                        f"{' (empty CSV fields read as NaN)' if name == 'csv' else ''}. Fix: clean or impute "
+                        "them first.")
+    stats = None
+    if acc is not None:
+        mean = acc[0] / acc[4]
+        stats = {"mean": mean, "std": np.sqrt(np.maximum(acc[1] / acc[4] - mean ** 2, 0.0)), "min": acc[2],
+                 "max": acc[3]}
+    tensors = None
+    if keep:
+        with tf.device("/cpu:0"):
+            tensors = (tf.concat(xs, 0), tf.concat(ys, 0))
+    return ScanResult(n, lo_y, hi_y, stats, tensors)
+
+
+# ---------------------------------------------------------------- the builder
+
+
+class _Builder:
+    def __init__(self, cfg, trainer, strategy):
+        self.cfg, self.strategy = cfg, strategy
+        self.batch = int(trainer.batch_size)
+        self.seed = int(trainer.seed)
+        self.aug = getattr(cfg, "augment", None)
+        self.norm = None
+        self._bases: dict[tuple, tf.data.Dataset] = {}  # (split, pipelines, pipeline) -> cached examples
+        self._filled: set[tuple] = set()
+
+    def distribute(self, make: Callable[[tf.distribute.InputContext], tf.data.Dataset]):
+        if self.strategy is None:
+            return make(tf.distribute.InputContext())
+        return self.strategy.distribute_datasets_from_function(make)
+
+    @staticmethod
+    def layout(ctx: tf.distribute.InputContext, global_batch: int):
+        """(pipelines, this pipeline, replicas per pipeline, per-replica batch)."""
+        per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        return ctx.num_input_pipelines, ctx.input_pipeline_id, per_pipeline, ctx.get_per_replica_batch_size(global_batch)
+
+    # ---- in memory
+
+    def arrays(self, splits: dict[str, tuple], steps: int):
+        """Pipelines over (x, y) arrays or tensors per split."""
+        with tf.device("/cpu:0"):
+            tensors = {k: (tf.convert_to_tensor(x), tf.convert_to_tensor(y)) for k, (x, y) in splits.items()}
+            # This epoch's permutation and seed: the training pipeline reads them, so it is built
+            # (and its functions traced) once, not every epoch.
+            order = tf.Variable(tf.zeros([steps * self.batch], tf.int64), trainable=False, name="tftrain_data_order")
+            seed_var = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="tftrain_data_seed")
+        n_train, B = int(tensors["train"][0].shape[0]), self.batch
+        x_train, y_train = tensors["train"]
+        built: dict[int, Any] = {}
+        augmenting = self.aug is not None and (self.aug.flip is not None or self.aug.translate > 0)
+
+        def make_train(ctx, skip):
+            P, p, r, b = self.layout(ctx, B)
+            transform = _transform(self.norm, self.aug, seed_var, P, p)
+
+            def batch(i):  # per-replica batch i of this pipeline: global step i // r, replica i % r
+                start = (i // r) * B + (p * r + i % r) * b
+                idx = order.sparse_read(tf.range(start, start + b))
+                return transform(tf.gather(x_train, idx), tf.gather(y_train, idx), i)
+
+            ds = tf.data.Dataset.range(skip * r, steps * r)
+            if augmenting:  # per-batch image ops: worth parallel calls and autotuning
+                return ds.map(batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+            return _lean(ds.map(batch).prefetch(2))
+
+        def train(epoch: int, skip: int = 0):
+            seed = epoch_seed(self.seed, epoch)
+            order.assign(np.random.default_rng(seed).permutation(n_train)[:steps * B])
+            seed_var.assign(seed)
+            if skip:  # a resumed epoch: a pipeline of its own (once per resume)
+                return self.distribute(lambda ctx: make_train(ctx, skip))
+            if 0 not in built:
+                built[0] = self.distribute(lambda ctx: make_train(ctx, 0))
+            return built[0]
+
+        def evaluation(split):
+            x, y = tensors[split]
+            n = int(x.shape[0])
+
+            def make(ctx):
+                P, p, _, b = self.layout(ctx, B)
+                transform = _transform(self.norm, None, None, P, p)
+                ds = tf.data.Dataset.range(n).batch(b).shard(P, p)
+                return _lean(ds.map(lambda idx: transform(tf.gather(x, idx), tf.gather(y, idx))).prefetch(2))
+            return self.distribute(make)
+
+        return train, evaluation("val"), evaluation("test")
+
+    # ---- streams
+
+    def cached(self, stream: Stream, P: int = 1, p: int = 0) -> tf.data.Dataset:
+        """The decoded examples of a split's shard, in fixed order, behind a tf.data cache file (one
+        object per shard, so every epoch reads the same cache)."""
+        key = (stream.split, P, p)
+        if key not in self._bases:
+            ds = _decoded(stream, _split_records(stream, P, p))
+            self._bases[key] = ds.cache(f"{self.cfg.cache}.{stream.split}.{p}-of-{P}")
+        return self._bases[key]
+
+    def base(self, stream: Stream, P: int = 1, p: int = 0) -> tf.data.Dataset:
+        """`cached`, filled now if not yet: tf.data throws away a cache that was only partly read."""
+        ds, key = self.cached(stream, P, p), (stream.split, P, p)
+        if key not in self._filled:
+            t0 = time.perf_counter()
+            for _ in ds.batch(SCAN_BATCH):
+                pass
+            self._filled.add(key)
+            log.info("data=%s: cached the %s split in %s (pipeline %d of %d) in %.1fs", self.cfg.name,
+                     stream.split, self.cfg.cache, p + 1, P, time.perf_counter() - t0)
+        return ds
+
+    def scan_source(self, src: StreamSource) -> dict[str, ScanResult]:
+        cfg = self.cfg
+        keep = cfg.cache == "memory"
+        on_disk = cfg.cache is not None and not keep
+        out = {}
+        t0 = time.perf_counter()
+        for stream in src.streams():
+            want_stats = stream.split == "train" and cfg.normalize is not None
+            if on_disk and cfg.scan_limit is None:
+                data = self.cached(stream)  # the scan fills the single-pipeline cache: no extra pass
+            else:
+                data = _decoded(stream, _split_records(stream))
+            out[stream.split] = _scan(cfg.name, stream, data, cfg.scan_limit, want_stats, keep)
+            if on_disk and cfg.scan_limit is None:
+                self._filled.add((stream.split, 1, 0))
+            if cfg.scan_limit is None or keep:
+                stream.count = out[stream.split].count  # what tf.data read is the truth
+        log.info("data=%s: scanned %s examples (train/val/test) in %.1fs: counts, NaN/Inf, labels%s%s", cfg.name,
+                 "/".join(str(out[k].count) for k in ("train", "val", "test")), time.perf_counter() - t0,
+                 ", normalization statistics of train" if cfg.normalize else "",
+                 "; kept in memory (cache: memory)" if keep else "")
+        return out
+
+    def streams(self, src: StreamSource, steps: int):
+        cfg, B = self.cfg, self.batch
+        buffer = cfg.shuffle_buffer
+
+        def train(epoch: int, skip: int = 0):
+            seed = epoch_seed(self.seed, epoch)
+            stream = src.train
+
+            def make(ctx):
+                P, p, r, b = self.layout(ctx, B)
+                if cfg.cache is not None:  # a cache file
+                    ds = self.base(stream, P, p).shuffle(buffer or stream.count, seed=seed,
+                                                         reshuffle_each_iteration=False)
+                    ds = ds.repeat().batch(b, drop_remainder=True)
+                else:
+                    recs = _split_records(stream, P, p)
+                    size = stream.count if stream.cheap_records or buffer is None else buffer
+                    recs = recs.shuffle(size, seed=seed, reshuffle_each_iteration=False).repeat()
+                    if stream.batched_decode:
+                        ds = recs.batch(b, drop_remainder=True).map(stream.decode, num_parallel_calls=AUTOTUNE)
+                    else:
+                        ds = recs.map(stream.decode, num_parallel_calls=AUTOTUNE).batch(b, drop_remainder=True)
+                # Exactly steps_per_epoch global batches per epoch on every pipeline, whatever its share.
+                ds = ds.take(steps * r).enumerate().skip(skip * r)
+                transform = _transform(self.norm, self.aug, seed, P, p)
+                ds = ds.map(lambda i, xy: transform(xy[0], xy[1], i), num_parallel_calls=AUTOTUNE)
+                return ds.prefetch(AUTOTUNE)
+            return self.distribute(make)
+
+        def evaluation(stream: Stream):
+            def make(ctx):
+                P, p, _, b = self.layout(ctx, B)
+                if cfg.cache is not None:
+                    ds = self.base(stream, P, p).batch(b)
+                elif stream.batched_decode:
+                    ds = _split_records(stream, P, p).batch(b).map(stream.decode, num_parallel_calls=AUTOTUNE)
+                else:
+                    ds = _split_records(stream, P, p).map(stream.decode, num_parallel_calls=AUTOTUNE).batch(b)
+                return ds.map(_transform(self.norm, None, None, P, p), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+            return self.distribute(make)
+
+        return train, evaluation(src.val), evaluation(src.test)
+
+
+def _check_batch(batch: int, num_train: int, strategy) -> int:
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    steps = num_train // batch
+    if steps == 0:
+        raise ConfigError("trainer.batch_size", batch,
+                          f"at most the {num_train} training examples (the last partial batch is dropped)",
+                          f"use trainer.batch_size={min(64, num_train)}")
+    if batch % replicas:
+        raise ConfigError("trainer.batch_size", batch, f"a multiple of the {replicas} replicas",
+                          f"use trainer.batch_size={batch // replicas * replicas or replicas}")
+    return steps
+
+
+def build_datasets(cfg_data, trainer_cfg, strategy: tf.distribute.Strategy | None = None) -> Datasets:
+    """Load, check and normalize `cfg.data`; return the pipelines for `strategy` (None: not distributed).
+
+    Call it outside `strategy.scope()`. Raises DataError on unusable data (missing file or column,
+    NaN/Inf, labels outside [0, num_classes), mismatched lengths or shapes, an empty split) and
+    ConfigError when trainer.batch_size does not fit (more than the training examples, not a
+    multiple of the replicas) or augmentation is asked for non-image inputs.
+    """
+    name = cfg_data.name
+    if name not in LOADERS:
+        raise ConfigError("data.name", name, f"one of {sorted(LOADERS)}", "choose an option with `data=<option>`")
+    if name == "tfds":
+        import_tfds()  # fail on the missing optional package before anything else
+    b = _Builder(cfg_data, trainer_cfg, strategy)
+    t0 = time.perf_counter()
+    source = LOADERS[name](cfg_data, int(trainer_cfg.seed))
+    in_memory = None
+    if isinstance(source, Splits):
+        s = check_splits(source)
+        in_memory = {k: (getattr(s, f"x_{k}"), getattr(s, f"y_{k}")) for k in ("train", "val", "test")}
+        counts = (len(s.x_train), len(s.x_val), len(s.x_test))
+        input_shape, num_classes = s.input_shape, s.num_classes
+        stats = channel_stats(s.x_train) if cfg_data.normalize else None
+    else:
+        scans = b.scan_source(source)
+        counts = tuple(stream.count for stream in source.streams())
+        input_shape = tuple(source.input_shape)
+        num_classes = source.num_classes
+        if num_classes is None:
+            num_classes = max(max(r.label_max for r in scans.values()) + 1, 2)
+        for split, r in scans.items():
+            if r.label_min < 0 or r.label_max >= num_classes:
+                raise DataError(f"y_{split} has labels outside [0, {num_classes}): min {r.label_min}, max "
+                                f"{r.label_max}. Fix: map the labels to 0..{num_classes - 1}"
+                                f"{' (or raise data.num_classes)' if hasattr(cfg_data, 'num_classes') else ''}.")
+        stats = scans["train"].stats
+        if cfg_data.cache == "memory":
+            in_memory = {k: r.tensors for k, r in scans.items()}
+    aug = b.aug
+    if aug is not None and (aug.flip is not None or aug.translate > 0) and len(input_shape) != 3:
+        raise ConfigError("data.augment", dict(flip=aug.flip, translate=aug.translate),
+                          f"image augmentation only for image inputs (height, width, channels); these inputs "
+                          f"have shape {tuple(input_shape)}", "set data.augment.flip=null data.augment.translate=0")
+    b.norm = normalization_params(cfg_data.normalize, stats)
+    steps = _check_batch(b.batch, counts[0], strategy)
+    train, val, test = b.arrays(in_memory, steps) if in_memory is not None else b.streams(source, steps)
+    desc = (f"data={name}: {counts[0]} train / {counts[1]} val / {counts[2]} test, input {tuple(input_shape)}, "
+            f"{num_classes} classes, normalize {cfg_data.normalize}, "
+            f"{'in memory' if in_memory is not None else 'streamed'}")
+    log.info("%s (ready in %.1fs)", desc, time.perf_counter() - t0)
+    return Datasets(train=train, val=val, test=test, steps_per_epoch=steps, num_train=counts[0], num_val=counts[1],
+                    num_test=counts[2], input_shape=tuple(int(d) for d in input_shape), num_classes=int(num_classes),
+                    global_batch_size=b.batch, normalization=b.norm, description=desc)

@@ -1,0 +1,417 @@
+"""File-backed data sets that stream: csv, image_folder, tfrecord, tfds.
+
+A loader returns a `StreamSource`: per split a `Stream` of cheap raw records in a fixed order
+(CSV lines, image paths, serialized tf.train.Examples, TFDS examples) and a decoder. Nothing is
+loaded into NumPy; `tftrain.data.pipeline` shards, shuffles, decodes, (optionally) caches and
+batches them with tf.data, and scans each split once before training for counts, checks and the
+training split's normalization statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import os
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tftrain.errors import DataError
+from tftrain.schema.data import COLOR_MODES, expand_paths
+
+log = logging.getLogger("tftrain")
+
+DECODE_BATCH = 256  # records decoded per call by batched decoders (CSV lines, tf.train.Examples)
+
+
+@dataclasses.dataclass
+class Stream:
+    """One split: `records()` gives its raw records in a fixed order (restricted to this split by
+    `mask`), `decode` turns records into (x float32, y int64)."""
+
+    split: str
+    describe: str  # the files, for messages
+    records: Callable[[], tf.data.Dataset]
+    count: int  # examples in this split (exact unless the source could only estimate it)
+    decode: Callable
+    batched_decode: bool  # records are scalar strings and decode takes a batch of them (vectorized)
+    # (code per record of records(), this split's code): the split keeps the records with its code;
+    # -1 marks records no split keeps (CSV headers, blank lines). None: every record.
+    mask: tuple[np.ndarray, int] | None = None
+    cheap_records: bool = False  # records are tiny (paths): shuffle all of them before decoding
+    arrays: tuple[np.ndarray, ...] | None = None  # the records as arrays (split and sharded in NumPy)
+
+
+@dataclasses.dataclass
+class StreamSource:
+    train: Stream
+    val: Stream
+    test: Stream
+    input_shape: tuple[int, ...]
+    num_classes: int | None  # None: the largest label + 1, from the scan
+    notes: str = ""
+
+    def streams(self):
+        return (self.train, self.val, self.test)
+
+
+def tf_message(e: Exception) -> str:
+    """The useful first line of a TensorFlow error, without the op/graph trailer."""
+    msg = getattr(e, "message", None) or str(e)
+    msg = msg.split("\n\t [[")[0].split(" [Op:")[0].strip()
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip() and not ln.strip().startswith(("[[", "Traceback"))]
+    return " ".join(lines)[:600]
+
+
+def split_assignment(n: int, val_fraction: float | None, test_fraction: float | None, seed: int) -> np.ndarray:
+    """Code per record (0 train, 1 val, 2 test): a seeded random hold-out of the given fractions."""
+    order = np.random.default_rng(seed).permutation(n)
+    codes = np.zeros(n, np.int8)
+    start = 0
+    for code, fraction in ((2, test_fraction), (1, val_fraction)):
+        if fraction:
+            k = max(1, int(round(fraction * n)))
+            codes[order[start:start + k]] = code
+            start += k
+    return codes
+
+
+def _split_streams(make, n_main: int, cfg, val_given: bool, test_given: bool, positions=None, total=None):
+    """Given make(split, mask, count) for the main files, the streams of the splits taken from them.
+
+    `positions`: where the n_main examples sit among the `total` records (CSV: lines that are
+    neither headers nor blank); None: records and examples coincide."""
+    codes = split_assignment(n_main, None if val_given else cfg.val_fraction,
+                             None if test_given else cfg.test_fraction, cfg.split_seed)
+    counts = np.bincount(codes, minlength=3)
+    if positions is not None:
+        full = np.full(total, -1, np.int8)
+        full[positions] = codes
+        codes = full
+    held = positions is not None or not (val_given and test_given)
+    out = {"train": make("train", (codes, 0) if held else None, int(counts[0]))}
+    if not val_given:
+        out["val"] = make("val", (codes, 1), int(counts[1]))
+    if not test_given:
+        out["test"] = make("test", (codes, 2), int(counts[2]))
+    return out
+
+
+def _files(pattern: str | None, key: str) -> list[str]:
+    files = expand_paths(pattern) if pattern else []
+    if not files:
+        raise DataError(f"data.{key}={pattern!r} matches no file. Fix: pass an existing file or glob pattern.")
+    return files
+
+
+def _describe(files: list[str]) -> str:
+    return files[0] if len(files) == 1 else f"{len(files)} files ({files[0]}, ...)"
+
+
+# ---------------------------------------------------------------- csv
+
+
+def _csv_header(path: str, delimiter: str, header: bool) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for row in csv.reader(f, delimiter=delimiter):
+            if row and any(c.strip() for c in row):
+                return [c.strip() for c in row] if header else [str(i) for i in range(len(row))]
+    raise DataError(f"{path} is empty: no header or rows. Fix: give it a header line and rows.")
+
+
+def _csv_lines(files: list[str], header: bool) -> tuple[int, np.ndarray]:
+    """(lines TextLineDataset reads from `files` in order, positions of the data rows among them):
+    headers and blank lines are no rows."""
+    skipped, total = [], 0
+    for path in files:
+        i = -1
+        with open(path, "rb") as f:
+            for i, line in enumerate(f):
+                if (header and i == 0) or not line.strip():
+                    skipped.append(total + i)
+        total += i + 1
+    return total, np.delete(np.arange(total), skipped)
+
+
+def load_csv(cfg, seed: int) -> StreamSource:
+    """CSV files: one example per line, `label_column` an integer label, features numbers (empty: NaN)."""
+    groups = {"path": _files(cfg.path, "path")}
+    for key in ("val_path", "test_path"):
+        if getattr(cfg, key) is not None:
+            groups[key] = _files(getattr(cfg, key), key)
+    columns = _csv_header(groups["path"][0], cfg.delimiter, cfg.header)
+    for files in groups.values():
+        for f in files:
+            other = _csv_header(f, cfg.delimiter, cfg.header)
+            if other != columns:
+                raise DataError(f"The columns of {f} ({len(other)}: {other[:8]}...) differ from those of "
+                                f"{groups['path'][0]} ({len(columns)}: {columns[:8]}...). Fix: give every CSV "
+                                "file the same columns in the same order.")
+    if cfg.label_column not in columns:
+        raise DataError(f"data.label_column={cfg.label_column!r} is not a column of {groups['path'][0]}; its "
+                        f"columns are {columns[:20]}{'...' if len(columns) > 20 else ''}"
+                        f"{'' if cfg.header else ' (header: false, so columns are named by position)'}. "
+                        "Fix: set data.label_column to the label's column.")
+    features = list(cfg.feature_columns) if cfg.feature_columns is not None else \
+        [c for c in columns if c != cfg.label_column]
+    missing = [c for c in features if c not in columns]
+    if missing:
+        raise DataError(f"data.feature_columns names columns {missing} that {groups['path'][0]} lacks; its "
+                        f"columns are {columns[:20]}. Fix: correct the names or set data.feature_columns=null.")
+    if not features:
+        raise DataError(f"{groups['path'][0]} has no feature columns besides the label {cfg.label_column!r}. "
+                        "Fix: add feature columns.")
+    if len(set(columns)) != len(columns):
+        dup = sorted({c for c in columns if columns.count(c) > 1})
+        raise DataError(f"{groups['path'][0]} repeats the column names {dup}. Fix: give columns unique names.")
+    index = {c: i for i, c in enumerate(columns)}
+    wanted = sorted({index[c] for c in features} | {index[cfg.label_column]})
+    pos = {i: k for k, i in enumerate(wanted)}
+    label_i = index[cfg.label_column]
+    defaults = [tf.constant([], tf.float64) if i == label_i else tf.constant([np.nan], tf.float32) for i in wanted]
+    feature_pos = [pos[index[c]] for c in features]
+    label_name = cfg.label_column
+
+    def decode(lines):
+        cols = tf.io.decode_csv(lines, record_defaults=defaults, field_delim=cfg.delimiter, select_cols=wanted)
+        x = tf.stack([cols[k] for k in feature_pos], axis=1)
+        y = cols[pos[label_i]]
+        tf.debugging.assert_equal(y, tf.round(y), message=f"the label column {label_name!r} holds a non-integer value")
+        return x, tf.cast(y, tf.int64)
+
+    def make(files, total):
+        def stream(split, mask, count):
+            return Stream(split, _describe(files), lambda: tf.data.TextLineDataset(files), count, decode, True, mask)
+        return stream
+
+    total, rows = _csv_lines(groups["path"], cfg.header)
+    streams = _split_streams(make(groups["path"], total), len(rows), cfg, "val_path" in groups,
+                             "test_path" in groups, positions=rows, total=total)
+    for split, key in (("val", "val_path"), ("test", "test_path")):
+        if key in groups:
+            total, rows = _csv_lines(groups[key], cfg.header)
+            codes = np.full(total, -1, np.int8)
+            codes[rows] = 0
+            streams[split] = make(groups[key], total)(split, (codes, 0), len(rows))
+    return StreamSource(streams["train"], streams["val"], streams["test"], (len(features),), cfg.num_classes,
+                        notes=f"{len(features)} feature columns, label {label_name!r}")
+
+
+# ---------------------------------------------------------------- image_folder
+
+
+def load_image_folder(cfg, seed: int) -> StreamSource:
+    """<path>/<class>/<image>: indexed by keras.utils.image_dataset_from_directory (class names sorted,
+    its allowed formats), decoded as it decodes (tf.io.decode_image, tf.image.resize) per element."""
+    import keras
+
+    channels = COLOR_MODES[cfg.color_mode]
+    size = tuple(int(d) for d in cfg.image_size)
+
+    def index(folder, class_names=None):
+        folder = os.path.expanduser(folder)
+        try:
+            ds = keras.utils.image_dataset_from_directory(
+                folder, labels="inferred", label_mode="int", class_names=class_names, color_mode=cfg.color_mode,
+                batch_size=None, image_size=size, shuffle=False, interpolation=cfg.interpolation, verbose=False)
+        except ValueError as e:
+            raise DataError(f"{folder}: {e} Fix: put the images in one sub-folder per class "
+                            f"({folder}/<class name>/<image>.png|jpg|bmp|gif).") from None
+        names = list(ds.class_names)
+        paths = list(ds.file_paths)
+        labels = np.array([names.index(os.path.relpath(p, folder).split(os.sep)[0]) for p in paths], np.int64)
+        return names, np.array(paths, dtype=object).astype(str), labels
+
+    names, paths, labels = index(cfg.path)
+    if len(names) < 2:
+        raise DataError(f"{cfg.path} has {len(names)} class sub-folder(s) ({names}); classification needs at "
+                        "least 2. Fix: one sub-folder per class.")
+    method = cfg.interpolation
+
+    def decode(path, label):
+        img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        img = tf.image.resize(img, size, method=method)
+        img.set_shape((size[0], size[1], channels))
+        return tf.cast(img, tf.float32), label
+
+    def stream(split, p, lab, where):
+        def read():
+            return tf.data.Dataset.from_tensor_slices((p, lab))
+        return Stream(split, where, read, len(p), decode, False, None, cheap_records=True, arrays=(p, lab))
+
+    val_given, test_given = cfg.val_path is not None, cfg.test_path is not None
+    codes = split_assignment(len(paths), None if val_given else cfg.val_fraction,
+                             None if test_given else cfg.test_fraction, cfg.split_seed)
+    out = {}
+    for split, code in (("train", 0), ("val", 1), ("test", 2)):
+        out[split] = stream(split, paths[codes == code], labels[codes == code], cfg.path)
+    for split, folder in (("val", cfg.val_path), ("test", cfg.test_path)):
+        if folder is not None:
+            try:
+                other_names, p, lab = index(folder, class_names=names)
+            except DataError as e:
+                raise DataError(f"{e} The {split} folder must have the same class sub-folders as {cfg.path}: "
+                                f"{names}.") from None
+            out[split] = stream(split, p, lab, folder)
+    return StreamSource(out["train"], out["val"], out["test"], (size[0], size[1], channels), len(names),
+                        notes=f"{len(paths)} images in {len(names)} classes {names[:10]}")
+
+
+# ---------------------------------------------------------------- tfrecord
+
+
+def _count_records(files, compression) -> int:
+    ds = tf.data.TFRecordDataset(files, compression_type=compression or "")
+    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+
+
+def load_tfrecord(cfg, seed: int) -> StreamSource:
+    """TFRecord files of tf.train.Example with the input features `features` and an int64 label."""
+    groups = {"path": _files(cfg.path, "path")}
+    for key in ("val_path", "test_path"):
+        if getattr(cfg, key) is not None:
+            groups[key] = _files(getattr(cfg, key), key)
+    feats = {k: (tuple(int(d) for d in f.shape), f.dtype, f.decode) for k, f in cfg.features.items()}
+    spec = {cfg.label_key: tf.io.FixedLenFeature([], tf.int64)}
+    for k, (shape, dtype, _) in feats.items():
+        size = int(np.prod(shape))
+        spec[k] = (tf.io.FixedLenFeature([], tf.string) if dtype == "bytes"
+                   else tf.io.FixedLenFeature([size], tf.float32 if dtype == "float32" else tf.int64))
+
+    def feature(k, value):
+        shape, dtype, how = feats[k]
+        if how == "image":
+            def one(s):
+                img = tf.io.decode_image(s, channels=shape[2], expand_animations=False)
+                return tf.ensure_shape(img, shape)
+            value = tf.map_fn(one, value, fn_output_signature=tf.TensorSpec(shape, tf.uint8))
+        elif how == "raw":
+            value = tf.io.decode_raw(value, tf.uint8)
+        return tf.reshape(tf.cast(value, tf.float32), (-1, *shape))
+
+    if len(feats) == 1:
+        input_shape = next(iter(feats.values()))[0]
+    else:
+        input_shape = (int(sum(np.prod(s) for s, _, _ in feats.values())),)
+
+    def decode(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        xs = [feature(k, parsed[k]) for k in feats]
+        x = xs[0] if len(xs) == 1 else tf.concat([tf.reshape(v, (tf.shape(v)[0], -1)) for v in xs], axis=1)
+        return x, parsed[cfg.label_key]
+
+    def counted(files, key):
+        try:
+            return _count_records(files, cfg.compression)
+        except tf.errors.OpError as e:
+            raise DataError(f"data.{key}: {_describe(files)} is not a readable TFRecord file"
+                            f"{' (' + cfg.compression + ')' if cfg.compression else ''}: {tf_message(e)}. "
+                            "Fix: write it with tf.io.TFRecordWriter (and set data.compression to match).") from None
+
+    def make(files):
+        def stream(split, mask, count):
+            return Stream(split, _describe(files),
+                          lambda: tf.data.TFRecordDataset(files, compression_type=cfg.compression or ""),
+                          count, decode, True, mask)
+        return stream
+
+    streams = _split_streams(make(groups["path"]), counted(groups["path"], "path"), cfg,
+                             "val_path" in groups, "test_path" in groups)
+    for split, key in (("val", "val_path"), ("test", "test_path")):
+        if key in groups:
+            streams[split] = make(groups[key])(split, None, counted(groups[key], key))
+    return StreamSource(streams["train"], streams["val"], streams["test"], input_shape, cfg.num_classes,
+                        notes=f"features {sorted(feats)}, label {cfg.label_key!r}")
+
+
+# ---------------------------------------------------------------- tfds
+
+
+def import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError("data=tfds needs the optional package tensorflow-datasets, which is not installed. Fix: "
+                        "pip install \"tftrain[tfds]\" (or pip install tensorflow-datasets), or use another data "
+                        "option (image_folder, tfrecord, mnist, cifar10, ...).") from None
+    return tfds
+
+
+def load_tfds(cfg, seed: int) -> StreamSource:
+    """A TFDS data set with supervised keys (input, label), by name, from `data_dir`."""
+    tfds = import_tfds()
+    data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
+    try:
+        builder = tfds.builder(cfg.dataset, data_dir=data_dir)
+        if cfg.download:
+            builder.download_and_prepare()
+        info = builder.info
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - TFDS raises many kinds (DatasetNotFoundError, download errors)
+        raise DataError(f"data=tfds: could not load {cfg.dataset!r} (data_dir {data_dir or 'TFDS default'}): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}. Fix: check the "
+                        "name (tfds.list_builders()), or prepare it on a machine with internet and point "
+                        "data.data_dir at the copy (with data.download=false).") from None
+    keys = info.supervised_keys
+    if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+        raise DataError(f"data=tfds: {cfg.dataset!r} has no (input, label) supervised keys ({keys}). Fix: use a "
+                        "classification data set, or export it to TFRecord and use data=tfrecord.")
+    x_key, y_key = keys
+    label = info.features[y_key]
+    num_classes = getattr(label, "num_classes", None)
+    shape = tuple(info.features[x_key].shape)
+    if cfg.image_size is not None:
+        if len(shape) != 3:
+            raise DataError(f"data.image_size is set but {cfg.dataset!r} inputs have shape {shape}, not images. "
+                            "Fix: set data.image_size=null.")
+        shape = (int(cfg.image_size[0]), int(cfg.image_size[1]), shape[2])
+    if any(d is None for d in shape):
+        raise DataError(f"data=tfds: {cfg.dataset!r} inputs have a variable shape {shape}. Fix: set "
+                        "data.image_size=[height, width] to resize them.")
+    size = tuple(cfg.image_size) if cfg.image_size is not None else None
+
+    def decode(x, y):
+        x = tf.cast(x, tf.float32)
+        if size is not None:
+            x = tf.image.resize(x, size)
+            x.set_shape(shape)
+        return x, tf.cast(y, tf.int64)
+
+    def num_examples(split):
+        try:
+            return int(info.splits[split].num_examples)
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"data=tfds: {cfg.dataset!r} has no split {split!r} ({type(e).__name__}: {e}); its "
+                            f"splits are {sorted(info.splits)}. Fix: set data.train_split/val_split/test_split.") from None
+
+    def reader(split):
+        def read():
+            try:
+                return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+            except Exception as e:  # noqa: BLE001 - not prepared (download: false), bad split, ...
+                raise DataError(f"data=tfds: cannot read {cfg.dataset!r} split {split!r} from "
+                                f"{data_dir or 'the TFDS default data_dir'}: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:300] if str(e) else ''}. Fix: prepare it there "
+                                "(data.download=true on a machine with internet) or point data.data_dir at "
+                                "a prepared copy.") from None
+        return read
+
+    def make(split_name):
+        def stream(split, mask, count):
+            return Stream(split, f"tfds {cfg.dataset}:{split_name}", reader(split_name), count, decode, False, mask)
+        return stream
+
+    streams = _split_streams(make(cfg.train_split), num_examples(cfg.train_split), cfg,
+                             cfg.val_split is not None, cfg.test_split is not None)
+    for split, name in (("val", cfg.val_split), ("test", cfg.test_split)):
+        if name is not None:
+            streams[split] = make(name)(split, None, num_examples(name))
+    return StreamSource(streams["train"], streams["val"], streams["test"], shape, num_classes,
+                        notes=f"tfds {cfg.dataset} ({x_key} -> {y_key})")
+
+
+STREAM_LOADERS = {"csv": load_csv, "image_folder": load_image_folder, "tfrecord": load_tfrecord, "tfds": load_tfds}

@@ -1,0 +1,265 @@
+"""Learning-rate range test: `python -m tftrain task=lr_find [optimizer=...]`.
+
+The configured data, model and optimizer train from a fresh initialization while the learning
+rate rises exponentially from `task.min_lr` to `task.max_lr` over `task.num_steps` steps
+(Smith 2017, "Cyclical Learning Rates", section 3.3; fastai's lr_find). The training loss is
+smoothed with a debiased exponential moving average (`task.smoothing`, beta) and the test stops
+once the smoothed loss exceeds `task.divergence_threshold` times its best value (or is not
+finite). Three suggestions are read off the smoothed curve (its first tenth and, after a
+divergence, its last 5 points left out):
+
+- valley: the middle of the longest stretch over which the loss keeps falling (fastai's default);
+- steepest: where the loss falls fastest against log(lr);
+- minimum: the rate of the lowest loss, divided by 10.
+
+Outputs in the run directory: `lr_find.json` (rates, losses, suggestions, which one is
+"suggested") and `lr_find.png` (loss against rate, log x axis, suggestions marked). The trained
+weights are thrown away. The test runs on one device: `trainer.strategy` and
+`trainer.steps_per_execution` do not apply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from tftrain.errors import ConfigError, TftrainError
+from tftrain.schema import validate
+
+log = logging.getLogger("tftrain")
+
+SKIP_END = 5  # points before a divergence left out of the suggestions (the loss is already shooting up)
+
+
+# ---------------------------------------------------------------- suggestions (NumPy only)
+
+
+def ramp_lrs(min_lr: float, max_lr: float, num_steps: int) -> np.ndarray:
+    """The rate of steps 0..num_steps-1: min_lr * (max_lr / min_lr) ** (step / (num_steps - 1))."""
+    return min_lr * (max_lr / min_lr) ** (np.arange(num_steps) / max(num_steps - 1, 1))
+
+
+def valley(lrs, losses) -> float:
+    """fastai's valley: the longest (not necessarily contiguous) decreasing run of the loss; the
+    rate about half-way along it."""
+    losses = np.asarray(losses)
+    n = len(losses)
+    lds = np.ones(n, dtype=int)  # length of the longest decreasing subsequence ending at i
+    max_start = max_end = 0
+    for i in range(1, n):
+        higher = losses[:i] > losses[i]
+        if higher.any():
+            lds[i] = lds[:i][higher].max() + 1
+        if lds[i] > lds[max_end]:
+            max_end = i
+            max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(np.asarray(lrs)[idx])
+
+
+def steepest(lrs, losses) -> float:
+    """The rate where the loss falls fastest against log(lr)."""
+    lrs, losses = np.asarray(lrs), np.asarray(losses)
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    return float(lrs[int(np.argmin(slopes))])
+
+
+def minimum(lrs, losses) -> float:
+    """The rate of the lowest loss, divided by 10."""
+    return float(np.asarray(lrs)[int(np.argmin(losses))] / 10)
+
+
+SUGGESTERS = {"valley": valley, "steepest": steepest, "minimum": minimum}
+
+
+def suggestion_window(n: int, num_steps: int, diverged: bool) -> slice:
+    """The points suggestions are read from: the first tenth of the planned steps is noise and
+    start-up, the last SKIP_END before a divergence are the blow-up itself."""
+    start = num_steps // 10
+    end = n - SKIP_END if diverged else n
+    if end - start < 5:  # stopped very early: use what there is
+        start, end = 0, n
+    return slice(start, end)
+
+
+def suggest(lrs, losses, num_steps: int, diverged: bool) -> dict[str, float]:
+    window = suggestion_window(len(losses), num_steps, diverged)
+    lrs, losses = np.asarray(lrs)[window], np.asarray(losses)[window]
+    return {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()}
+
+
+# ---------------------------------------------------------------- the test
+
+
+def _ramp_schedule(min_lr: float, max_lr: float, num_steps: int):
+    import keras
+
+    class ExponentialRamp(keras.optimizers.schedules.LearningRateSchedule):
+        """min_lr * (max_lr / min_lr) ** (step / (num_steps - 1)): the range test's rate."""
+
+        def __call__(self, step):
+            t = keras.ops.cast(step, "float32") / float(max(num_steps - 1, 1))
+            return min_lr * keras.ops.power(max_lr / min_lr, t)
+
+        def get_config(self):
+            return {"min_lr": min_lr, "max_lr": max_lr, "num_steps": num_steps}
+
+    return ExponentialRamp()
+
+
+def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+    """Run the range test of `cfg` (composed with `task=lr_find`); write lr_find.json and
+    lr_find.png in `output_dir`; return the lr_find.json dict.
+
+    >>> import tftrain
+    >>> from tftrain.lr_find import lr_find
+    >>> result = lr_find(tftrain.compose(["task=lr_find", "optimizer=sgd"]))  # doctest: +SKIP
+    >>> result["suggestions"][result["suggested"]]  # doctest: +SKIP
+    """
+    from tftrain.train import _ensure_console_logging, _run_dir
+
+    t_start = time.perf_counter()
+    cfg = validate(cfg)
+    task = cfg.task
+    if task.name != "lr_find":
+        raise ConfigError("task.name", task.name, "lr_find (this function runs the range test)",
+                          "compose the config with `task=lr_find`")
+    run_dir = _run_dir(cfg, str(output_dir) if output_dir is not None else None)
+    _ensure_console_logging()
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    import keras
+    import tensorflow as tf
+
+    from tftrain.data import build_datasets
+    from tftrain.initializers import Initializers
+    from tftrain.models import build_model
+    from tftrain.optimizers import build_optimizer
+
+    t = cfg.trainer
+    keras.utils.set_random_seed(t.seed)
+    keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
+    # Training's own pipeline (normalization, augmentation), not distributed: global batches.
+    data = build_datasets(cfg.data, t)
+
+    def batches():
+        for epoch in itertools.count():
+            yield from data.train(epoch)
+
+    model = build_model(cfg.model, data.input_shape, data.num_classes, Initializers(cfg.initializer, t.seed))
+    optimizer = build_optimizer(cfg.optimizer, _ramp_schedule(task.min_lr, task.max_lr, task.num_steps),
+                                t.mixed_precision)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            if model.losses:
+                loss += tf.add_n(model.losses)
+            scaled_loss = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    log.info("lr_find: %s, rate %.3g -> %.3g over %d steps (batch %d), stop when the smoothed loss "
+             "> %g x its best; run directory %s", cfg.optimizer.name, task.min_lr, task.max_lr, task.num_steps,
+             t.batch_size, task.divergence_threshold, run_dir.resolve())
+    planned = ramp_lrs(task.min_lr, task.max_lr, task.num_steps)
+    beta = task.smoothing
+    lrs, raw, smoothed = [], [], []
+    avg, best = 0.0, math.inf
+    stop_reason = f"reached num_steps ({task.num_steps}) without diverging"
+    for i, (x, y) in zip(range(task.num_steps), batches()):
+        loss = float(train_step(x, y).numpy())
+        if not math.isfinite(loss):
+            stop_reason = f"the loss became {loss} at step {i} (lr {planned[i]:.3g})"
+            break
+        avg = beta * avg + (1 - beta) * loss
+        value = avg / (1 - beta ** (i + 1))
+        lrs.append(float(planned[i]))
+        raw.append(loss)
+        smoothed.append(value)
+        best = min(best, value)
+        if value > task.divergence_threshold * best:
+            stop_reason = (f"diverged at step {i} (lr {planned[i]:.3g}): smoothed loss {value:.4g} > "
+                           f"{task.divergence_threshold:g} x best {best:.4g}")
+            break
+    stopped_early = len(lrs) < task.num_steps
+    if len(lrs) < 3:
+        raise TftrainError(f"lr_find stopped after {len(lrs)} step(s): {stop_reason}. Fix: lower task.min_lr "
+                           f"(now {task.min_lr:g}) so the test starts where training is stable.")
+    suggestions = suggest(lrs, smoothed, task.num_steps, diverged=stopped_early)
+    result = {
+        "task": "lr_find",
+        "optimizer": cfg.optimizer.name,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "batch_size": t.batch_size,
+        "min_lr": task.min_lr,
+        "max_lr": task.max_lr,
+        "num_steps": task.num_steps,
+        "smoothing": beta,
+        "divergence_threshold": task.divergence_threshold,
+        "steps": len(lrs),
+        "stopped_early": stopped_early,
+        "stop_reason": stop_reason,
+        "best_loss": float(min(smoothed)),
+        "lrs": lrs,
+        "losses": smoothed,  # smoothed
+        "raw_losses": raw,
+        "suggestions": suggestions,
+        "suggested": task.suggestion,
+        "suggested_lr": suggestions[task.suggestion],
+        "wall_time_s": time.perf_counter() - t_start,
+        "run_dir": str(run_dir.resolve()),
+    }
+    (run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_lr_find(result, run_dir / "lr_find.png")
+    log.info("lr_find: %s; %d steps in %.1fs", stop_reason, len(lrs), result["wall_time_s"])
+    log.info("lr_find: suggested optimizer.lr=%.3g (%s); valley %.3g, steepest %.3g, minimum/10 %.3g",
+             result["suggested_lr"], task.suggestion, suggestions["valley"], suggestions["steepest"],
+             suggestions["minimum"])
+    log.info("Outputs in %s: lr_find.png, lr_find.json. Train with: python -m tftrain optimizer=%s optimizer.lr=%.3g",
+             run_dir.resolve(), cfg.optimizer.name, result["suggested_lr"])
+    return result
+
+
+def plot_lr_find(result: dict, path: Path) -> None:
+    """Smoothed (and raw) loss against the rate on a log axis, each suggestion marked."""
+    from matplotlib.figure import Figure
+
+    lrs, losses, raw = (np.asarray(result[k]) for k in ("lrs", "losses", "raw_losses"))
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(lrs, raw, color="0.75", linewidth=0.8, label="loss (per step)")
+    ax.plot(lrs, losses, color="C0", linewidth=2, label=f"smoothed loss (beta {result['smoothing']:g})")
+    styles = {"valley": ("C2", "o"), "steepest": ("C1", "^"), "minimum": ("C3", "s")}
+    for name, lr in result["suggestions"].items():
+        color, marker = styles[name]
+        y = float(np.interp(np.log(lr), np.log(lrs), losses))
+        chosen = name == result["suggested"]
+        label = f"{'suggested: ' if chosen else ''}{'minimum/10' if name == 'minimum' else name} {lr:.2g}"
+        ax.plot([lr], [y], marker=marker, color=color, markersize=11 if chosen else 7, linestyle="none",
+                markeredgecolor="black" if chosen else color, label=label, zorder=3)
+        if chosen:
+            ax.axvline(lr, color=color, linestyle="--", linewidth=1)
+    # Keep the divergence from flattening the interesting part: show up to a bit above the start.
+    lowest = float(losses.min())
+    top = float(max(losses[: int(np.argmin(losses)) + 1].max(), lowest)) if len(losses) else 1.0
+    ax.set_ylim(lowest - 0.05 * (top - lowest + 1e-12), top + 0.25 * (top - lowest + 1e-12))
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate (log scale)", ylabel="training loss",
+           title=f"lr_find: {result['optimizer']}, {result['model']} on {result['data']} "
+                 f"(batch {result['batch_size']}, {result['steps']} steps)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
