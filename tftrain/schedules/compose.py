@@ -26,8 +26,26 @@ def _deserialize(config):
     return keras.saving.deserialize_keras_object(config)
 
 
+class _Wrapper(Schedule):
+    """A schedule around one other (`self.schedule`): exposes its state and forwards epoch ends.
+
+    Adaptive children (plateau) watch the metric during a warmup too: a reduction then lowers
+    the warmup's target."""
+
+    @property
+    def variables(self) -> list:
+        return variables_of(self.schedule)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        forward_epoch_end(self.schedule, epoch, logs)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "schedule": _deserialize(config["schedule"])})
+
+
 @keras.saving.register_keras_serializable(package="tftrain")
-class Warmup(Schedule):
+class Warmup(_Wrapper):
     """Linear warmup, then `schedule` with its own step counter starting at 0 (PyTorch's LinearLR
     followed by the schedule under SequentialLR):
 
@@ -52,22 +70,9 @@ class Warmup(Schedule):
         warm = target * (s + (1.0 - s) * t / w)
         return tf.where(t < w, warm, rate_of(self.schedule, tf.maximum(t - w, 0.0)))
 
-    @property
-    def variables(self) -> list:
-        return variables_of(self.schedule)
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        # Adaptive children watch the metric during warmup too: a reduction then lowers the
-        # warmup's target.
-        forward_epoch_end(self.schedule, epoch, logs)
-
     def get_config(self):
         return {"schedule": _serialize(self.schedule), "warmup_steps": self.warmup_steps,
                 "start_factor": self.start_factor}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "schedule": _deserialize(config["schedule"])})
 
 
 @keras.saving.register_keras_serializable(package="tftrain")
@@ -119,7 +124,7 @@ class Join(Schedule):
 
 
 @keras.saving.register_keras_serializable(package="tftrain")
-class Scaled(Schedule):
+class Scaled(_Wrapper):
     """`schedule` multiplied by `scale`, held in a tf.Variable (`.scale`) that can be changed
     during training, e.g. by the linear scaling rule or after a divergence.
 
@@ -144,16 +149,6 @@ class Scaled(Schedule):
     def rate(self, t):
         return rate_of(self.schedule, t) * self.scale
 
-    @property
-    def variables(self) -> list:
-        return variables_of(self.schedule)
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        forward_epoch_end(self.schedule, epoch, logs)
-
     def get_config(self):
         return {"schedule": _serialize(self.schedule), "scale": float(self.scale.numpy())}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "schedule": _deserialize(config["schedule"])})
