@@ -126,3 +126,10 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path, precision):
     m = tftrain.train(compose_small(f"trainer.mixed_precision={precision}", "trainer.jit_compile=true",
                                     "model.hidden_units=[64]", "optimizer.lr=0.01"), output_dir=tmp_path)
     assert np.isfinite(m["test_loss"]) and m["history"]["loss"][1] < m["history"]["loss"][0]
+
+
+def test_scale_lr_multiplies_the_rate_by_the_replicas(tmp_path):
+    result = run_cli(*SMALL, "trainer.epochs=1", "optimizer=sgd", "optimizer.lr=0.05", "trainer.cpu_devices=2",
+                     "trainer.strategy=mirrored", "trainer.scale_lr=true", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _metrics(tmp_path)["history"]["learning_rate"] == [pytest.approx(0.1)]
