@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 # python scripts/benchmark.py [--reps 3] [--epochs 4] [--num-train 19200] [--markdown out.md]
 """tftrain vs a hand-written Keras script on the same job, and tftrain's input pipeline vs in-memory tensors.
 
@@ -13,9 +12,11 @@ hits every variant alike. Reported: medians over the repetitions (min-max in bra
   keras             a hand-written model.fit(x, y, batch_size, epochs, validation_data) on the same
                     model, data and optimizer (verbose=0, like trainer.verbose=0)
   pipeline          one child: the same model's compiled train step fed (a) in-memory tensors (a list
-                    of pre-sliced batches: no tf.data), (b) tftrain's pipeline for the in-memory
-                    source, (c) tftrain's streaming pipeline from TFRecord files (cache: null),
-                    (d) tftrain's CSV pipeline (cache: memory); steps/s of each
+                    of pre-sliced batches: no tf.data), (b) a plain hand-written tf.data pipeline,
+                    (c) tftrain's pipeline for the in-memory source, (d) the same source through
+                    Datasets.batch_at (the step gathers its batch), (e) tftrain's streaming pipeline
+                    from TFRecord files (cache: null), (f) tftrain's CSV pipeline (cache: memory);
+                    epoch by epoch in rotating order; steps/s and process CPU time per step
   --help            wall time of `python -m tftrain --help`
 
 Epoch times exclude the first epoch (tracing) and validation; time to first step is from the
@@ -237,6 +238,26 @@ def child_pipeline(a):
             return run
         return per_k
 
+    def via_batch_at(ds):
+        """Datasets.batch_at: the compiled step gathers its own batch from the host tensors (no tf.data)."""
+        one = tf.function(lambda i: body(*ds.batch_at(i)))
+
+        @tf.function
+        def k_steps(start):
+            loss = 0.0
+            for i in tf.range(start, start + K):
+                loss = body(*ds.batch_at(i))
+            return loss
+
+        def per_k(k):
+            def run(epoch):
+                ds.train(epoch)  # points batch_at at this epoch's order
+                for start in range(0, steps, k):
+                    loss = (one if k == 1 else k_steps)(tf.constant(start, tf.int64))
+                float(loss)
+            return run
+        return per_k
+
     plain = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=SEED).batch(
         BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     feeds = {"in_memory": in_memory, "plain_tf_data": through(lambda epoch: plain)}
@@ -257,6 +278,8 @@ def child_pipeline(a):
         build[name] = time.perf_counter() - t0
         assert ds.steps_per_epoch >= steps, (name, ds.steps_per_epoch, steps)
         feeds[name] = through(ds.train)
+        if name == "tftrain_in_memory":
+            feeds["tftrain_batch_at"] = via_batch_at(ds)
     results, cpu = {}, {}
     for k in (1, K):
         runs = {name: feed(k) for name, feed in feeds.items()}
@@ -432,6 +455,7 @@ def render(r: dict, a) -> str:
     labels = {"in_memory": "in-memory tensors (pre-sliced batches, no tf.data)",
               "plain_tf_data": "plain tf.data: `from_tensor_slices.shuffle.batch.prefetch`",
               "tftrain_in_memory": "tftrain, in-memory source (`synthetic`)",
+              "tftrain_batch_at": "tftrain, in-memory source via `Datasets.batch_at` (gather inside the step)",
               "tftrain_tfrecord_stream": "tftrain, TFRecord streamed each epoch (`cache: null`, buffer 10000)",
               "tftrain_csv_memory": "tftrain, CSV with `cache: memory`"}
     cells = {}

@@ -241,6 +241,7 @@ def test_csv_streams_from_memory_cache_after_the_scan_and_resumes_exactly(tmp_pa
         full, resumed = batches(ds.train(3)), batches(ds.train(3, 2))
         assert len(full) == ds.steps_per_epoch == 8
         assert all(np.array_equal(a[0], b[0]) for a, b in zip(resumed, full[2:])) and len(resumed) == 6
+    assert cached.batch_at is not None and streamed.batch_at is None  # memory cache: the in-memory path
     path.unlink()
     assert len(batches(cached.train(0))) == len(batches(cached.train(1))) == cached.steps_per_epoch
     assert count(cached.val) == cached.num_val
@@ -476,6 +477,16 @@ def test_translate_shifts_training_images_only(tmp_path):
     assert sum(a.tobytes() not in raw for a in train) >= 12  # most examples moved (shift 0 is possible)
     assert np.isclose(train, 0).sum() > 0  # zero fill where the image moved out
     np.testing.assert_array_equal(np.concatenate([b for b, _ in batches(ds.val)]), x[:8])
+
+
+def test_batch_at_computes_the_same_batches_in_a_compiled_function():
+    ds = build("data=digits", "data.augment.flip=horizontal", "data.augment.translate=0.2", batch=32)
+    epoch = batches(ds.train(3))
+    batch_at = tf.function(ds.batch_at)
+    for i, (x, y) in enumerate(epoch):
+        xb, yb = batch_at(tf.constant(i))
+        np.testing.assert_array_equal(xb.numpy(), x)
+        np.testing.assert_array_equal(yb.numpy(), y)
 
 
 # ---------------------------------------------------------------- distribution and end to end

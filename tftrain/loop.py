@@ -90,7 +90,9 @@ class Loop:
 
         write_dir = Path(write_dir or run_dir)
         tb = write_dir / "tensorboard"
-        writer = tf.summary.create_file_writer if tensorboard else lambda _: tf.summary.create_noop_writer()
+        # A deep queue: per-step scalars reach the disk in large writes (flushed at each epoch end).
+        writer = ((lambda path: tf.summary.create_file_writer(path, max_queue=1000)) if tensorboard
+                  else (lambda _: tf.summary.create_noop_writer()))
         self.train_writer, self.val_writer = writer(str(tb / "train")), writer(str(tb / "validation"))
 
         with strategy.scope():

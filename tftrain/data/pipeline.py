@@ -82,6 +82,11 @@ class Datasets:
     global_batch_size: int
     normalization: dict | None = None  # {"mode", "offset", "scale"} per channel, from the training split
     description: str = ""
+    # In-memory sources only (else None): batch_at(step) computes, inside a compiled function, the
+    # global training batch `step` of the epoch last passed to train() (normalized and augmented
+    # exactly as train() yields it). A single-replica step can call it instead of next(iterator)
+    # and skip tf.data's per-batch overhead (docs/benchmark.md).
+    batch_at: Callable[[Any], tuple] | None = None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -258,6 +263,7 @@ class _Builder:
         self.norm = None
         self._bases: dict[tuple, tf.data.Dataset] = {}  # (split, pipelines, pipeline) -> cached examples
         self._filled: set[tuple] = set()
+        self.batch_at = None
 
     def distribute(self, make: Callable[[tf.distribute.InputContext], tf.data.Dataset]):
         if self.strategy is None:
@@ -308,6 +314,15 @@ class _Builder:
             if 0 not in built:
                 built[0] = self.distribute(lambda ctx: make_train(ctx, 0))
             return built[0]
+
+        global_transform = _transform(self.norm, self.aug, seed_var, 1, 0)
+
+        def batch_at(step):
+            step = tf.cast(step, tf.int64)
+            idx = order.sparse_read(tf.range(step * B, step * B + B))
+            return global_transform(tf.gather(x_train, idx), tf.gather(y_train, idx), step)
+
+        self.batch_at = batch_at
 
         def evaluation(split):
             x, y = tensors[split]
@@ -477,4 +492,4 @@ def build_datasets(cfg_data, trainer_cfg, strategy: tf.distribute.Strategy | Non
     log.info("%s (ready in %.1fs)", desc, time.perf_counter() - t0)
     return Datasets(train=train, val=val, test=test, steps_per_epoch=steps, num_train=counts[0], num_val=counts[1],
                     num_test=counts[2], input_shape=tuple(int(d) for d in input_shape), num_classes=int(num_classes),
-                    global_batch_size=b.batch, normalization=b.norm, description=desc)
+                    global_batch_size=b.batch, normalization=b.norm, description=desc, batch_at=b.batch_at)
