@@ -18,6 +18,13 @@ def test_help_lists_groups_without_importing_tensorflow(cli):
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
+def test_help_shows_the_config_with_overrides_and_rejects_bad_ones(cli):
+    result = cli("optimizer=sgd", "optimizer.lr=0.3", "--help")
+    assert result.returncode == 0 and "name: sgd" in result.stdout and "lr: 0.3" in result.stdout
+    bad = cli("optimizer=adamm", "--help")
+    assert bad.returncode == 2 and "adamw" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_cfg_job_prints_composed_config(cli):
     result = cli("--cfg", "job", "optimizer=sgd", "optimizer.lr=0.05", "trainer.epochs=5")
     assert result.returncode == 0, result.stderr
