@@ -40,14 +40,6 @@ def _ensure_console_logging():
         log.setLevel(logging.INFO)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The shuffle seed of one epoch: a function of (seed, epoch) alone, so a resumed run replays
-    exactly the order an uninterrupted one would have seen."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Train the configured model; write outputs to `output_dir`; return the metrics.json dict.
 

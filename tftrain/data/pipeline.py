@@ -90,9 +90,9 @@ class Datasets:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    from tftrain.train import epoch_seed as seed_of  # one definition: a resumed run replays the same order
-
-    return seed_of(seed, epoch)
+    """The shuffle seed of one epoch: a function of (seed, epoch) alone, so a resumed run replays
+    exactly the order an uninterrupted one would have seen."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 # ---------------------------------------------------------------- normalization, augmentation
