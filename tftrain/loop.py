@@ -63,6 +63,13 @@ class History:
     nan_recoveries: int = 0
 
 
+def _batch_sums(logits, y):
+    """Per-example losses, number of correct predictions and number of examples of one batch."""
+    per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)), tf.float32))
+    return per_example, correct, tf.cast(tf.shape(y)[0], tf.float32)
+
+
 class Loop:
     """Trains `model` with `optimizer` on distributed datasets under `strategy`.
 
@@ -116,7 +123,7 @@ class Loop:
         model, optimizer = self.model, self.optimizer
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            per_example, correct, count = _batch_sums(logits, y)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
             if model.losses:  # kernel regularizers: counted once over all replicas
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -125,8 +132,6 @@ class Loop:
         # Squared norm of this replica's share of the global-batch gradient, without loss scaling.
         grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
         optimizer.apply(grads, model.trainable_variables)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)), tf.float32))
-        count = tf.cast(tf.shape(y)[0], tf.float32)
         return loss, tf.reduce_sum(per_example), correct, count, grad_norm_sq
 
     def _train_steps(self, iterator, num_steps: int):
@@ -138,7 +143,7 @@ class Loop:
             lr = self._current_lr()
             loss, loss_sum, correct, count, grad_norm_sq = self.strategy.run(self._replica_step, args=next(iterator))
             last_loss = self.strategy.reduce(SUM, loss, axis=None)
-            totals += tf.stack([self.strategy.reduce(SUM, t, axis=None) for t in (loss_sum, correct, count)])
+            totals += self._sum_replicas((loss_sum, correct, count))
             with tf.summary.record_if(step % self.update_freq == 0):
                 _scalar("batch_loss", last_loss, step)
                 _scalar("learning_rate", lr, step)
@@ -159,15 +164,16 @@ class Loop:
     def _eval_all(self, dataset):
         totals = tf.zeros([3])
         for x, y in dataset:
-            totals += tf.stack([self.strategy.reduce(SUM, t, axis=None)
-                                for t in self.strategy.run(self._replica_eval_step, args=(x, y))])
+            totals += self._sum_replicas(self.strategy.run(self._replica_eval_step, args=(x, y)))
         return totals
 
+    def _sum_replicas(self, values):
+        """(loss sum, correct, count) summed over replicas, as one tensor."""
+        return tf.stack([self.strategy.reduce(SUM, v, axis=None) for v in values])
+
     def _replica_eval_step(self, x, y):
-        logits = self.model(x, training=False)
-        per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)), tf.float32))
-        return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)
+        per_example, correct, count = _batch_sums(self.model(x, training=False), y)
+        return tf.reduce_sum(per_example), correct, count
 
     def _train_fn(self, num_steps: int):
         # One trace per distinct count (the epoch's remainder after whole executions may differ).
@@ -190,9 +196,7 @@ class Loop:
         self.callbacks.on_train_begin()  # before restoring: EarlyStopping resets its state here
         state = self.checkpointer.restore()
         if state is not None:
-            history.epochs = [EpochLogs(**e) for e in state.get("history", [])]
-            history.stopped_early = state.get("stopped_early", False)
-            _restore_callback_state(self.callbacks, state.get("callbacks", []))
+            self._restore_host_state(state, history)
             if self.lr_scale is not None and "lr_scale" in state:  # lowered by an earlier NaN recovery
                 self.lr_scale.assign(state["lr_scale"])
             log.info("Resumed from %s: epoch %d, step %d", self.checkpointer.latest,
@@ -215,10 +219,13 @@ class Loop:
         self.checkpointer.close()
         return history
 
-    def _recover(self, error: DivergenceError, history: History):
-        state = self.checkpointer.restore()
+    def _restore_host_state(self, state: dict, history: History):
         history.epochs = [EpochLogs(**e) for e in state.get("history", [])]
+        history.stopped_early = state.get("stopped_early", False)
         _restore_callback_state(self.callbacks, state.get("callbacks", []))
+
+    def _recover(self, error: DivergenceError, history: History):
+        self._restore_host_state(self.checkpointer.restore(), history)
         self.lr_scale.assign(self.lr_scale.numpy() * self.nan_lr_factor)
         log.warning("%s Recovering (trainer.nan_recovery): restored %s at step %d and scaled the learning "
                     "rate by %g (now x%g).", error, self.checkpointer.latest, self.step, self.nan_lr_factor,
