@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # PEP 562: heavy names load on first use
     if name == "build_schedule":
-        from tftrain.schedules import build_schedule
+        from tftrain.build import build_schedule
 
         return build_schedule
     raise AttributeError(f"module 'tftrain' has no attribute {name!r}")

@@ -1,6 +1,7 @@
-"""`python -m tftrain [overrides]`: a thin Hydra shell around the task `task.name` names.
+"""`python -m tftrain [overrides]`: a thin Hydra shell around the task `task._target_` names.
 
-One run (`python -m tftrain ...`): a tftrain error prints one paragraph and exits with status 2.
+One run (`python -m tftrain ...`): a tftrain error, Hydra's own composition errors included,
+prints one paragraph and exits with status 2 (HYDRA_FULL_ERROR=1: the traceback instead).
 A sweep (`python -m tftrain -m ...`): a run that fails, whatever the error, is recorded in its
 directory (error.txt, metrics.json with "status": "failed") and the sweep goes on; at the end
 tftrain.sweep.SweepSummary (hydra.callbacks) writes summary.csv/.md/.png in the sweep directory.
@@ -16,44 +17,33 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+import tftrain.schema  # noqa: F401 - registers the schemas the YAML files extend
 from tftrain.config import config_dir
-from tftrain.errors import TftrainError
+from tftrain.errors import TftrainError, UserCodeError, show_tracebacks
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
 
 log = logging.getLogger("tftrain")
 
 
-# Tasks by `task.name`: callable(cfg, output_dir) -> dict. Each imports its module on use, so
-# --help and --cfg job never load TensorFlow.
-def _train(cfg: DictConfig, output_dir: str) -> dict:
-    from tftrain.train import train
-
-    return train(cfg, output_dir=output_dir)
-
-
-def _lr_find(cfg: DictConfig, output_dir: str) -> dict:
-    from tftrain.lr_find import lr_find
-
-    return lr_find(cfg, output_dir=output_dir)
-
-
-TASKS = {"train": _train, "lr_find": _lr_find}
-
-
 def run_task(cfg: DictConfig, output_dir: str) -> dict:
-    name = cfg.task.name
-    if name not in TASKS:
-        from tftrain.errors import ConfigError
+    """Call the task's target as `target(cfg, output_dir=...)` (tftrain.train.train, tftrain.lr_find.lr_find, ...)."""
+    from tftrain.build import locate
 
-        raise ConfigError("task.name", name, f"one of {sorted(TASKS)}", "choose a task with `task=<name>`")
-    return TASKS[name](cfg, output_dir)
+    return locate(cfg.task._target_, "task._target_")(cfg, output_dir=output_dir)
 
 
 def _objective(cfg: DictConfig, metrics: dict):
     """What sweepers optimize: metrics[trainer.objective] (None when the task has no such metric)."""
     value = metrics.get(cfg.trainer.objective)
     return float(value) if isinstance(value, (int, float)) else value
+
+
+def error_text(e: BaseException) -> str:
+    """How the CLI shows a tftrain error: one paragraph (and, for an error in the user's own
+    code, the traceback of their frames)."""
+    detail = f"\n{e.detail}" if isinstance(e, UserCodeError) and e.detail else ""
+    return f"tftrain: error: {e}{detail}"
 
 
 def _run_in_sweep(cfg: DictConfig, output_dir: str):
@@ -69,8 +59,8 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
         return _objective(cfg, run_task(cfg, output_dir))
     except Exception as e:  # any failure of one job, recorded with its traceback
         record_failure(output_dir, e, time.perf_counter() - t0)
-        if isinstance(e, TftrainError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            log.error("tftrain: error: %s (run marked failed; the sweep goes on)", e)
+        if isinstance(e, TftrainError) and not show_tracebacks():
+            log.error("%s (run marked failed; the sweep goes on)", error_text(e))
         else:
             log.exception("Run failed (marked failed; the sweep goes on)")
         # None: Optuna marks the trial failed (it is not float-castable) without skewing its sampler
@@ -91,9 +81,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = run_task(cfg, cfg.get("output_dir") or output_dir)  # output_dir=... beats hydra.run.dir
     except TftrainError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if show_tracebacks():
             raise
-        print(f"tftrain: error: {e}", file=sys.stderr)
+        print(error_text(e), file=sys.stderr)
         sys.exit(2)
     return _objective(cfg, metrics)
 
@@ -110,24 +100,59 @@ def fast_help(overrides: list[str]) -> str:
     lines = [str(top.hydra.help.header).rstrip(), "", "== Config groups (choose one option each: group=option) =="]
     for group in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "hydra"))):
         lines.append(f"{group}: {', '.join(sorted(q.stem for q in (root / group).glob('*.yaml')))}")
-    try:
-        cfg = compose(overrides)
-    except Exception as e:  # a bad override: Hydra's message, as the CLI would show it
-        print(f"tftrain: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cfg = compose(overrides)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     lines += ["", "== Config (defaults shown; override any key: key=value) ==", OmegaConf.to_yaml(cfg).rstrip(),
               "", str(top.hydra.help.footer).rstrip(), "Hydra's own help: python -m tftrain --hydra-help"]
     return "\n".join(lines)
 
 
+def _overrides(args: list[str]) -> list[str]:
+    """The config overrides among the command-line arguments (not Hydra's flags and their values)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                   "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"):
+            skip = a not in ("--info", "-i")
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
+
+
 def cli() -> None:
-    """The console entry: `--help` answers fast; everything else goes to Hydra."""
+    """The console entry: `--help` answers fast; everything else goes to Hydra, whose errors are
+    reported as tftrain's (one paragraph, exit 2)."""
     args = sys.argv[1:]
-    if ("--help" in args or "-h" in args) and not any(a.startswith(("hydra", "-m", "--multirun")) for a in args):
-        print(fast_help([a for a in args if a not in ("--help", "-h")]))
-        return
-    main()
+    # A user's module (model._target_=mymodule.build) is found in the directory the command runs in,
+    # for the `tftrain` script too (whose sys.path[0] is its bin directory).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    os.environ.setdefault("TFTRAIN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))
+    try:
+        if ("--help" in args or "-h" in args) and not any(a.startswith(("hydra", "-m", "--multirun")) for a in args):
+            print(fast_help([a for a in _overrides(args)]))
+            return
+        # Hydra prints its own errors and exits 1 unless HYDRA_FULL_ERROR=1, when it raises them:
+        # tftrain asks for that and reports them itself (the user's wish is in TFTRAIN_FULL_ERROR).
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        main()
+    except TftrainError as e:
+        if show_tracebacks():
+            raise
+        print(error_text(e), file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - Hydra's composition and override errors
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if show_tracebacks() or not isinstance(e, (HydraException, OmegaConfBaseException)):
+            raise
+        from tftrain.schema.explain import explain
+
+        print(error_text(explain(e, _overrides(args))), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

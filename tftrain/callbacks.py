@@ -1,8 +1,10 @@
 """Keras callbacks from the `callbacks` group, driven by tftrain's loop at each epoch end.
 
-The loop calls `on_train_begin`, `on_epoch_end(epoch, logs)` and `on_train_end` with Keras-style
-logs (loss, accuracy, val_loss, val_accuracy, learning_rate), so Keras' own EarlyStopping,
-ModelCheckpoint and CSVLogger work unchanged. The loop itself writes the scalars under
+The loop (tftrain.controller) calls `on_train_begin`, `on_epoch_begin`, `on_epoch_end(epoch, logs)`,
+once per compiled call `on_train_batch_begin/end` (with the running loss), and `on_train_end`,
+with Keras-style logs (loss and every metric, their val_ versions, learning_rate), so Keras' own
+EarlyStopping, ModelCheckpoint and CSVLogger work unchanged, and so do the user's own callbacks
+(`callbacks.extra`). The loop itself writes the scalars under
 `<run>/tensorboard/{train,validation}`; this module adds, per run:
 
 - `history.csv`: one row per epoch (keras.callbacks.CSVLogger; appended to on resume);
@@ -19,14 +21,14 @@ from pathlib import Path
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-# metrics.json keys written as the HParams dashboard's final metrics (scalars in <run>/tensorboard).
-FINAL_METRICS = ("test_loss", "test_accuracy", "val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy",
-                 "train_loss", "train_accuracy", "wall_time_s")
+# metrics.json keys written as the HParams dashboard's final metrics (scalars in <run>/tensorboard):
+# these prefixes (train_, val_, best_val_, test_ + every metric) and the wall time.
+FINAL_PREFIXES = ("train_", "val_", "best_val_", "test_")
 
 # Config keys (prefixes) left out of the hyper-parameters: they do not change what is learned.
 _NOT_HPARAMS = ("output_dir", "task", "trainer.verbose", "trainer.keep_checkpoints", "trainer.objective",
                 "trainer.checkpoint_every_steps", "callbacks.tensorboard", "callbacks.best_checkpoint",
-                "callbacks.csv_logger")
+                "callbacks.csv_logger", "callbacks.extra")
 
 # Session directories whose hyper-parameters this process already wrote (callback, then write_hparams).
 _SESSIONS_WRITTEN: set[str] = set()
@@ -39,13 +41,11 @@ def _mode(mode: str, monitor: str) -> str:
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
-    """The callbacks the whole (validated) config asks for, writing under `run_dir`.
+    """The callbacks the whole (validated) config asks for, writing under `run_dir`, then the
+    user's own (`callbacks.extra`)."""
+    from tftrain.build import build_extra_callbacks
 
-    Given only the `callbacks` node (the older call `build_callbacks(cfg.callbacks, run_dir)`),
-    the HParams session is written by `write_hparams` at the end instead of at the start.
-    """
-    whole = "callbacks" in cfg
-    cb_cfg = cfg.callbacks if whole else cfg
+    cb_cfg = cfg.callbacks
     run_dir = Path(run_dir)
     callbacks: list[keras.callbacks.Callback] = []
     es = cb_cfg.early_stopping
@@ -64,9 +64,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Call
     tb = cb_cfg.tensorboard
     if tb.enabled and tb.histograms:
         callbacks.append(WeightHistograms(run_dir / "tensorboard" / "train", freq=tb.histogram_freq))
-    if tb.enabled and tb.hparams and whole:
+    if tb.enabled and tb.hparams:
         callbacks.append(HParamsCallback(run_dir / "tensorboard", hparams_of(cfg)))
-    return callbacks
+    return callbacks + build_extra_callbacks(cfg)
 
 
 class WeightHistograms(keras.callbacks.Callback):
@@ -147,7 +147,7 @@ def _write_session(logdir: Path, hparams: dict) -> None:
 
 
 def write_hparams(cfg: DictConfig, metrics: dict, run_dir: str | Path) -> None:
-    """Write the run's final metrics (FINAL_METRICS found in `metrics`, at step = epochs) as scalars
+    """Write the run's final metrics (keys starting with FINAL_PREFIXES, and wall_time_s, at step = epochs) as scalars
     in `<run_dir>/tensorboard`, the run's HParams session, and the session's hyper-parameters if
     the HParamsCallback did not already write them in this process.
 
@@ -165,8 +165,8 @@ def write_hparams(cfg: DictConfig, metrics: dict, run_dir: str | Path) -> None:
     step = int(metrics.get("epochs") or 0)
     writer = tf.summary.create_file_writer(str(logdir))
     with writer.as_default():
-        for key in FINAL_METRICS:
-            value = metrics.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for key, value in metrics.items():
+            if (key.startswith(FINAL_PREFIXES) or key == "wall_time_s") and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
                 tf.summary.scalar(key, float(value), step=step)
     writer.close()

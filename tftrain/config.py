@@ -21,12 +21,14 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     """The config `python -m tftrain <overrides>` would run, as a DictConfig.
 
     >>> cfg = compose(["optimizer=sgd", "trainer.epochs=2"])
-    >>> cfg.optimizer.name
-    'sgd'
+    >>> cfg.optimizer._target_, cfg.optimizer.lr
+    ('keras.optimizers.SGD', 0.05)
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    import tftrain.schema  # noqa: F401 - registers the schemas the YAML files extend
 
     GlobalHydra.instance().clear()  # compose may be called many times in one notebook
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

@@ -1,71 +1,40 @@
-"""Weight initialization as config: every layer gets its own initializer instance and seed.
+"""Initialization and L2 as transformations of any built model, the built-in ones and yours.
 
-A Keras random initializer instance draws its seed once and returns the same values on every
-call, so sharing one instance across layers gives same-shaped layers identical weights
-(../shared/NOTES.md). `Initializers` hands out a fresh instance per layer instead, seeded from
-(trainer.seed, layer index): the same seed gives the same weights, two layers never share them.
+`initialize(model, kernel, bias, seed)` re-draws every kernel of the model's Dense, Conv1D/2D/3D
+(and transposed), depthwise and separable convolution and Embedding layers, each with an
+initializer of its own seeded from (seed, layer index): the same seed gives the same weights,
+and two same-shaped layers never share them. (A Keras random initializer instance draws its seed
+once and returns the same values on every call, so sharing one instance across layers would give
+same-shaped layers identical weights: ../shared/NOTES.md.) Their biases get `bias`.
 
-The option names are the keys of `SCHEMES` (tftrain/schema/initializer.py validates their keys);
-`weight_norm` also swaps the layer classes for tftrain.layers' weight-normalized ones.
+`WeightNorm` (the `initializer=weight_norm` option) first turns the Dense and Conv layers into
+tftrain.layers' weight-normalized ones (a functional or Sequential model is rebuilt with
+`keras.models.clone_model`), then draws each `v` with `direction`. `add_l2` adds an L2 penalty on
+every kernel.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
+from typing import Callable, Iterator
 
 import keras
+import numpy as np
 
-from tftrain.layers import WeightNormConv2D, WeightNormDense
+from tftrain.errors import ArgumentError
+from tftrain.layers import WeightNormConv1D, WeightNormConv2D, WeightNormConv3D, WeightNormDense, _WeightNorm
 
-ki = keras.initializers
+# Layers whose kernels the `initializer` group sets, and each one's kernel attributes with the
+# matching regularizer attribute (for add_l2).
+KERNEL_LAYERS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Conv1D, keras.layers.Conv2D,
+                 keras.layers.Conv3D, keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                 keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                 keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, keras.layers.Embedding, _WeightNorm)
+KERNELS = {"kernel": "kernel_regularizer", "depthwise_kernel": "depthwise_regularizer",
+           "pointwise_kernel": "pointwise_regularizer", "embeddings": "embeddings_regularizer"}
 
-
-def _seeded(cls, **fixed):
-    return lambda cfg, seed: cls(seed=seed, **fixed)
-
-
-# Options without parameters of their own: also the allowed `direction`s of weight_norm.
-PLAIN = {
-    "glorot_uniform": _seeded(ki.GlorotUniform),
-    "glorot_normal": _seeded(ki.GlorotNormal),
-    "he_normal": _seeded(ki.HeNormal),
-    "he_uniform": _seeded(ki.HeUniform),
-    "lecun_normal": _seeded(ki.LecunNormal),
-    "lecun_uniform": _seeded(ki.LecunUniform),
-}
-
-# option -> (option's config, layer seed) -> kernel initializer.
-KERNELS: dict[str, Callable] = {
-    "zeros": lambda cfg, seed: ki.Zeros(),
-    "constant": lambda cfg, seed: ki.Constant(cfg.value),
-    "random_normal": lambda cfg, seed: ki.RandomNormal(cfg.mean, cfg.stddev, seed=seed),
-    "random_uniform": lambda cfg, seed: ki.RandomUniform(cfg.minval, cfg.maxval, seed=seed),
-    "truncated_normal": lambda cfg, seed: ki.TruncatedNormal(cfg.mean, cfg.stddev, seed=seed),
-    **PLAIN,
-    "orthogonal": lambda cfg, seed: ki.Orthogonal(cfg.gain, seed=seed),
-    "variance_scaling": lambda cfg, seed: ki.VarianceScaling(cfg.scale, cfg.mode, cfg.distribution, seed=seed),
-}
-
-BIASES = {"zeros": ki.Zeros, "ones": ki.Ones}
-
-
-@dataclass(frozen=True)
-class Scheme:
-    """How one `initializer` option builds layers: the kernel initializer, the layer classes,
-    and extra layer arguments taken from the option's config."""
-
-    kernel: Callable
-    dense: type = keras.layers.Dense
-    conv2d: type = keras.layers.Conv2D
-    layer_kwargs: Callable = field(default=lambda cfg: {})
-
-
-SCHEMES: dict[str, Scheme] = {name: Scheme(make) for name, make in KERNELS.items()}
-SCHEMES["weight_norm"] = Scheme(lambda cfg, seed: PLAIN[cfg.direction](cfg, seed), WeightNormDense,
-                                WeightNormConv2D, lambda cfg: {"data_init": bool(cfg.data_init)})
+# Plain layers -> their weight-normalized versions (groups == 1 only).
+_WEIGHT_NORMED = {keras.layers.Dense: WeightNormDense, keras.layers.Conv1D: WeightNormConv1D,
+                  keras.layers.Conv2D: WeightNormConv2D, keras.layers.Conv3D: WeightNormConv3D}
 
 
 def layer_seed(seed: int, index: int) -> int:
@@ -73,24 +42,92 @@ def layer_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-class Initializers:
-    """Builds the kernel layers of one model, each with its own seeded initializer."""
+def kernel_layers(model) -> Iterator[keras.layers.Layer]:
+    """The model's kernel layers, nested ones included, in the model's order."""
+    # _flatten_layers: Keras has no public recursive walk that also reaches the layers nested in a
+    # user's own custom layers (Model.layers stops at the first level).
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, KERNEL_LAYERS):
+            yield layer
 
-    def __init__(self, cfg_init, seed: int):
-        self.cfg, self.seed, self._index = cfg_init, seed, 0
-        self.scheme = SCHEMES[cfg_init.name]
 
-    def kernel(self) -> keras.initializers.Initializer:
-        self._index += 1
-        return self.scheme.kernel(self.cfg, layer_seed(self.seed, self._index))
+def _kernel_variables(layer):
+    if isinstance(layer, _WeightNorm):
+        return [("v", layer.v)]
+    return [(name, getattr(layer, name)) for name in KERNELS
+            if isinstance(getattr(layer, name, None), keras.Variable)]
 
-    def bias(self) -> keras.initializers.Initializer:
-        return BIASES[self.cfg.bias]()
 
-    def dense(self, units: int, **kwargs) -> keras.layers.Layer:
-        return self.scheme.dense(units, kernel_initializer=self.kernel(), bias_initializer=self.bias(),
-                                 **self.scheme.layer_kwargs(self.cfg), **kwargs)
+class WeightNorm:
+    """The `initializer=weight_norm` option: weight-normalized Dense/Conv layers whose directions
+    `v` are drawn by `direction` (a plain Keras initializer name, e.g. he_normal); `g` starts at
+    ||v||, so the layer starts out computing what `direction` alone would. With `data_init`, the
+    training loop then rescales g and sets the bias from the first batch (tftrain.layers)."""
 
-    def conv2d(self, filters: int, kernel_size, **kwargs) -> keras.layers.Layer:
-        return self.scheme.conv2d(filters, kernel_size, kernel_initializer=self.kernel(),
-                                  bias_initializer=self.bias(), **self.scheme.layer_kwargs(self.cfg), **kwargs)
+    def __init__(self, direction: str = "he_normal", data_init: bool = True):
+        self.direction, self.data_init = direction, bool(data_init)
+        self._cls = type(keras.initializers.get(direction))
+
+    def __call__(self, seed: int) -> keras.initializers.Initializer:
+        return self._cls(seed=seed)
+
+    def convert(self, model) -> keras.Model:
+        """`model` with its Dense and Conv layers weight-normalized (a rebuilt copy)."""
+        data_init = self.data_init
+
+        def clone(layer):
+            cls = _WEIGHT_NORMED.get(type(layer))
+            config = layer.get_config()
+            if cls is None or config.get("groups", 1) != 1:
+                return layer.__class__.from_config(config)
+            config = {k: v for k, v in config.items() if not k.startswith(("lora", "quantization", "groups"))}
+            try:
+                return cls.from_config({**config, "data_init": data_init})
+            except ValueError as e:  # e.g. a kernel_constraint, which a weight-normalized kernel cannot honour
+                raise ArgumentError("weight_norm", layer.name, f"a layer weight normalization can replace: {e}") from None
+
+        try:
+            return keras.models.clone_model(model, clone_function=clone, recursive=True)
+        except ValueError as e:
+            if "Functional" not in str(e):
+                raise
+            raise ArgumentError("weight_norm", type(model).__name__,
+                                "a functional or Sequential model: weight normalization rebuilds the model with its "
+                                "Dense/Conv layers replaced, which Keras cannot do for a subclassed model") from None
+
+
+def initialize(model, kernel: Callable[[int], keras.initializers.Initializer] | WeightNorm | None,
+               bias: str = "zeros", seed: int = 0) -> keras.Model:
+    """Re-initialize every kernel layer of `model` (see the module docstring) and return it (a new
+    model when `kernel` is a WeightNorm). `kernel(seed)` gives a fresh initializer per kernel;
+    None keeps the model's own initial weights. `bias`: a Keras initializer name for the biases."""
+    if kernel is None:
+        return model
+    if isinstance(kernel, WeightNorm):
+        model = kernel.convert(model)
+    biases = keras.initializers.get(bias)
+    index = 0
+    for layer in kernel_layers(model):
+        for _, variable in _kernel_variables(layer):
+            index += 1
+            variable.assign(kernel(layer_seed(seed, index))(tuple(variable.shape), dtype=variable.dtype))
+        if isinstance(layer, _WeightNorm):
+            layer.g.assign(layer._v_norm())
+        b = getattr(layer, "bias", None)
+        if isinstance(b, keras.Variable):
+            b.assign(biases(tuple(b.shape), dtype=b.dtype))
+    return model
+
+
+def add_l2(model, l2: float) -> None:
+    """Add `l2 * sum(w**2)` of every kernel of `model` to its losses (and to its saved config)."""
+    if l2 <= 0:
+        return
+    for layer in kernel_layers(model):
+        regularizer = keras.regularizers.L2(l2)
+        for name, variable in _kernel_variables(layer):
+            setattr(layer, KERNELS.get(name, "kernel_regularizer"), regularizer)
+            if isinstance(layer, _WeightNorm):  # penalize the effective kernel, as the layer does when built with it
+                layer.g.regularizer = lambda _, layer=layer, r=regularizer: r(layer._kernel_float32())
+            else:
+                variable.regularizer = regularizer

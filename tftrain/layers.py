@@ -1,4 +1,4 @@
-"""Weight-normalized Dense and Conv2D (Salimans & Kingma 2016), which Keras 3 lacks.
+"""Weight-normalized Dense and Conv1D/2D/3D (Salimans & Kingma 2016), which Keras 3 lacks.
 
 The kernel is reparameterized as `w = g * v / ||v||`: a trainable direction `v` (shaped like the
 kernel, drawn by `kernel_initializer`) and a trainable scale `g` per output unit, the norm taken
@@ -30,12 +30,12 @@ def _positive_int(value, name: str) -> int:
     return value
 
 
-def _int_pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
-        raise ValueError(f"The `{name}` argument must be a positive integer or a tuple of 2 positive "
+def _int_tuple(value, name: str, rank: int) -> tuple[int, ...]:
+    values = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(values) != rank or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"The `{name}` argument must be a positive integer or a tuple of {rank} positive "
                          f"integers. Received: {name}={value}")
-    return pair
+    return values
 
 
 class _WeightNorm(keras.layers.Layer):
@@ -197,24 +197,20 @@ class WeightNormDense(_WeightNorm):
         return {**super().get_config(), "units": self.units}
 
 
-@keras.saving.register_keras_serializable(package="tftrain")
-class WeightNormConv2D(_WeightNorm):
-    """`keras.layers.Conv2D` with a weight-normalized kernel `g * v / ||v||` (norm over the
-    kernel's height, width and input channels; one `g` per filter).
+class _WeightNormConv(_WeightNorm):
+    """`keras.layers.Conv{rank}D` with a weight-normalized kernel `g * v / ||v||` (norm over the
+    kernel's spatial axes and input channels; one `g` per filter)."""
 
-    Takes Conv2D's arguments except `groups` (`kernel_initializer` draws `v`;
-    `kernel_regularizer` applies to the effective kernel; no `kernel_constraint`), plus
-    `data_init` (see `data_dependent_init`).
-    """
+    rank = 2
 
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
-                 dilation_rate=(1, 1), activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None, data_init=False, **kwargs):
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
+                 activation=None, use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, data_init=False, **kwargs):
         self.filters = _positive_int(filters, "filters")
-        self.kernel_size = _int_pair(kernel_size, "kernel_size")
-        self.strides = _int_pair(strides, "strides")
-        self.dilation_rate = _int_pair(dilation_rate, "dilation_rate")
+        self.kernel_size = _int_tuple(kernel_size, "kernel_size", self.rank)
+        self.strides = _int_tuple(strides, "strides", self.rank)
+        self.dilation_rate = _int_tuple(dilation_rate, "dilation_rate", self.rank)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(f"`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
                              f"Received: strides={self.strides} and dilation_rate={self.dilation_rate}")
@@ -230,17 +226,18 @@ class WeightNormConv2D(_WeightNorm):
         super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
                          bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint, data_init,
                          **kwargs)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
 
     def _channel_axis(self, ndim: int) -> int:
         return ndim - 1 if self.data_format == "channels_last" else 1
 
     def _kernel_shape(self, input_shape):
-        channels = input_shape[self._channel_axis(4)]
+        ndim = self.rank + 2
+        channels = input_shape[self._channel_axis(ndim)]
         if channels is None:
-            raise ValueError(f"The channel dimension of the inputs to `WeightNormConv2D` must be defined. "
+            raise ValueError(f"The channel dimension of the inputs to `{type(self).__name__}` must be defined. "
                              f"Received: input_shape={input_shape}")
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis(4): channels})
+        self.input_spec = keras.layers.InputSpec(ndim=ndim, axes={self._channel_axis(ndim): channels})
         return (*self.kernel_size, channels, self.filters)
 
     def _linear(self, inputs, kernel):
@@ -255,7 +252,7 @@ class WeightNormConv2D(_WeightNorm):
 
         first = 1 if self.data_format == "channels_last" else 2
         spatial = [size(input_shape[first + i], self.kernel_size[i], self.strides[i], self.dilation_rate[i])
-                   for i in range(2)]
+                   for i in range(self.rank)]
         if self.data_format == "channels_last":
             return (input_shape[0], *spatial, self.filters)
         return (input_shape[0], self.filters, *spatial)
@@ -266,11 +263,44 @@ class WeightNormConv2D(_WeightNorm):
                 "dilation_rate": self.dilation_rate}
 
 
+@keras.saving.register_keras_serializable(package="tftrain")
+class WeightNormConv1D(_WeightNormConv):
+    """`keras.layers.Conv1D` with a weight-normalized kernel (see WeightNormConv2D)."""
+
+    rank = 1
+
+
+@keras.saving.register_keras_serializable(package="tftrain")
+class WeightNormConv2D(_WeightNormConv):
+    """`keras.layers.Conv2D` with a weight-normalized kernel `g * v / ||v||` (norm over the
+    kernel's height, width and input channels; one `g` per filter).
+
+    Takes Conv2D's arguments except `groups` (`kernel_initializer` draws `v`;
+    `kernel_regularizer` applies to the effective kernel; no `kernel_constraint`), plus
+    `data_init` (see `data_dependent_init`).
+    """
+
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package="tftrain")
+class WeightNormConv3D(_WeightNormConv):
+    """`keras.layers.Conv3D` with a weight-normalized kernel (see WeightNormConv2D)."""
+
+    rank = 3
+
+
 def _weight_norm_layers(layer):
     if isinstance(layer, _WeightNorm):
         yield layer
     for sub in getattr(layer, "layers", ()):
         yield from _weight_norm_layers(sub)
+
+
+def needs_data_init(model) -> bool:
+    """Whether `model` has weight-normalized layers waiting for data_dependent_init."""
+    return any(layer.data_init and layer.built and not bool(layer.initialized.numpy())
+               for layer in _weight_norm_layers(model))
 
 
 def data_dependent_init(model, strategy, dist_batch) -> int:

@@ -14,8 +14,8 @@ divergence, its last 5 points left out):
 
 Outputs in the run directory: `lr_find.json` (rates, losses, suggestions, which one is
 "suggested") and `lr_find.png` (loss against rate, log x axis, suggestions marked). The trained
-weights are thrown away. The test runs on one device: `trainer.strategy` and
-`trainer.steps_per_execution` do not apply.
+weights are thrown away. The test runs tftrain's own training step under the configured strategy,
+one step per call (`trainer.steps_per_execution` does not apply).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from tftrain.build import label
 from tftrain.errors import ConfigError, TftrainError
 from tftrain.schema import validate
 
@@ -124,62 +125,47 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     >>> result = lr_find(tftrain.compose(["task=lr_find", "optimizer=sgd"]))  # doctest: +SKIP
     >>> result["suggestions"][result["suggested"]]  # doctest: +SKIP
     """
-    from tftrain.train import _ensure_console_logging, _run_dir
+    from tftrain.train import ensure_console_logging, run_dir_of, setup
 
     t_start = time.perf_counter()
     cfg = validate(cfg)
     task = cfg.task
-    if task.name != "lr_find":
-        raise ConfigError("task.name", task.name, "lr_find (this function runs the range test)",
+    if "num_steps" not in task:
+        raise ConfigError("task", label(task), "task=lr_find (this function runs the range test)",
                           "compose the config with `task=lr_find`")
-    run_dir = _run_dir(cfg, str(output_dir) if output_dir is not None else None)
-    _ensure_console_logging()
+    run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
+    ensure_console_logging()
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    import keras
-    import tensorflow as tf
-
-    from tftrain.data import build_datasets
-    from tftrain.initializers import Initializers
-    from tftrain.models import build_model
-    from tftrain.optimizers import build_optimizer
+    from tftrain.build import build_data, build_model, build_optimizer, build_problem
+    from tftrain.trainer import Trainer
 
     t = cfg.trainer
-    keras.utils.set_random_seed(t.seed)
-    keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
-    # Training's own pipeline (normalization, augmentation), not distributed: global batches.
-    data = build_datasets(cfg.data, t)
+    strategy, _ = setup(cfg)
+    data = build_data(cfg, strategy)  # training's own pipeline (normalization, augmentation)
+    with strategy.scope():
+        model = build_model(cfg, data.input_shape, data.num_classes)
+        optimizer = build_optimizer(cfg, _ramp_schedule(task.min_lr, task.max_lr, task.num_steps))
+        problem = build_problem(cfg, model, data)
+    # The training step itself, one step per call (the loss of every step is read).
+    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=t.jit_compile)
 
     def batches():
         for epoch in itertools.count():
-            yield from data.train(epoch)
-
-    model = build_model(cfg.model, data.input_shape, data.num_classes, Initializers(cfg.initializer, t.seed))
-    optimizer = build_optimizer(cfg.optimizer, _ramp_schedule(task.min_lr, task.max_lr, task.num_steps),
-                                t.mixed_precision)
-
-    @tf.function
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-            if model.losses:
-                loss += tf.add_n(model.losses)
-            scaled_loss = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled_loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
+            iterator = iter(data.train(epoch))
+            for _ in range(data.steps_per_epoch):
+                yield iterator
 
     log.info("lr_find: %s, rate %.3g -> %.3g over %d steps (batch %d), stop when the smoothed loss "
-             "> %g x its best; run directory %s", cfg.optimizer.name, task.min_lr, task.max_lr, task.num_steps,
+             "> %g x its best; run directory %s", label(cfg.optimizer), task.min_lr, task.max_lr, task.num_steps,
              t.batch_size, task.divergence_threshold, run_dir.resolve())
     planned = ramp_lrs(task.min_lr, task.max_lr, task.num_steps)
     beta = task.smoothing
     lrs, raw, smoothed = [], [], []
     avg, best = 0.0, math.inf
     stop_reason = f"reached num_steps ({task.num_steps}) without diverging"
-    for i, (x, y) in zip(range(task.num_steps), batches()):
-        loss = float(train_step(x, y).numpy())
+    for i, iterator in zip(range(task.num_steps), batches()):
+        loss = float(trainer.train(iterator, 1)[1].numpy())
         if not math.isfinite(loss):
             stop_reason = f"the loss became {loss} at step {i} (lr {planned[i]:.3g})"
             break
@@ -200,9 +186,9 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     suggestions = suggest(lrs, smoothed, task.num_steps, diverged=stopped_early)
     result = {
         "task": "lr_find",
-        "optimizer": cfg.optimizer.name,
-        "model": cfg.model.name,
-        "data": cfg.data.name,
+        "optimizer": label(cfg.optimizer),
+        "model": label(cfg.model),
+        "data": label(cfg.data),
         "batch_size": t.batch_size,
         "min_lr": task.min_lr,
         "max_lr": task.max_lr,
@@ -228,8 +214,8 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     log.info("lr_find: suggested optimizer.lr=%.3g (%s); valley %.3g, steepest %.3g, minimum/10 %.3g",
              result["suggested_lr"], task.suggestion, suggestions["valley"], suggestions["steepest"],
              suggestions["minimum"])
-    log.info("Outputs in %s: lr_find.png, lr_find.json. Train with: python -m tftrain optimizer=%s optimizer.lr=%.3g",
-             run_dir.resolve(), cfg.optimizer.name, result["suggested_lr"])
+    log.info("Outputs in %s: lr_find.png, lr_find.json. Train with: python -m tftrain optimizer.lr=%.3g "
+             "(and the same other overrides)", run_dir.resolve(), result["suggested_lr"])
     return result
 
 

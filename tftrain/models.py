@@ -1,104 +1,122 @@
-"""Model builders, chosen by `model.name`; each returns a functional keras.Model producing logits.
+"""The built-in models, and loading a saved one: the `model` options' targets.
 
-Every Dense/Conv2D comes from `Initializers`, so the `initializer` group applies to all kernels
-(and `initializer=weight_norm` makes them all weight-normalized). The last layer computes in
-float32 so logits and the loss stay float32 under mixed precision.
+Each is called as `fn(input_shape, num_outputs, **keys)` and returns a functional keras.Model
+with raw outputs (logits), computed in float32 so the loss stays float32 under mixed precision.
+A user's own model function has the same signature (`model=custom`). Initialization, weight
+normalization and the L2 penalty are not the builders' business: tftrain.initializers applies
+them to any model after it is built.
 
-Shared options: `batch_norm` puts BatchNormalization between each hidden kernel layer and its
+Shared keys: `batch_norm` puts BatchNormalization between each hidden kernel layer and its
 activation (the layer then has no bias: BN's beta replaces it); `dropout` follows the dense
-hidden layers (cnn, mlp) or the pooled features (resnet); `l2` penalizes every kernel, logits
-included.
+hidden layers (cnn, mlp) or the pooled features (resnet).
 """
 
 from __future__ import annotations
 
 import keras
 
-from tftrain.errors import ConfigError
-from tftrain.initializers import Initializers
+from tftrain.errors import ArgumentError
 
 
-def _l2(cfg):
-    return keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
-
-
-def _kernel_layer(x, make, cfg, *, activate: bool = True):
-    """`make(**kwargs)` (a Dense or Conv2D from Initializers), then batch norm, then the activation."""
-    bn = cfg.batch_norm
-    fused = cfg.activation if activate and not bn else None
-    x = make(use_bias=not bn, activation=fused, kernel_regularizer=_l2(cfg))(x)
-    if bn:
+def _kernel_layer(x, layer, *, activation: str, batch_norm: bool, activate: bool = True):
+    """`layer(use_bias=..., activation=...)` (a Dense or Conv2D factory), then batch norm, then the activation."""
+    fused = activation if activate and not batch_norm else None
+    x = layer(use_bias=not batch_norm, activation=fused)(x)
+    if batch_norm:
         x = keras.layers.BatchNormalization()(x)
         if activate:
-            x = keras.layers.Activation(cfg.activation)(x)
+            x = keras.layers.Activation(activation)(x)
     return x
 
 
-def _head(x, cfg, num_classes: int, inits: Initializers):
-    return inits.dense(num_classes, dtype="float32", name="logits", kernel_regularizer=_l2(cfg))(x)
+def _outputs(x, num_outputs: int):
+    return keras.layers.Dense(num_outputs, dtype="float32", name="logits")(x)
 
 
 def _require_images(name: str, input_shape):
     if len(input_shape) != 3:
-        raise ConfigError("model.name", name, f"a model for flat inputs: the data's examples have shape "
-                          f"{tuple(input_shape)}, {name} needs images (height, width, channels)", "use model=mlp")
+        raise ArgumentError("input_shape", tuple(input_shape),
+                            f"(height, width, channels) for the {name} model (an image model); the data's examples "
+                            "are not images: use model=mlp")
 
 
-def mlp(cfg, input_shape, num_classes: int, inits: Initializers) -> keras.Model:
-    inputs = keras.Input(shape=input_shape, name="inputs")
+def mlp(input_shape, num_outputs: int, *, hidden_units, activation: str, batch_norm: bool,
+        dropout: float) -> keras.Model:
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     x = keras.layers.Flatten()(inputs)
-    for units in cfg.hidden_units:
-        x = _kernel_layer(x, lambda **kw: inits.dense(units, **kw), cfg)
-        if cfg.dropout > 0:
-            x = keras.layers.Dropout(cfg.dropout)(x)
-    return keras.Model(inputs, _head(x, cfg, num_classes, inits), name="mlp")
+    for units in hidden_units:
+        x = _kernel_layer(x, lambda **kw: keras.layers.Dense(units, **kw), activation=activation,
+                          batch_norm=batch_norm)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _outputs(x, num_outputs), name="mlp")
 
 
-def cnn(cfg, input_shape, num_classes: int, inits: Initializers) -> keras.Model:
+def cnn(input_shape, num_outputs: int, *, filters, kernel_size: int, dense_units: int, activation: str,
+        batch_norm: bool, dropout: float) -> keras.Model:
     _require_images("cnn", input_shape)
-    inputs = keras.Input(shape=input_shape, name="inputs")
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     x = inputs
-    for filters in cfg.filters:
+    for n in filters:
         for _ in range(2):
-            x = _kernel_layer(x, lambda **kw: inits.conv2d(filters, cfg.kernel_size, padding="same", **kw), cfg)
+            x = _kernel_layer(x, lambda **kw: keras.layers.Conv2D(n, kernel_size, padding="same", **kw),
+                              activation=activation, batch_norm=batch_norm)
         if x.shape[1] >= 2 and x.shape[2] >= 2:  # 8x8 digits would vanish after three poolings
             x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    x = _kernel_layer(x, lambda **kw: inits.dense(cfg.dense_units, **kw), cfg)
-    if cfg.dropout > 0:
-        x = keras.layers.Dropout(cfg.dropout)(x)
-    return keras.Model(inputs, _head(x, cfg, num_classes, inits), name="cnn")
+    x = _kernel_layer(x, lambda **kw: keras.layers.Dense(dense_units, **kw), activation=activation,
+                      batch_norm=batch_norm)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _outputs(x, num_outputs), name="cnn")
 
 
-def _basic_block(x, filters: int, strides: int, cfg, inits: Initializers):
+def _basic_block(x, filters: int, strides: int, activation: str, batch_norm: bool):
     """Two 3x3 convs plus a shortcut (He et al. 2016); a 1x1 projection where the shape changes."""
-    y = _kernel_layer(x, lambda **kw: inits.conv2d(filters, 3, strides=strides, padding="same", **kw), cfg)
-    y = _kernel_layer(y, lambda **kw: inits.conv2d(filters, 3, padding="same", **kw), cfg, activate=False)
+    kw = {"activation": activation, "batch_norm": batch_norm}
+    y = _kernel_layer(x, lambda **k: keras.layers.Conv2D(filters, 3, strides=strides, padding="same", **k), **kw)
+    y = _kernel_layer(y, lambda **k: keras.layers.Conv2D(filters, 3, padding="same", **k), **kw, activate=False)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _kernel_layer(x, lambda **kw: inits.conv2d(filters, 1, strides=strides, **kw), cfg,
+        shortcut = _kernel_layer(x, lambda **k: keras.layers.Conv2D(filters, 1, strides=strides, **k), **kw,
                                  activate=False)
-    return keras.layers.Activation(cfg.activation)(keras.layers.Add()([y, shortcut]))
+    return keras.layers.Activation(activation)(keras.layers.Add()([y, shortcut]))
 
 
-def resnet(cfg, input_shape, num_classes: int, inits: Initializers) -> keras.Model:
+def resnet(input_shape, num_outputs: int, *, filters, blocks_per_stage: int, activation: str, batch_norm: bool,
+           dropout: float) -> keras.Model:
     """ResNet for small images (CIFAR-style, He et al. 2016 sec. 4.2): a 3x3 stem, then one stage
     per `filters` entry of `blocks_per_stage` basic blocks, each stage after the first halving
-    the resolution; global average pooling; logits. [16, 32, 64] x 3 blocks: ResNet-20."""
+    the resolution; global average pooling; outputs. [16, 32, 64] x 3 blocks: ResNet-20."""
     _require_images("resnet", input_shape)
-    inputs = keras.Input(shape=input_shape, name="inputs")
-    x = _kernel_layer(inputs, lambda **kw: inits.conv2d(cfg.filters[0], 3, padding="same", **kw), cfg)
-    for stage, filters in enumerate(cfg.filters):
-        for block in range(cfg.blocks_per_stage):
-            x = _basic_block(x, filters, 2 if stage > 0 and block == 0 else 1, cfg, inits)
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = _kernel_layer(inputs, lambda **k: keras.layers.Conv2D(filters[0], 3, padding="same", **k),
+                      activation=activation, batch_norm=batch_norm)
+    for stage, n in enumerate(filters):
+        for block in range(blocks_per_stage):
+            x = _basic_block(x, n, 2 if stage > 0 and block == 0 else 1, activation, batch_norm)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    if cfg.dropout > 0:
-        x = keras.layers.Dropout(cfg.dropout)(x)
-    return keras.Model(inputs, _head(x, cfg, num_classes, inits), name="resnet")
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _outputs(x, num_outputs), name="resnet")
 
 
-BUILDERS = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+def saved(input_shape, num_outputs: int, *, path: str) -> keras.Model:
+    """A saved .keras model (e.g. an earlier run's model.keras), loaded in Keras' safe mode without
+    its optimizer, to continue training or fine-tune. Its input shape must be the data's."""
+    import tftrain.layers  # noqa: F401 - tftrain's registered layers and schedules deserialize
+    import tftrain.schedules  # noqa: F401
 
-
-def build_model(cfg_model, input_shape, num_classes: int, inits: Initializers) -> keras.Model:
-    return BUILDERS[cfg_model.name](cfg_model, tuple(input_shape), num_classes, inits)
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except ValueError as e:
+        if "Lambda" in str(e) or "safe_mode" in str(e):
+            raise ArgumentError("path", path, "a model without Lambda layers: Keras' safe mode refuses to load the "
+                                "Python code of a Lambda layer (arbitrary code); rebuild the model with a registered "
+                                "custom layer instead (keras.saving.register_keras_serializable)") from None
+        raise ArgumentError("path", path, f"a .keras file Keras can load ({str(e).splitlines()[0][:300]})") from None
+    want = tuple(input_shape)
+    have = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if have is not None and have != want:
+        raise ArgumentError("path", path, f"a model taking inputs of the data's shape {want}; this one takes {have}")
+    return model

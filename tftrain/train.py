@@ -22,7 +22,7 @@ from tftrain.schema import validate
 log = logging.getLogger("tftrain")
 
 
-def _run_dir(cfg: DictConfig, output_dir: str | None) -> Path:
+def run_dir_of(cfg: DictConfig, output_dir: str | None) -> Path:
     path = output_dir or cfg.get("output_dir")
     if path is None:
         path = Path("outputs") / "api" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
@@ -31,13 +31,32 @@ def _run_dir(cfg: DictConfig, output_dir: str | None) -> Path:
     return path
 
 
-def _ensure_console_logging():
+def ensure_console_logging():
     # Hydra configures logging on the CLI; from a notebook nothing would be shown without this.
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(asctime)s][tftrain] %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+def setup(cfg: DictConfig):
+    """Seed, determinism, precision policy and the strategy, in that order (devices are fixed by
+    the first TensorFlow operation); returns (strategy, is_chief)."""
+    import keras
+    import tensorflow as tf
+
+    from tftrain.distribute import is_chief, make_strategy
+
+    for noisy in ("absl", "tensorflow"):  # tf.data's and collectives' per-step INFO lines are noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    t = cfg.trainer
+    keras.utils.set_random_seed(t.seed)
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
+    strategy = make_strategy(t)
+    return strategy, is_chief(strategy)
 
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
@@ -48,109 +67,97 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """
     t_start = time.perf_counter()
     cfg = validate(cfg)
-    run_dir = _run_dir(cfg, str(output_dir) if output_dir is not None else None)
-    _ensure_console_logging()
-    for noisy in ("absl", "tensorflow"):  # tf.data's and collectives' per-step INFO lines are noise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
+    ensure_console_logging()
 
-    import keras
     import numpy as np
-    import tensorflow as tf
 
+    from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule
     from tftrain.callbacks import build_callbacks, write_hparams
-    from tftrain.data import build_datasets
-    from tftrain.distribute import is_chief, make_strategy
-    from tftrain.initializers import Initializers
-    from tftrain.loop import Loop
-    from tftrain.models import build_model
-    from tftrain.optimizers import build_optimizer
-    from tftrain.schedules import build_schedule
+    from tftrain.controller import Controller, LoopOptions
+    from tftrain.schedules import Scaled
+    from tftrain.trainer import Trainer
 
     t = cfg.trainer
-    keras.utils.set_random_seed(t.seed)
-    if t.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
-    strategy = make_strategy(t)
-    chief = is_chief(strategy)
+    strategy, chief = setup(cfg)
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
     OmegaConf.save(cfg, write_dir / "config.yaml", resolve=True)
-    data = build_datasets(cfg.data, t, strategy)
-    steps_per_epoch, replicas = data.steps_per_epoch, strategy.num_replicas_in_sync
+    data = build_data(cfg, strategy)
+    replicas = strategy.num_replicas_in_sync
     log.info("Run directory: %s", run_dir.resolve())
     log.info("%d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch", replicas,
-             type(strategy).__name__, t.batch_size, t.batch_size // replicas, steps_per_epoch)
-    make_train_dataset, val_ds, test_ds = data.train, data.val, data.test
+             type(strategy).__name__.lstrip("_"), t.batch_size, t.batch_size // replicas, data.steps_per_epoch)
 
     with strategy.scope():
-        schedule = build_schedule(cfg, steps_per_epoch)
-        lr_scale = None
-        if t.scale_lr or t.nan_recovery:
-            from tftrain.schedules import Scaled
+        # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
+        schedule = Scaled(build_schedule(cfg, data.steps_per_epoch), float(replicas) if t.scale_lr else 1.0)
+        model = build_model(cfg, data.input_shape, data.num_classes)
+        optimizer = build_optimizer(cfg, schedule)
+        problem = build_problem(cfg, model, data)
+        # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
+        # and a reloaded model can evaluate() or keep training with fit().
+        import keras
 
-            schedule = Scaled(schedule, float(replicas) if t.scale_lr else 1.0)
-            lr_scale = schedule.scale
-        model = build_model(cfg.model, data.input_shape, data.num_classes, Initializers(cfg.initializer, t.seed))
-        optimizer = build_optimizer(cfg.optimizer, schedule, t.mixed_precision)
-        # Compiled (though trained by our loop) so model.keras carries the optimizer and loss, and
-        # a reloaded model can evaluate() or keep training with fit().
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
-    loop = Loop(strategy=strategy, model=model, optimizer=optimizer, schedule=schedule,
-                global_batch_size=t.batch_size, steps_per_epoch=steps_per_epoch, run_dir=run_dir,
-                write_dir=write_dir, is_chief=chief, steps_per_execution=t.steps_per_execution,
-                jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq,
-                keep_checkpoints=t.keep_checkpoints, checkpoint_every_steps=t.checkpoint_every_steps,
-                nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, lr_scale=lr_scale,
-                tensorboard=cfg.callbacks.tensorboard.enabled,
-                verbose=t.verbose, callbacks=build_callbacks(cfg, write_dir))
-    if cfg.initializer.get("data_init"):  # weight norm: g and biases from the first training batch
-        from tftrain.layers import data_dependent_init
+    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size,
+                      jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq)
+    options = LoopOptions(epochs=t.epochs, steps_per_execution=t.steps_per_execution,
+                          checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints,
+                          nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose,
+                          tensorboard=cfg.callbacks.tensorboard.enabled)
+    controller = Controller(trainer, data, options, run_dir=run_dir, lr_scale=schedule.scale, schedule=schedule,
+                            write_dir=write_dir, is_chief=chief, callbacks=build_callbacks(cfg, write_dir))
+    from tftrain.layers import data_dependent_init, needs_data_init
 
-        # A resumed run's checkpoint restore (in loop.fit) then overwrites what this computes.
-        data_dependent_init(model, strategy, next(iter(make_train_dataset(0, 0))))
-    history = loop.fit(make_train_dataset, val_ds, epochs=t.epochs)
+    if needs_data_init(model):
+        # Weight norm: g and biases from the first training batch; a resumed run's checkpoint
+        # restore (in Controller.fit) then overwrites what this computes.
+        data_dependent_init(model, strategy, next(iter(data.train(0, 0))))
+    history = controller.fit()
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
-    test_loss, test_acc = loop.evaluate(test_ds)
-    # Identical on every replica and worker when they are in sync: logged so runs can be compared.
-    fingerprint = float(sum(np.sum(np.square(w.astype("float64"))) for w in model.get_weights()))
-    log.info("weights fingerprint %.17g", fingerprint)
+    test = trainer.evaluate(data.test)
     model.save(write_dir / "model.keras")
 
     epochs = history.epochs
+    names = problem.names
+    last = epochs[-1] if epochs else {}
     metrics = {
-        "train_loss": epochs[-1].loss if epochs else None,
-        "train_accuracy": epochs[-1].accuracy if epochs else None,
-        "val_loss": epochs[-1].val_loss if epochs else None,
-        "val_accuracy": epochs[-1].val_accuracy if epochs else None,
-        "best_val_loss": min((e.val_loss for e in epochs), default=None),
-        "best_val_accuracy": max((e.val_accuracy for e in epochs), default=None),
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
-        "epochs": history.steps // steps_per_epoch,
+        **{f"train_{k}": last.get(k) for k in names},
+        **{f"val_{k}": last.get(f"val_{k}") for k in names},
+        **{f"best_val_{k}": _best(k, [e[f"val_{k}"] for e in epochs]) for k in names},
+        **{f"test_{k}": v for k, v in test.items()},
+        "epochs": history.steps // data.steps_per_epoch,
         "steps": history.steps,
         "stopped_early": history.stopped_early,
         "nan_recoveries": history.nan_recoveries,
         "wall_time_s": time.perf_counter() - t_start,
         "train_time_s": history.train_seconds,
         "steps_per_s": (history.steps_run / history.train_seconds) if history.train_seconds else None,
-        "history": {k: [getattr(e, k) for e in epochs]
-                    for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")},
-        "weights_fingerprint": fingerprint,
+        "history": {k: [e.get(k) for e in epochs] for k in (epochs[0] if epochs else {})},
+        # Sum of squares of every weight: identical on every replica and worker when they are in
+        # sync, and between runs that should be bit-identical (a resume check).
+        "weights_fingerprint": float(sum(np.sum(np.square(w.astype("float64"))) for w in model.get_weights())),
         "run_dir": str(run_dir.resolve()),
     }
     (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_hparams(cfg, metrics, write_dir)  # HParams dashboard: the config and its final metrics
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
-    log.info("test_loss %.4f - test_accuracy %.4f - %d epochs, %d steps in %.1fs",
-             test_loss, test_acc, metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
+    log.info("%s - %d epochs, %d steps in %.1fs", " - ".join(f"test_{k} {v:.4f}" for k, v in test.items()),
+             metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
     if chief:
         log.info("Outputs in %s: metrics.json, model.keras, checkpoints/, tensorboard/ "
                  "(tensorboard --logdir %s)", run_dir.resolve(), run_dir)
     else:
         log.info("Non-chief worker done; the chief writes the outputs to %s", run_dir.resolve())
     return metrics
+
+
+def _best(name: str, values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return min(values) if name == "loss" else max(values)

@@ -1,12 +1,22 @@
-"""Data sets and the tf.data pipelines that feed the training loop.
+"""Data sources and the tf.data pipelines that feed the training loop.
 
-`build_datasets(cfg.data, cfg.trainer, strategy) -> Datasets` is the entry point; `LOADERS` maps
-each `data.name` to its loader. See tftrain/data/pipeline.py for the design.
+`build_datasets(source, ...) -> Datasets` is the entry point (tftrain/data/pipeline.py has the
+design); the sources (tftrain/data/sources.py, streams.py) are what the `data` options'
+`_target_`s name. Names load on first use, so the config schemas can import the light
+`tftrain.data.files` without TensorFlow.
 """
 
-from tftrain.data.arrays import KERAS_DATASETS, Splits, check_splits, keras_home, load_data
-from tftrain.data.pipeline import LOADERS, Datasets, build_datasets
-from tftrain.data.streams import Stream, StreamSource
+import importlib
 
-__all__ = ["build_datasets", "Datasets", "LOADERS", "Splits", "Stream", "StreamSource", "load_data",
-           "check_splits", "keras_home", "KERAS_DATASETS"]
+_EXPORTS = {
+    "build_datasets": "pipeline", "Datasets": "pipeline", "Pipeline": "pipeline",
+    "Source": "sources", "Splits": "sources", "check_splits": "sources", "keras_home": "sources",
+    "KERAS_DATASETS": "sources", "Stream": "streams", "StreamSource": "streams",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):  # PEP 562
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"tftrain.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'tftrain.data' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""`build_datasets(cfg.data, cfg.trainer, strategy) -> Datasets`: the tf.data pipelines the loop eats.
+"""`build_datasets(source, pipeline, batch_size, seed, strategy) -> Datasets`: the tf.data pipelines
+the loop eats, from any source (tftrain/data/sources.py, streams.py, or a user's dict).
 
 Two paths, chosen by where the examples live:
 
@@ -22,7 +23,8 @@ training batches are slices of one global permutation, so 1 replica, N replicas 
 the same global batches. The training split drops its last partial batch (every epoch has exactly
 `steps_per_epoch = num_train // global_batch` steps on every worker); val/test keep it.
 
-Every epoch's order is a function of (trainer.seed, epoch) alone, and `train(epoch, skip)` leaves
+Splits a source does not have are held out of its training examples first (`Pipeline.val_fraction`,
+`test_fraction`, `split_seed`). Every epoch's order is a function of (seed, epoch) alone, and `train(epoch, skip)` leaves
 out the first `skip` batches: a run resumed mid-epoch sees exactly the batches it had not trained on.
 """
 
@@ -31,14 +33,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
-from tftrain.data.arrays import ARRAY_LOADERS, Splits, channel_stats, check_splits
-from tftrain.data.streams import DECODE_BATCH, STREAM_LOADERS, Stream, StreamSource, import_tfds, tf_message
-from tftrain.errors import ConfigError, DataError
+from tftrain.data.sources import Splits, channel_stats, check_splits, from_arrays, hold_out
+from tftrain.data.streams import DECODE_BATCH, Stream, StreamSource, from_datasets, split_assignment, tf_message
+from tftrain.errors import ArgumentError, DataError
 
 log = logging.getLogger("tftrain")
 
@@ -56,8 +59,36 @@ def _lean(ds: tf.data.Dataset) -> tf.data.Dataset:
     options.threading.max_intra_op_parallelism = 1
     return ds.with_options(options)
 
-# The loader registry: data.name -> loader(cfg_data, seed) -> Splits (in memory) or StreamSource.
-LOADERS: dict[str, Callable] = {**ARRAY_LOADERS, **STREAM_LOADERS}
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Random image augmentation of training batches: `flip` (None | horizontal | vertical |
+    horizontal_and_vertical) and `translate` (max shift, a fraction of height and width)."""
+
+    flip: str | None = None
+    translate: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.flip is not None or self.translate > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """What the pipeline does to any source: hold out the missing validation and test splits,
+    normalize (None | standardize | scale, training-split statistics), augment, and for streamed
+    sources cache (None | memory | a file prefix), shuffle within `shuffle_buffer` (None: the whole
+    split) and check at most `scan_limit` examples per split (None: all). `name` labels messages."""
+
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    split_seed: int = 0
+    normalize: str | None = None
+    augment: Augment = Augment()
+    cache: str | None = None
+    shuffle_buffer: int | None = None
+    scan_limit: int | None = None
+    name: str = "data"
 
 
 @dataclasses.dataclass
@@ -255,11 +286,11 @@ def _scan(name: str, stream: Stream, dataset: tf.data.Dataset, limit: int | None
 
 
 class _Builder:
-    def __init__(self, cfg, trainer, strategy):
+    def __init__(self, cfg: Pipeline, batch_size: int, seed: int, strategy):
         self.cfg, self.strategy = cfg, strategy
-        self.batch = int(trainer.batch_size)
-        self.seed = int(trainer.seed)
-        self.aug = getattr(cfg, "augment", None)
+        self.batch = int(batch_size)
+        self.seed = int(seed)
+        self.aug = cfg.augment
         self.norm = None
         self._bases: dict[tuple, tf.data.Dataset] = {}  # (split, pipelines, pipeline) -> cached examples
         self._filled: set[tuple] = set()
@@ -289,7 +320,7 @@ class _Builder:
         n_train, B = int(tensors["train"][0].shape[0]), self.batch
         x_train, y_train = tensors["train"]
         built: dict[int, Any] = {}
-        augmenting = self.aug is not None and (self.aug.flip is not None or self.aug.translate > 0)
+        augmenting = self.aug.active
 
         def make_train(ctx, skip):
             P, p, r, b = self.layout(ctx, B)
@@ -431,39 +462,85 @@ def _check_batch(batch: int, num_train: int, strategy) -> int:
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     steps = num_train // batch
     if steps == 0:
-        raise ConfigError("trainer.batch_size", batch,
-                          f"at most the {num_train} training examples (the last partial batch is dropped)",
-                          f"use trainer.batch_size={min(64, num_train)}")
+        raise ArgumentError("batch_size", batch, f"at most the {num_train} training examples (the last partial "
+                            f"batch is dropped), e.g. {min(64, num_train)}")
     if batch % replicas:
-        raise ConfigError("trainer.batch_size", batch, f"a multiple of the {replicas} replicas",
-                          f"use trainer.batch_size={batch // replicas * replicas or replicas}")
+        raise ArgumentError("batch_size", batch, f"a multiple of the {replicas} replicas, e.g. "
+                            f"{batch // replicas * replicas or replicas}")
     return steps
 
 
-def build_datasets(cfg_data, trainer_cfg, strategy: tf.distribute.Strategy | None = None) -> Datasets:
-    """Load, check and normalize `cfg.data`; return the pipelines for `strategy` (None: not distributed).
+def hold_out_streams(src: StreamSource, cfg: Pipeline) -> StreamSource:
+    """`src` with its missing validation and test streams held out of the training records
+    (seeded, `cfg.val_fraction` / `cfg.test_fraction` of the training examples)."""
+    if src.val is not None and src.test is not None:
+        return src
+    for split, fraction in (("val", cfg.val_fraction), ("test", cfg.test_fraction)):
+        if getattr(src, split) is None and not fraction:
+            raise DataError(f"data={cfg.name}: there are no {split} files and no {split}_fraction to hold a {split} "
+                            f"split out of the training files. Fix: set data.{split}_fraction or data.{split}_path.")
+    main = src.train
+    base = main.mask[0] == main.mask[1] if main.mask is not None else np.ones(main.count, bool)
+    positions = np.flatnonzero(base)
+    codes = split_assignment(len(positions), None if src.val is not None else cfg.val_fraction,
+                             None if src.test is not None else cfg.test_fraction, cfg.split_seed)
+    full = np.full(len(base), -1, np.int8)
+    full[positions] = codes
+    counts = np.bincount(codes, minlength=3)
+
+    def part(split, code):
+        return dataclasses.replace(main, split=split, mask=(full, code), count=int(counts[code]))
+
+    return dataclasses.replace(src, train=part("train", 0), val=src.val or part("val", 1),
+                               test=src.test or part("test", 2))
+
+
+def _as_source(source, name: str):
+    """Splits or a StreamSource from what a source returned (a user's dict included)."""
+    if isinstance(source, (Splits, StreamSource)):
+        return source
+    what = f"data={name}"
+    if isinstance(source, Mapping):
+        if source and all(isinstance(v, tf.data.Dataset) for v in source.values()):
+            unknown = sorted(set(source) - {"train", "val", "test"})
+            if unknown or "train" not in source:
+                raise DataError(f"{what} returned tf.data.Datasets under the keys {sorted(source)}. Fix: return "
+                                "{'train': ds, 'val': ds, 'test': ds} (val and test optional) of single (x, y) examples.")
+            return from_datasets(dict(source), what)
+        unknown = sorted(set(source) - {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"})
+        if unknown:
+            raise DataError(f"{what} returned the keys {sorted(source)}; {unknown} are none of x_train, y_train, "
+                            "x_val, y_val, x_test, y_test. Fix: return a dict of those arrays (val and test optional), "
+                            "or {'train': ds, 'val': ds, 'test': ds} of tf.data.Datasets of single (x, y) examples.")
+        return from_arrays(dict(source), what)
+    raise DataError(f"{what} returned a {type(source).__name__}, not a dict. Fix: return a dict of NumPy arrays "
+                    "x_train, y_train [, x_val, y_val] [, x_test, y_test], or {'train': ds, 'val': ds, 'test': ds} of "
+                    "tf.data.Datasets of single (x, y) examples.")
+
+
+def build_datasets(source, cfg: Pipeline, *, batch_size: int, seed: int,
+                   strategy: tf.distribute.Strategy | None = None) -> Datasets:
+    """Check, split and normalize `source` (Splits, a StreamSource, or a dict of arrays or of
+    tf.data.Datasets); return its pipelines for `strategy` (None: not distributed), with global
+    batches of `batch_size` shuffled by `seed`.
 
     Call it outside `strategy.scope()`. Raises DataError on unusable data (missing file or column,
     NaN/Inf, labels outside [0, num_classes), mismatched lengths or shapes, an empty split) and
-    ConfigError when trainer.batch_size does not fit (more than the training examples, not a
-    multiple of the replicas) or augmentation is asked for non-image inputs.
+    ArgumentError when batch_size does not fit (more than the training examples, not a multiple of
+    the replicas) or augmentation is asked for non-image inputs.
     """
-    name = cfg_data.name
-    if name not in LOADERS:
-        raise ConfigError("data.name", name, f"one of {sorted(LOADERS)}", "choose an option with `data=<option>`")
-    if name == "tfds":
-        import_tfds()  # fail on the missing optional package before anything else
-    b = _Builder(cfg_data, trainer_cfg, strategy)
+    b = _Builder(cfg, batch_size, seed, strategy)
     t0 = time.perf_counter()
-    source = LOADERS[name](cfg_data, int(trainer_cfg.seed))
+    source = _as_source(source, cfg.name)
     in_memory = None
     if isinstance(source, Splits):
-        s = check_splits(source)
+        s = check_splits(hold_out(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed))
         in_memory = {k: (getattr(s, f"x_{k}"), getattr(s, f"y_{k}")) for k in ("train", "val", "test")}
         counts = (len(s.x_train), len(s.x_val), len(s.x_test))
         input_shape, num_classes = s.input_shape, s.num_classes
-        stats = channel_stats(s.x_train) if cfg_data.normalize else None
+        stats = channel_stats(s.x_train) if cfg.normalize else None
     else:
+        source = hold_out_streams(source, cfg)
         scans = b.scan_source(source)
         counts = tuple(stream.count for stream in source.streams())
         input_shape = tuple(source.input_shape)
@@ -474,20 +551,19 @@ def build_datasets(cfg_data, trainer_cfg, strategy: tf.distribute.Strategy | Non
             if r.label_min < 0 or r.label_max >= num_classes:
                 raise DataError(f"y_{split} has labels outside [0, {num_classes}): min {r.label_min}, max "
                                 f"{r.label_max}. Fix: map the labels to 0..{num_classes - 1}"
-                                f"{' (or raise data.num_classes)' if hasattr(cfg_data, 'num_classes') else ''}.")
+                                f"{' (or raise data.num_classes)' if source.num_classes is not None else ''}.")
         stats = scans["train"].stats
-        if cfg_data.cache == "memory":
+        if cfg.cache == "memory":
             in_memory = {k: r.tensors for k, r in scans.items()}
-    aug = b.aug
-    if aug is not None and (aug.flip is not None or aug.translate > 0) and len(input_shape) != 3:
-        raise ConfigError("data.augment", dict(flip=aug.flip, translate=aug.translate),
-                          f"image augmentation only for image inputs (height, width, channels); these inputs "
-                          f"have shape {tuple(input_shape)}", "set data.augment.flip=null data.augment.translate=0")
-    b.norm = normalization_params(cfg_data.normalize, stats)
+    if b.aug.active and len(input_shape) != 3:
+        raise ArgumentError("augment", {"flip": b.aug.flip, "translate": b.aug.translate},
+                            f"off for inputs that are not images (height, width, channels): these inputs have shape "
+                            f"{tuple(input_shape)}; set data.augment.flip=null data.augment.translate=0")
+    b.norm = normalization_params(cfg.normalize, stats)
     steps = _check_batch(b.batch, counts[0], strategy)
     train, val, test = b.arrays(in_memory, steps) if in_memory is not None else b.streams(source, steps)
-    desc = (f"data={name}: {counts[0]} train / {counts[1]} val / {counts[2]} test, input {tuple(input_shape)}, "
-            f"{num_classes} classes, normalize {cfg_data.normalize}, "
+    desc = (f"data={cfg.name}: {counts[0]} train / {counts[1]} val / {counts[2]} test, input {tuple(input_shape)}, "
+            f"{num_classes} classes, normalize {cfg.normalize}, "
             f"{'in memory' if in_memory is not None else 'streamed'}")
     log.info("%s (ready in %.1fs)", desc, time.perf_counter() - t0)
     return Datasets(train=train, val=val, test=test, steps_per_epoch=steps, num_train=counts[0], num_val=counts[1],

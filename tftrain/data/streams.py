@@ -1,15 +1,17 @@
-"""File-backed data sets that stream: csv, image_folder, tfrecord, tfds.
+"""Data sources that stream: csv, image_folder, tfrecord, tfds (the `data` options' targets),
+and a user's own tf.data.Datasets (`from_datasets`).
 
-A loader returns a `StreamSource`: per split a `Stream` of cheap raw records in a fixed order
-(CSV lines, image paths, serialized tf.train.Examples, TFDS examples) and a decoder. Nothing is
-loaded into NumPy; `tftrain.data.pipeline` shards, shuffles, decodes, (optionally) caches and
-batches them with tf.data, and scans each split once before training for counts, checks and the
-training split's normalization statistics.
+A source returns a `StreamSource`: a `Stream` of cheap raw records in a fixed order (CSV lines,
+image paths, serialized tf.train.Examples, TFDS examples) and a decoder for the training files,
+and for the validation and test files when given (the pipeline holds the missing ones out of the
+training records). Nothing is loaded into NumPy; `tftrain.data.pipeline` shards, shuffles,
+decodes, (optionally) caches and batches them with tf.data, and scans each split once before
+training for counts, checks and the training split's normalization statistics.
 """
 
 from __future__ import annotations
 
-import csv
+import csv as csv_module
 import dataclasses
 import logging
 import os
@@ -19,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftrain.errors import DataError
-from tftrain.schema.data import COLOR_MODES, expand_paths
+from tftrain.data.files import COLOR_MODES, expand_paths
 
 log = logging.getLogger("tftrain")
 
@@ -46,9 +48,12 @@ class Stream:
 
 @dataclasses.dataclass
 class StreamSource:
+    """`train`: the training files' records (before any hold-out); `val`/`test`: their own files'
+    records, or None (held out of `train`)."""
+
     train: Stream
-    val: Stream
-    test: Stream
+    val: Stream | None
+    test: Stream | None
     input_shape: tuple[int, ...]
     num_classes: int | None  # None: the largest label + 1, from the scan
     notes: str = ""
@@ -78,27 +83,6 @@ def split_assignment(n: int, val_fraction: float | None, test_fraction: float | 
     return codes
 
 
-def _split_streams(make, n_main: int, cfg, val_given: bool, test_given: bool, positions=None, total=None):
-    """Given make(split, mask, count) for the main files, the streams of the splits taken from them.
-
-    `positions`: where the n_main examples sit among the `total` records (CSV: lines that are
-    neither headers nor blank); None: records and examples coincide."""
-    codes = split_assignment(n_main, None if val_given else cfg.val_fraction,
-                             None if test_given else cfg.test_fraction, cfg.split_seed)
-    counts = np.bincount(codes, minlength=3)
-    if positions is not None:
-        full = np.full(total, -1, np.int8)
-        full[positions] = codes
-        codes = full
-    held = positions is not None or not (val_given and test_given)
-    out = {"train": make("train", (codes, 0) if held else None, int(counts[0]))}
-    if not val_given:
-        out["val"] = make("val", (codes, 1), int(counts[1]))
-    if not test_given:
-        out["test"] = make("test", (codes, 2), int(counts[2]))
-    return out
-
-
 def _files(pattern: str | None, key: str) -> list[str]:
     files = expand_paths(pattern) if pattern else []
     if not files:
@@ -115,7 +99,7 @@ def _describe(files: list[str]) -> str:
 
 def _csv_header(path: str, delimiter: str, header: bool) -> list[str]:
     with open(path, newline="", encoding="utf-8-sig") as f:
-        for row in csv.reader(f, delimiter=delimiter):
+        for row in csv_module.reader(f, delimiter=delimiter):
             if row and any(c.strip() for c in row):
                 return [c.strip() for c in row] if header else [str(i) for i in range(len(row))]
     raise DataError(f"{path} is empty: no header or rows. Fix: give it a header line and rows.")
@@ -135,47 +119,46 @@ def _csv_lines(files: list[str], header: bool) -> tuple[int, np.ndarray]:
     return total, np.delete(np.arange(total), skipped)
 
 
-def load_csv(cfg, seed: int) -> StreamSource:
+def csv(*, path: str, val_path: str | None, test_path: str | None, label_column: str,
+        feature_columns: list[str] | None, header: bool, delimiter: str, num_classes: int | None) -> StreamSource:
     """CSV files: one example per line, `label_column` an integer label, features numbers (empty: NaN)."""
-    groups = {"path": _files(cfg.path, "path")}
-    for key in ("val_path", "test_path"):
-        if getattr(cfg, key) is not None:
-            groups[key] = _files(getattr(cfg, key), key)
-    columns = _csv_header(groups["path"][0], cfg.delimiter, cfg.header)
+    groups = {key: _files(value, key) for key, value in
+              (("path", path), ("val_path", val_path), ("test_path", test_path)) if key == "path" or value is not None}
+    columns = _csv_header(groups["path"][0], delimiter, header)
     for files in groups.values():
         for f in files:
-            other = _csv_header(f, cfg.delimiter, cfg.header)
+            other = _csv_header(f, delimiter, header)
             if other != columns:
                 raise DataError(f"The columns of {f} ({len(other)}: {other[:8]}...) differ from those of "
                                 f"{groups['path'][0]} ({len(columns)}: {columns[:8]}...). Fix: give every CSV "
                                 "file the same columns in the same order.")
-    if cfg.label_column not in columns:
-        raise DataError(f"data.label_column={cfg.label_column!r} is not a column of {groups['path'][0]}; its "
+    if label_column not in columns:
+        raise DataError(f"data.label_column={label_column!r} is not a column of {groups['path'][0]}; its "
                         f"columns are {columns[:20]}{'...' if len(columns) > 20 else ''}"
-                        f"{'' if cfg.header else ' (header: false, so columns are named by position)'}. "
+                        f"{'' if header else ' (header: false, so columns are named by position)'}. "
                         "Fix: set data.label_column to the label's column.")
-    features = list(cfg.feature_columns) if cfg.feature_columns is not None else \
-        [c for c in columns if c != cfg.label_column]
+    features = list(feature_columns) if feature_columns is not None else \
+        [c for c in columns if c != label_column]
     missing = [c for c in features if c not in columns]
     if missing:
         raise DataError(f"data.feature_columns names columns {missing} that {groups['path'][0]} lacks; its "
                         f"columns are {columns[:20]}. Fix: correct the names or set data.feature_columns=null.")
     if not features:
-        raise DataError(f"{groups['path'][0]} has no feature columns besides the label {cfg.label_column!r}. "
+        raise DataError(f"{groups['path'][0]} has no feature columns besides the label {label_column!r}. "
                         "Fix: add feature columns.")
     if len(set(columns)) != len(columns):
         dup = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"{groups['path'][0]} repeats the column names {dup}. Fix: give columns unique names.")
     index = {c: i for i, c in enumerate(columns)}
-    wanted = sorted({index[c] for c in features} | {index[cfg.label_column]})
+    wanted = sorted({index[c] for c in features} | {index[label_column]})
     pos = {i: k for k, i in enumerate(wanted)}
-    label_i = index[cfg.label_column]
+    label_i = index[label_column]
     defaults = [tf.constant([], tf.float64) if i == label_i else tf.constant([np.nan], tf.float32) for i in wanted]
     feature_pos = [pos[index[c]] for c in features]
-    label_name = cfg.label_column
+    label_name = label_column
 
     def decode(lines):
-        cols = tf.io.decode_csv(lines, record_defaults=defaults, field_delim=cfg.delimiter, select_cols=wanted)
+        cols = tf.io.decode_csv(lines, record_defaults=defaults, field_delim=delimiter, select_cols=wanted)
         x = tf.stack([cols[k] for k in feature_pos], axis=1)
         y = cols[pos[label_i]]
         tf.debugging.assert_equal(y, tf.round(y), message=f"the label column {label_name!r} holds a non-integer value")
@@ -186,36 +169,35 @@ def load_csv(cfg, seed: int) -> StreamSource:
             return Stream(split, _describe(files), lambda: tf.data.TextLineDataset(files), count, decode, True, mask)
         return stream
 
-    total, rows = _csv_lines(groups["path"], cfg.header)
-    streams = _split_streams(make(groups["path"], total), len(rows), cfg, "val_path" in groups,
-                             "test_path" in groups, positions=rows, total=total)
-    for split, key in (("val", "val_path"), ("test", "test_path")):
-        if key in groups:
-            total, rows = _csv_lines(groups[key], cfg.header)
+    streams = {"val": None, "test": None}
+    for split, key in (("train", "path"), ("val", "val_path"), ("test", "test_path")):
+        if key in groups:  # headers and blank lines are records no split keeps (code -1)
+            total, rows = _csv_lines(groups[key], header)
             codes = np.full(total, -1, np.int8)
             codes[rows] = 0
             streams[split] = make(groups[key], total)(split, (codes, 0), len(rows))
-    return StreamSource(streams["train"], streams["val"], streams["test"], (len(features),), cfg.num_classes,
+    return StreamSource(streams["train"], streams["val"], streams["test"], (len(features),), num_classes,
                         notes=f"{len(features)} feature columns, label {label_name!r}")
 
 
 # ---------------------------------------------------------------- image_folder
 
 
-def load_image_folder(cfg, seed: int) -> StreamSource:
+def image_folder(*, path: str, val_path: str | None, test_path: str | None, image_size, color_mode: str,
+                 interpolation: str) -> StreamSource:
     """<path>/<class>/<image>: indexed by keras.utils.image_dataset_from_directory (class names sorted,
     its allowed formats), decoded as it decodes (tf.io.decode_image, tf.image.resize) per element."""
     import keras
 
-    channels = COLOR_MODES[cfg.color_mode]
-    size = tuple(int(d) for d in cfg.image_size)
+    channels = COLOR_MODES[color_mode]
+    size = tuple(int(d) for d in image_size)
 
     def index(folder, class_names=None):
         folder = os.path.expanduser(folder)
         try:
             ds = keras.utils.image_dataset_from_directory(
-                folder, labels="inferred", label_mode="int", class_names=class_names, color_mode=cfg.color_mode,
-                batch_size=None, image_size=size, shuffle=False, interpolation=cfg.interpolation, verbose=False)
+                folder, labels="inferred", label_mode="int", class_names=class_names, color_mode=color_mode,
+                batch_size=None, image_size=size, shuffle=False, interpolation=interpolation, verbose=False)
         except ValueError as e:
             raise DataError(f"{folder}: {e} Fix: put the images in one sub-folder per class "
                             f"({folder}/<class name>/<image>.png|jpg|bmp|gif).") from None
@@ -224,11 +206,11 @@ def load_image_folder(cfg, seed: int) -> StreamSource:
         labels = np.array([names.index(os.path.relpath(p, folder).split(os.sep)[0]) for p in paths], np.int64)
         return names, np.array(paths, dtype=object).astype(str), labels
 
-    names, paths, labels = index(cfg.path)
+    names, paths, labels = index(path)
     if len(names) < 2:
-        raise DataError(f"{cfg.path} has {len(names)} class sub-folder(s) ({names}); classification needs at "
+        raise DataError(f"{path} has {len(names)} class sub-folder(s) ({names}); classification needs at "
                         "least 2. Fix: one sub-folder per class.")
-    method = cfg.interpolation
+    method = interpolation
 
     def decode(path, label):
         img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
@@ -241,18 +223,13 @@ def load_image_folder(cfg, seed: int) -> StreamSource:
             return tf.data.Dataset.from_tensor_slices((p, lab))
         return Stream(split, where, read, len(p), decode, False, None, cheap_records=True, arrays=(p, lab))
 
-    val_given, test_given = cfg.val_path is not None, cfg.test_path is not None
-    codes = split_assignment(len(paths), None if val_given else cfg.val_fraction,
-                             None if test_given else cfg.test_fraction, cfg.split_seed)
-    out = {}
-    for split, code in (("train", 0), ("val", 1), ("test", 2)):
-        out[split] = stream(split, paths[codes == code], labels[codes == code], cfg.path)
-    for split, folder in (("val", cfg.val_path), ("test", cfg.test_path)):
+    out = {"train": stream("train", paths, labels, path), "val": None, "test": None}
+    for split, folder in (("val", val_path), ("test", test_path)):
         if folder is not None:
             try:
                 other_names, p, lab = index(folder, class_names=names)
             except DataError as e:
-                raise DataError(f"{e} The {split} folder must have the same class sub-folders as {cfg.path}: "
+                raise DataError(f"{e} The {split} folder must have the same class sub-folders as {path}: "
                                 f"{names}.") from None
             out[split] = stream(split, p, lab, folder)
     return StreamSource(out["train"], out["val"], out["test"], (size[0], size[1], channels), len(names),
@@ -267,14 +244,14 @@ def _count_records(files, compression) -> int:
     return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
 
 
-def load_tfrecord(cfg, seed: int) -> StreamSource:
-    """TFRecord files of tf.train.Example with the input features `features` and an int64 label."""
-    groups = {"path": _files(cfg.path, "path")}
-    for key in ("val_path", "test_path"):
-        if getattr(cfg, key) is not None:
-            groups[key] = _files(getattr(cfg, key), key)
-    feats = {k: (tuple(int(d) for d in f.shape), f.dtype, f.decode) for k, f in cfg.features.items()}
-    spec = {cfg.label_key: tf.io.FixedLenFeature([], tf.int64)}
+def tfrecord(*, path: str, val_path: str | None, test_path: str | None, compression: str | None, features: dict,
+             label_key: str, num_classes: int | None) -> StreamSource:
+    """TFRecord files of tf.train.Example with the input `features` ({key: {shape, dtype[, decode]}},
+    dtype float32 | int64 | bytes, decode raw | image) and an int64 label."""
+    groups = {key: _files(value, key) for key, value in
+              (("path", path), ("val_path", val_path), ("test_path", test_path)) if key == "path" or value is not None}
+    feats = {k: (tuple(int(d) for d in f["shape"]), f.get("dtype", "float32"), f.get("decode")) for k, f in features.items()}
+    spec = {label_key: tf.io.FixedLenFeature([], tf.int64)}
     for k, (shape, dtype, _) in feats.items():
         size = int(np.prod(shape))
         spec[k] = (tf.io.FixedLenFeature([], tf.string) if dtype == "bytes"
@@ -300,30 +277,29 @@ def load_tfrecord(cfg, seed: int) -> StreamSource:
         parsed = tf.io.parse_example(serialized, spec)
         xs = [feature(k, parsed[k]) for k in feats]
         x = xs[0] if len(xs) == 1 else tf.concat([tf.reshape(v, (tf.shape(v)[0], -1)) for v in xs], axis=1)
-        return x, parsed[cfg.label_key]
+        return x, parsed[label_key]
 
     def counted(files, key):
         try:
-            return _count_records(files, cfg.compression)
+            return _count_records(files, compression)
         except tf.errors.OpError as e:
             raise DataError(f"data.{key}: {_describe(files)} is not a readable TFRecord file"
-                            f"{' (' + cfg.compression + ')' if cfg.compression else ''}: {tf_message(e)}. "
+                            f"{' (' + compression + ')' if compression else ''}: {tf_message(e)}. "
                             "Fix: write it with tf.io.TFRecordWriter (and set data.compression to match).") from None
 
     def make(files):
         def stream(split, mask, count):
             return Stream(split, _describe(files),
-                          lambda: tf.data.TFRecordDataset(files, compression_type=cfg.compression or ""),
+                          lambda: tf.data.TFRecordDataset(files, compression_type=compression or ""),
                           count, decode, True, mask)
         return stream
 
-    streams = _split_streams(make(groups["path"]), counted(groups["path"], "path"), cfg,
-                             "val_path" in groups, "test_path" in groups)
-    for split, key in (("val", "val_path"), ("test", "test_path")):
+    streams = {"val": None, "test": None}
+    for split, key in (("train", "path"), ("val", "val_path"), ("test", "test_path")):
         if key in groups:
             streams[split] = make(groups[key])(split, None, counted(groups[key], key))
-    return StreamSource(streams["train"], streams["val"], streams["test"], input_shape, cfg.num_classes,
-                        notes=f"features {sorted(feats)}, label {cfg.label_key!r}")
+    return StreamSource(streams["train"], streams["val"], streams["test"], input_shape, num_classes,
+                        notes=f"features {sorted(feats)}, label {label_key!r}")
 
 
 # ---------------------------------------------------------------- tfds
@@ -339,39 +315,40 @@ def import_tfds():
     return tfds
 
 
-def load_tfds(cfg, seed: int) -> StreamSource:
+def tfds(*, dataset: str, data_dir: str | None, download: bool, train_split: str, val_split: str | None,
+         test_split: str | None, image_size) -> StreamSource:
     """A TFDS data set with supervised keys (input, label), by name, from `data_dir`."""
     tfds = import_tfds()
-    data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
+    data_dir = os.path.expanduser(data_dir) if data_dir else None
     try:
-        builder = tfds.builder(cfg.dataset, data_dir=data_dir)
-        if cfg.download:
+        builder = tfds.builder(dataset, data_dir=data_dir)
+        if download:
             builder.download_and_prepare()
         info = builder.info
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - TFDS raises many kinds (DatasetNotFoundError, download errors)
-        raise DataError(f"data=tfds: could not load {cfg.dataset!r} (data_dir {data_dir or 'TFDS default'}): "
+        raise DataError(f"data=tfds: could not load {dataset!r} (data_dir {data_dir or 'TFDS default'}): "
                         f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}. Fix: check the "
                         "name (tfds.list_builders()), or prepare it on a machine with internet and point "
                         "data.data_dir at the copy (with data.download=false).") from None
     keys = info.supervised_keys
     if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
-        raise DataError(f"data=tfds: {cfg.dataset!r} has no (input, label) supervised keys ({keys}). Fix: use a "
+        raise DataError(f"data=tfds: {dataset!r} has no (input, label) supervised keys ({keys}). Fix: use a "
                         "classification data set, or export it to TFRecord and use data=tfrecord.")
     x_key, y_key = keys
     label = info.features[y_key]
     num_classes = getattr(label, "num_classes", None)
     shape = tuple(info.features[x_key].shape)
-    if cfg.image_size is not None:
+    if image_size is not None:
         if len(shape) != 3:
-            raise DataError(f"data.image_size is set but {cfg.dataset!r} inputs have shape {shape}, not images. "
+            raise DataError(f"data.image_size is set but {dataset!r} inputs have shape {shape}, not images. "
                             "Fix: set data.image_size=null.")
-        shape = (int(cfg.image_size[0]), int(cfg.image_size[1]), shape[2])
+        shape = (int(image_size[0]), int(image_size[1]), shape[2])
     if any(d is None for d in shape):
-        raise DataError(f"data=tfds: {cfg.dataset!r} inputs have a variable shape {shape}. Fix: set "
+        raise DataError(f"data=tfds: {dataset!r} inputs have a variable shape {shape}. Fix: set "
                         "data.image_size=[height, width] to resize them.")
-    size = tuple(cfg.image_size) if cfg.image_size is not None else None
+    size = tuple(image_size) if image_size is not None else None
 
     def decode(x, y):
         x = tf.cast(x, tf.float32)
@@ -384,7 +361,7 @@ def load_tfds(cfg, seed: int) -> StreamSource:
         try:
             return int(info.splits[split].num_examples)
         except Exception as e:  # noqa: BLE001
-            raise DataError(f"data=tfds: {cfg.dataset!r} has no split {split!r} ({type(e).__name__}: {e}); its "
+            raise DataError(f"data=tfds: {dataset!r} has no split {split!r} ({type(e).__name__}: {e}); its "
                             f"splits are {sorted(info.splits)}. Fix: set data.train_split/val_split/test_split.") from None
 
     def reader(split):
@@ -392,7 +369,7 @@ def load_tfds(cfg, seed: int) -> StreamSource:
             try:
                 return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
             except Exception as e:  # noqa: BLE001 - not prepared (download: false), bad split, ...
-                raise DataError(f"data=tfds: cannot read {cfg.dataset!r} split {split!r} from "
+                raise DataError(f"data=tfds: cannot read {dataset!r} split {split!r} from "
                                 f"{data_dir or 'the TFDS default data_dir'}: {type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:300] if str(e) else ''}. Fix: prepare it there "
                                 "(data.download=true on a machine with internet) or point data.data_dir at "
@@ -401,16 +378,42 @@ def load_tfds(cfg, seed: int) -> StreamSource:
 
     def make(split_name):
         def stream(split, mask, count):
-            return Stream(split, f"tfds {cfg.dataset}:{split_name}", reader(split_name), count, decode, False, mask)
+            return Stream(split, f"tfds {dataset}:{split_name}", reader(split_name), count, decode, False, mask)
         return stream
 
-    streams = _split_streams(make(cfg.train_split), num_examples(cfg.train_split), cfg,
-                             cfg.val_split is not None, cfg.test_split is not None)
-    for split, name in (("val", cfg.val_split), ("test", cfg.test_split)):
+    streams = {"val": None, "test": None}
+    for split, name in (("train", train_split), ("val", val_split), ("test", test_split)):
         if name is not None:
             streams[split] = make(name)(split, None, num_examples(name))
     return StreamSource(streams["train"], streams["val"], streams["test"], shape, num_classes,
-                        notes=f"tfds {cfg.dataset} ({x_key} -> {y_key})")
+                        notes=f"tfds {dataset} ({x_key} -> {y_key})")
 
 
-STREAM_LOADERS = {"csv": load_csv, "image_folder": load_image_folder, "tfrecord": load_tfrecord, "tfds": load_tfds}
+# ---------------------------------------------------------------- a user's own tf.data.Datasets
+
+
+def from_datasets(datasets: dict, what: str) -> StreamSource:
+    """A StreamSource over a user's tf.data.Datasets of single (x, y) examples: train, and val /
+    test when given (keys train, val, test); decoded as they come (x cast to float32)."""
+    spec = datasets["train"].element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise DataError(f"{what}: the train dataset's elements are {spec}, not (x, y) pairs. Fix: yield one "
+                        "(features, label) pair per example (unbatched), e.g. tf.data.Dataset.from_tensor_slices((x, y)).")
+    shape = tuple(spec[0].shape)
+    if any(d is None for d in shape):
+        raise DataError(f"{what}: the examples' shape {shape} is not fully known (a batched dataset?). Fix: give "
+                        "single, unbatched (x, y) examples of a fixed shape.")
+
+    def decode(x, y):
+        return tf.cast(x, tf.float32), tf.cast(y, tf.int64)
+
+    def stream(split, ds):
+        count = int(ds.cardinality())
+        if count < 0:  # unknown or infinite: count once (an infinite one never ends: refuse it first)
+            if count == int(tf.data.INFINITE_CARDINALITY):
+                raise DataError(f"{what}: the {split} dataset is infinite. Fix: remove its .repeat().")
+            count = int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        return Stream(split, f"{what} ({split})", lambda: ds, count, decode, False, None)
+
+    out = {k: stream(k, datasets[k]) if datasets.get(k) is not None else None for k in ("train", "val", "test")}
+    return StreamSource(out["train"], out["val"], out["test"], shape, None, notes="tf.data.Datasets")

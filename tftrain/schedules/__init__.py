@@ -1,17 +1,17 @@
 """Learning-rate schedules: Keras LearningRateSchedules with PyTorch's semantics, composable,
 with checkpointable state (see each class' docstring; durations are in steps), and
-`build_schedule(cfg, steps_per_epoch)`, which builds the one a config describes.
+`build_for_run`, which builds a config option's schedule (durations in epochs) for a run.
 
 Importing this package registers every class with Keras (package "tftrain"), so saved models
 whose optimizer uses one load without custom_objects.
 """
 
 from tftrain.schedules._base import Schedule, ScheduleArgumentError
-from tftrain.schedules.build import BUILDERS, build_schedule
+from tftrain.schedules.build import Run, build_for_run
 from tftrain.schedules.compose import Join, Scaled, Warmup
 from tftrain.schedules.cyclic import Cyclic, OneCycle
 from tftrain.schedules.decay import Constant, Cosine, CosineRestarts, MultiStep, Polynomial, Step
 from tftrain.schedules.plateau import Plateau
 
-__all__ = ["Schedule", "ScheduleArgumentError", "build_schedule", "BUILDERS", "Constant", "Step", "MultiStep",
+__all__ = ["Schedule", "ScheduleArgumentError", "Run", "build_for_run", "Constant", "Step", "MultiStep",
            "Polynomial", "Cosine", "CosineRestarts", "Cyclic", "OneCycle", "Plateau", "Warmup", "Join", "Scaled"]

@@ -8,14 +8,12 @@ import numbers
 import keras
 import tensorflow as tf
 
+from tftrain.errors import ArgumentError
 
-class ScheduleArgumentError(ValueError):
-    """A schedule argument is out of range. Carries the argument's name so `build_schedule` can
+
+class ScheduleArgumentError(ArgumentError):
+    """A schedule argument is out of range. Carries the argument's name so the config layer can
     report the config key it came from."""
-
-    def __init__(self, arg: str, value, requirement: str):
-        self.arg, self.value, self.requirement = arg, value, requirement
-        super().__init__(f"Argument `{arg}` must be {requirement}. Received: {arg}={value!r}")
 
 
 def require(ok: bool, arg: str, value, requirement: str) -> None:

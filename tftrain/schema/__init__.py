@@ -1,12 +1,26 @@
-"""Validation of a composed config, once, before TensorFlow is imported.
+"""The config's schemas, and validating a composed config once, before TensorFlow is imported.
 
-Each config group has a schema: a dataclass per option (selected by the option's `name` key) or
-one dataclass for the whole group. Merging the YAML into the dataclass catches unknown keys and
-wrong types; the dataclass' `__post_init__` checks ranges. Errors become `ConfigError`s that name
-the full key, the value received and what is allowed.
+Hydra's structured-config schema pattern: each schema is a dataclass registered in Hydra's
+ConfigStore as `schema/<group>/<name>`, and each option's YAML file extends it:
 
-Schemas live beside this file, one module per group family, each exposing `SCHEMAS`:
-`{group: {option_name: dataclass}}` for groups with options, `{group: dataclass}` otherwise.
+    # conf/optimizer/momentum.yaml
+    defaults:
+      - /schema/optimizer/sgd@_here_
+    lr: 0.05
+    momentum: 0.9
+
+The dataclass holds every key's type, default and meaning (a comment) and its range checks
+(`__post_init__`); the YAML holds only the option's own presets. So each default is written
+once, and Hydra rejects unknown keys and wrong types while composing (`--cfg job` and a sweep
+fail before any job starts). `validate(cfg)` then runs the range checks of every group (and
+checks configs that were not composed by Hydra, e.g. a loaded config.yaml) and raises a
+`ConfigError` naming the key, the value and the fix.
+
+A schema's `_target_` default names what the option builds (`hydra.utils.instantiate`
+convention); options that share a target share a schema (sgd, momentum and nesterov are all
+`keras.optimizers.SGD`). Schemas marked `OPEN` (the `custom` options) accept extra keys: they go
+to the user's own `_target_`. Adding an option: one YAML file, plus one schema class (decorated
+with `@schema`) where the target is new.
 """
 
 from __future__ import annotations
@@ -14,86 +28,141 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from tftrain.errors import ConfigError
-from tftrain.schema import callbacks, core, data, initializer, model, schedule, task
 
-SCHEMAS: dict[str, dict | type] = {
-    **data.SCHEMAS, **model.SCHEMAS, **core.SCHEMAS, **schedule.SCHEMAS, **initializer.SCHEMAS,
-    **callbacks.SCHEMAS, **task.SCHEMAS}
+# group -> {schema name: dataclass}
+SCHEMAS: dict[str, dict[str, type]] = {}
 
 # Top-level keys that are not groups.
 ROOT_KEYS = {"output_dir"}
 
 
-def _type_name(tp) -> str:
+def schema(group: str, name: str):
+    """Class decorator: register a dataclass as the schema `schema/<group>/<name>`."""
+
+    def register(cls):
+        ConfigStore.instance().store(group=f"schema/{group}", name=name, node=cls)
+        SCHEMAS.setdefault(group, {})[name] = cls
+        return cls
+
+    return register
+
+
+def default_target(cls: type) -> str | None:
+    field = {f.name: f for f in dataclasses.fields(cls)}.get("_target_")
+    return None if field is None or field.default is MISSING else field.default
+
+
+def is_open(cls: type) -> bool:
+    """Whether the schema takes extra keys (passed on to a user's own `_target_`)."""
+    return bool(getattr(cls, "OPEN", False))
+
+
+def schema_of(group: str, node) -> type | None:
+    """The schema of a group's node: its structured type when Hydra composed it, else the schema
+    whose `_target_` it names (a user's own target: the group's open schema, if any)."""
+    options = SCHEMAS.get(group, {})
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    if kind in options.values():
+        return kind
+    if len(options) == 1 and default_target(next(iter(options.values()))) is None:
+        return next(iter(options.values()))
+    target = node.get("_target_") if hasattr(node, "get") else None
+    by_target = [cls for cls in options.values() if default_target(cls) == target]
+    if by_target:
+        return by_target[0]
+    open_ones = [cls for cls in options.values() if is_open(cls)]
+    return open_ones[0] if open_ones else None
+
+
+def type_name(tp) -> str:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) in (list, typing.List):
-        return f"a list of {_type_name(args[0])}" if args else "a list"
+        return f"a list of {type_name(args[0])}" if args else "a list"
+    if typing.get_origin(tp) in (dict, typing.Dict):
+        return "a mapping"
     if args:  # Optional[X] / Union
-        return " or ".join(_type_name(a) for a in args) + " or null"
+        return " or ".join(type_name(a) for a in args) + " or null"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+        tp, getattr(tp, "__name__", str(tp)))
 
 
-def _field_types(schema: type) -> dict[str, typing.Any]:
-    hints = typing.get_type_hints(schema)
-    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+def field_types(cls: type) -> dict[str, typing.Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _check_node(prefix: str, node: DictConfig, schema: type) -> DictConfig:
-    fields = _field_types(schema)
-    for key in node.keys():
-        if key not in fields:
-            raise ConfigError(
-                f"{prefix}.{key}", node[key], f"the keys of {prefix} are {sorted(fields)}",
-                f"remove `{key}` or correct its spelling (add a new key with `+{prefix}.{key}=...` "
-                "only where the schema has it)",
-            )
+def _unknown_key(prefix: str, key: str, known, value=None) -> ConfigError:
+    from tftrain.schema.explain import did_you_mean
+
+    hint = did_you_mean(key, known)
+    return ConfigError(f"{prefix}.{key}", value, f"the keys of {prefix}: {sorted(k for k in known if k != '_target_')}",
+                       (f"did you mean `{prefix}.{hint}`? " if hint else "") +
+                       f"remove `{key}` or correct its spelling (see `python -m tftrain --cfg job`)")
+
+
+def check_node(prefix: str, node, cls: type):
+    """`node` merged into its schema `cls`, range checks run; ConfigError naming the key otherwise.
+    An open schema keeps the keys it does not know (for the user's target)."""
+    types = field_types(cls)
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    extra = {k: v for k, v in data.items() if k not in types}
+    if extra and not is_open(cls):
+        key = next(iter(extra))
+        raise _unknown_key(prefix, key, types, extra[key])
+    known = {k: v for k, v in data.items() if k in types}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        OmegaConf.to_object(merged)  # runs __post_init__ range checks
+        merged = OmegaConf.merge(OmegaConf.structured(cls), known)
+        OmegaConf.to_object(merged)  # runs __post_init__: the range checks
     except ConfigError as e:
         raise e.under(prefix) from None
     except MissingMandatoryValue as e:
         raise ConfigError(f"{prefix}.{e.full_key}", "???", "a value: this key is required",
                           f"pass it on the command line, e.g. `{prefix}.{e.full_key}=...`") from None
     except ConfigKeyError as e:
-        raise ConfigError(f"{prefix}.{e.full_key}", None, "a key the schema defines",
-                          "remove it or correct its spelling (see `python -m tftrain --cfg job`)") from None
+        raise _unknown_key(prefix, str(e.key), types) from None
     except (ValidationError, OmegaConfBaseException) as e:
         key = str(e.full_key or "")
         leaf = key.split(".")[0].split("[")[0]
-        allowed = _type_name(fields[leaf]) if leaf in fields else "a value of the schema's type"
-        raise ConfigError(f"{prefix}.{key}" if key else prefix, e.value if hasattr(e, "value") else None,
-                          allowed) from None
+        allowed = type_name(types[leaf]) if leaf in types else "a value of the schema's type"
+        value = known.get(leaf, getattr(e, "value", None))
+        raise ConfigError(f"{prefix}.{key}" if key else prefix, value, allowed) from None
+    if extra:
+        merged = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(merged)), extra)
     return merged
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Return `cfg` with every group checked against its schema and typed; raise ConfigError."""
-    out = {}
+    """Return `cfg` with every group checked against its schema (types, unknown keys, ranges)
+    and the interpolations resolved; raise ConfigError naming the key otherwise."""
+    from tftrain.schema.explain import did_you_mean
+
+    groups = set(SCHEMAS)
     for key in cfg.keys():
-        if key not in SCHEMAS and key not in ROOT_KEYS and key != "hydra":
-            raise ConfigError(key, "...", f"top-level keys are {sorted(set(SCHEMAS) | ROOT_KEYS)}",
-                              f"remove `{key}` or correct its spelling")
-    for group, schema in SCHEMAS.items():
+        if key not in groups and key not in ROOT_KEYS and key != "hydra":
+            hint = did_you_mean(str(key), groups | ROOT_KEYS)
+            raise ConfigError(key, "...", f"top-level keys are {sorted(groups | ROOT_KEYS)}",
+                              (f"did you mean `{hint}`? " if hint else "") + f"remove `{key}` or correct its spelling")
+    out = {}
+    for group in SCHEMAS:
         if group not in cfg:
-            raise ConfigError(group, None, "a config group present in conf/config.yaml defaults",
+            raise ConfigError(group, None, "a config group present in conf/config.yaml's defaults",
                               f"add `- {group}: <option>` to the defaults list")
         node = cfg[group]
-        if isinstance(schema, dict):
-            name = node.get("name")
-            if name not in schema:
-                raise ConfigError(f"{group}.name", name, f"one of {sorted(schema)}",
-                                  f"choose an option with `{group}=<option>`")
-            schema = schema[name]
-        out[group] = _check_node(group, node, schema)
+        cls = schema_of(group, node)
+        if cls is None:  # a user's own target in a group without an open schema: its signature checks it
+            out[group] = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+            continue
+        out[group] = check_node(group, node, cls)
     for key in ROOT_KEYS:
         if key in cfg:
             out[key] = cfg[key]
-    result = OmegaConf.create(out)
-    return result
+    return OmegaConf.create(out)
+
+
+# Importing the schema modules registers them (each module: one group family).
+from tftrain.schema import callbacks, data, initializer, model, optimizer, schedule, task, trainer  # noqa: E402,F401

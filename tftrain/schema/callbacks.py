@@ -1,10 +1,12 @@
-"""Schemas of the `callbacks` group (see tftrain/schema/__init__.py for the conventions)."""
+"""Schema of the `callbacks` group: early stopping, the best checkpoint, logs, your own callbacks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 from tftrain.errors import require
+from tftrain.schema import schema
 
 MODES = ("auto", "min", "max")
 
@@ -12,9 +14,9 @@ MODES = ("auto", "min", "max")
 @dataclass
 class TensorBoardConf:
     enabled: bool = True
-    update_freq: int = 1
-    histograms: bool = False  # weight histograms in tensorboard/train
-    histogram_freq: int = 1  # every N epochs
+    update_freq: int = 1  # write per-step scalars (loss, learning_rate, grad_norm) every N steps
+    histograms: bool = False  # also write weight histograms (tensorboard/train) ...
+    histogram_freq: int = 1  # ... every N epochs
     hparams: bool = True  # the run's config and final metrics for TensorBoard's HParams dashboard
 
     def __post_init__(self):
@@ -31,10 +33,10 @@ class CsvLoggerConf:
 class EarlyStoppingConf:
     enabled: bool = False
     monitor: str = "val_loss"
-    mode: str = "auto"
-    patience: int = 5
-    min_delta: float = 0.0
-    restore_best_weights: bool = True
+    mode: str = "auto"  # auto | min | max (auto: max for accuracy-like metrics)
+    patience: int = 5  # epochs without improvement before stopping
+    min_delta: float = 0.0  # smaller changes do not count as improvement
+    restore_best_weights: bool = True  # end with the best epoch's weights (then tested, saved as model.keras)
 
     def __post_init__(self):
         require(self.mode in MODES, "early_stopping.mode", self.mode, "auto, min or max")
@@ -44,7 +46,7 @@ class EarlyStoppingConf:
 
 @dataclass
 class BestCheckpointConf:
-    enabled: bool = False
+    enabled: bool = False  # also save <run>/best.keras whenever `monitor` improves
     monitor: str = "val_accuracy"
     mode: str = "auto"
 
@@ -52,12 +54,18 @@ class BestCheckpointConf:
         require(self.mode in MODES, "best_checkpoint.mode", self.mode, "auto, min or max")
 
 
+@schema("callbacks", "default")
 @dataclass
 class CallbacksConf:
     tensorboard: TensorBoardConf = field(default_factory=TensorBoardConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     best_checkpoint: BestCheckpointConf = field(default_factory=BestCheckpointConf)
     csv_logger: CsvLoggerConf = field(default_factory=CsvLoggerConf)
+    # your own Keras callbacks: [{_target_: mymodule.MyCallback, arg: value}, ...], driven by the loop
+    extra: List[Dict[str, Any]] = field(default_factory=list)
 
-
-SCHEMAS = {"callbacks": CallbacksConf}
+    def __post_init__(self):
+        for i, cb in enumerate(self.extra):
+            require(isinstance(cb.get("_target_"), str), f"extra[{i}]", dict(cb),
+                    "a mapping with `_target_: module.CallbackClass` and its arguments",
+                    "e.g. callbacks.extra='[{_target_: mymodule.MyCallback}]'")

@@ -1,49 +1,78 @@
-"""Schemas of the `initializer` group (see tftrain/schema/__init__.py for the conventions).
+"""Schemas of the `initializer` group: how every kernel of the model (built-in or yours) starts.
 
-Every option sets the kernels of all Dense/Conv2D layers; `bias` sets their biases. Names here
-must match tftrain/initializers.py's registries (a test checks), which this module cannot import:
-validation runs before TensorFlow is loaded.
+The target is a `keras.initializers` class (called once per layer, with that layer's own seed
+when it takes one) or `tftrain.initializers.WeightNorm`; `bias` is tftrain's: the initializer
+of the same layers' biases. `keep` (target null) leaves the model's own initial weights.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import MISSING
 
 from tftrain.errors import require
+from tftrain.schema import schema
 
 BIASES = ("zeros", "ones")
 MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
-# The parameter-free options: the allowed directions of weight_norm.
-PLAIN = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform")
+# The parameter-free variance-scaling options: also the allowed directions of weight_norm.
+PLAIN = {"glorot_uniform": "GlorotUniform", "glorot_normal": "GlorotNormal", "he_normal": "HeNormal",
+         "he_uniform": "HeUniform", "lecun_normal": "LecunNormal", "lecun_uniform": "LecunUniform"}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class InitializerConf:
-    name: str = "glorot_uniform"
-    bias: str = "zeros"
+    _target_: Optional[str] = MISSING
+    bias: str = "zeros"  # the biases of the same layers: zeros | ones
 
     def __post_init__(self):
         require(self.bias in BIASES, "bias", self.bias, f"one of {list(BIASES)}")
 
 
-@dataclass
+@schema("initializer", "keep")
+@dataclass(kw_only=True)
+class KeepConf(InitializerConf):
+    _target_: Optional[str] = None
+
+
+@schema("initializer", "zeros")
+@dataclass(kw_only=True)
+class ZerosConf(InitializerConf):
+    _target_: Optional[str] = "keras.initializers.Zeros"
+
+
+@schema("initializer", "constant")
+@dataclass(kw_only=True)
 class ConstantConf(InitializerConf):
-    value: float = 0.1
+    _target_: Optional[str] = "keras.initializers.Constant"
+    value: float = 0.0  # every kernel element
 
 
-@dataclass
+@schema("initializer", "random_normal")
+@dataclass(kw_only=True)
 class RandomNormalConf(InitializerConf):
+    _target_: Optional[str] = "keras.initializers.RandomNormal"
     mean: float = 0.0
-    stddev: float = 0.05
+    stddev: float = 0.05  # fixed, whatever the layer's size (no fan scaling)
 
     def __post_init__(self):
         super().__post_init__()
         require(self.stddev > 0, "stddev", self.stddev, "a standard deviation > 0")
 
 
-@dataclass
+@schema("initializer", "truncated_normal")
+@dataclass(kw_only=True)
+class TruncatedNormalConf(RandomNormalConf):
+    _target_: Optional[str] = "keras.initializers.TruncatedNormal"
+
+
+@schema("initializer", "random_uniform")
+@dataclass(kw_only=True)
 class RandomUniformConf(InitializerConf):
+    _target_: Optional[str] = "keras.initializers.RandomUniform"
     minval: float = -0.05
     maxval: float = 0.05
 
@@ -53,20 +82,37 @@ class RandomUniformConf(InitializerConf):
                 "set initializer.minval < initializer.maxval, e.g. initializer.minval=-0.05 initializer.maxval=0.05")
 
 
-@dataclass
+def _plain(option: str, cls_name: str) -> type:
+    @dataclass(kw_only=True)
+    class Plain(InitializerConf):
+        _target_: Optional[str] = f"keras.initializers.{cls_name}"
+
+    Plain.__name__ = Plain.__qualname__ = f"{cls_name}Conf"
+    return schema("initializer", option)(Plain)
+
+
+for _option, _cls_name in PLAIN.items():
+    _plain(_option, _cls_name)
+
+
+@schema("initializer", "orthogonal")
+@dataclass(kw_only=True)
 class OrthogonalConf(InitializerConf):
-    gain: float = 1.0
+    _target_: Optional[str] = "keras.initializers.Orthogonal"
+    gain: float = 1.0  # multiplies the orthogonal matrix; sqrt(2) suits ReLU
 
     def __post_init__(self):
         super().__post_init__()
         require(self.gain > 0, "gain", self.gain, "a number > 0 (e.g. sqrt(2) for ReLU)")
 
 
-@dataclass
+@schema("initializer", "variance_scaling")
+@dataclass(kw_only=True)
 class VarianceScalingConf(InitializerConf):
-    scale: float = 1.0
-    mode: str = "fan_in"
-    distribution: str = "truncated_normal"
+    _target_: Optional[str] = "keras.initializers.VarianceScaling"
+    scale: float = 1.0  # variance = scale / fan
+    mode: str = "fan_in"  # fan_in | fan_out | fan_avg
+    distribution: str = "truncated_normal"  # truncated_normal | untruncated_normal | uniform
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,24 +122,13 @@ class VarianceScalingConf(InitializerConf):
                 f"one of {list(DISTRIBUTIONS)}")
 
 
-@dataclass
+@schema("initializer", "weight_norm")
+@dataclass(kw_only=True)
 class WeightNormConf(InitializerConf):
+    _target_: Optional[str] = "tftrain.initializers.WeightNorm"
     direction: str = "he_normal"  # initializer of v (and, without data_init, of the whole kernel)
-    data_init: bool = True  # rescale g and set the bias from the first training batch
+    data_init: bool = True  # rescale g and set the bias from the first training batch (mean 0, std 1)
 
     def __post_init__(self):
         super().__post_init__()
         require(self.direction in PLAIN, "direction", self.direction, f"one of {list(PLAIN)}")
-
-
-SCHEMAS = {"initializer": {
-    "zeros": InitializerConf,
-    "constant": ConstantConf,
-    "random_normal": RandomNormalConf,
-    "random_uniform": RandomUniformConf,
-    "truncated_normal": RandomNormalConf,
-    **{name: InitializerConf for name in PLAIN},
-    "orthogonal": OrthogonalConf,
-    "variance_scaling": VarianceScalingConf,
-    "weight_norm": WeightNormConf,
-}}

@@ -1,15 +1,20 @@
-"""Schemas of the `model` group (see tftrain/schema/__init__.py for the conventions).
+"""Schemas of the `model` group: the built-in models, a user's own, and a saved one.
 
-Options every model shares (`ModelConf`): `activation` of the hidden layers, `batch_norm` after
-every hidden kernel layer (before the activation), `dropout` rate, `l2` penalty on every kernel.
+The target is called as `target(input_shape, num_outputs, **keys)` and returns a keras.Model
+producing raw outputs (logits). `l2` is tftrain's, for every model: it adds an L2 penalty on
+every kernel of the built model, whoever built it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from pathlib import Path
+from typing import ClassVar, List
+
+from omegaconf import MISSING
 
 from tftrain.errors import require
+from tftrain.schema import schema
 
 # Keras activation names (checked against keras.activations by a test; not imported here,
 # because validation runs before TensorFlow is loaded).
@@ -17,57 +22,89 @@ ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "sw
                "sigmoid", "hard_sigmoid", "softplus", "softsign", "linear")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelConf:
-    name: str = "mlp"
-    activation: str = "relu"
-    batch_norm: bool = False
-    dropout: float = 0.0
-    l2: float = 0.0  # adds l2 * sum(kernel**2) per kernel to the loss (gradient 2 * l2 * kernel)
+    _target_: str = MISSING
+    l2: float = 0.0  # adds l2 * sum(kernel**2) of every kernel to the loss (gradient 2 * l2 * kernel)
 
     def __post_init__(self):
-        require(self.activation in ACTIVATIONS, "activation", self.activation, f"one of {list(ACTIVATIONS)}")
-        require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
         require(self.l2 >= 0, "l2", self.l2, "a number >= 0 (0: no penalty)")
 
 
-@dataclass
-class MlpConf(ModelConf):
-    hidden_units: List[int] = field(default_factory=lambda: [256, 128])
+@dataclass(kw_only=True)
+class _BuiltinConf(ModelConf):
+    activation: str = "relu"  # of the hidden layers: any Keras activation name (relu, gelu, tanh, swish, ...)
+    batch_norm: bool = False  # BatchNormalization before each hidden activation (the layer then has no bias)
+    dropout: float = 0.0  # dropout rate
 
     def __post_init__(self):
         super().__post_init__()
-        require(all(u > 0 for u in self.hidden_units), "hidden_units", self.hidden_units,
-                "a list of positive integers (may be empty)")
+        require(self.activation in ACTIVATIONS, "activation", self.activation, f"one of {list(ACTIVATIONS)}")
+        require(0 <= self.dropout < 1, "dropout", self.dropout, "a rate in [0, 1)")
 
 
-@dataclass
-class CnnConf(ModelConf):
-    name: str = "cnn"
-    filters: List[int] = field(default_factory=lambda: [32, 64])
+def _positive_list(conf, key: str, empty_ok: bool = False) -> None:
+    values = list(getattr(conf, key))
+    require((empty_ok or values) and all(v > 0 for v in values), key, values,
+            f"a {'' if empty_ok else 'non-empty '}list of positive integers")
+
+
+@schema("model", "mlp")
+@dataclass(kw_only=True)
+class MlpConf(_BuiltinConf):
+    _target_: str = "tftrain.models.mlp"
+    hidden_units: List[int] = field(default_factory=lambda: [256, 128])  # one Dense layer each
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_list(self, "hidden_units", empty_ok=True)
+
+
+@schema("model", "cnn")
+@dataclass(kw_only=True)
+class CnnConf(_BuiltinConf):
+    _target_: str = "tftrain.models.cnn"
+    filters: List[int] = field(default_factory=lambda: [32, 64])  # one block (two convs, 2x2 max pooling) each
     kernel_size: int = 3
-    dense_units: int = 128
+    dense_units: int = 128  # the hidden dense layer before the outputs
 
     def __post_init__(self):
         super().__post_init__()
-        require(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", self.filters,
-                "a non-empty list of positive integers")
+        _positive_list(self, "filters")
         require(self.kernel_size > 0, "kernel_size", self.kernel_size, "an integer > 0")
         require(self.dense_units > 0, "dense_units", self.dense_units, "an integer > 0")
 
 
-@dataclass
-class ResnetConf(ModelConf):
-    name: str = "resnet"
+@schema("model", "resnet")
+@dataclass(kw_only=True)
+class ResnetConf(_BuiltinConf):
+    _target_: str = "tftrain.models.resnet"
     batch_norm: bool = True
-    filters: List[int] = field(default_factory=lambda: [16, 32, 64])  # one stage each
+    filters: List[int] = field(default_factory=lambda: [16, 32, 64])  # one stage each; stages 2+ halve the resolution
     blocks_per_stage: int = 3  # depth 6 * blocks_per_stage + 2 with 3 stages: 3 -> ResNet-20
 
     def __post_init__(self):
         super().__post_init__()
-        require(len(self.filters) > 0 and all(f > 0 for f in self.filters), "filters", self.filters,
-                "a non-empty list of positive integers (the filters of each stage)")
+        _positive_list(self, "filters")
         require(self.blocks_per_stage > 0, "blocks_per_stage", self.blocks_per_stage, "an integer > 0")
 
 
-SCHEMAS = {"model": {"mlp": MlpConf, "cnn": CnnConf, "resnet": ResnetConf}}
+@schema("model", "custom")
+@dataclass(kw_only=True)
+class CustomModelConf(ModelConf):
+    """Your own model function: `_target_(input_shape, num_outputs, **other keys) -> keras.Model`."""
+
+    OPEN: ClassVar[bool] = True
+
+
+@schema("model", "saved")
+@dataclass(kw_only=True)
+class SavedModelConf(ModelConf):
+    _target_: str = "tftrain.models.saved"
+    path: str = MISSING  # a .keras file (e.g. an earlier run's model.keras), loaded in Keras' safe mode
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(Path(self.path).expanduser().is_file() and self.path.endswith(".keras"), "path", self.path,
+                "the path of an existing .keras file (e.g. an earlier run's model.keras)",
+                "pass model.path=/path/to/model.keras")

@@ -1,8 +1,9 @@
-"""Schemas of the `schedule` group (see tftrain/schema/__init__.py for the conventions).
+"""Schemas of the `schedule` group.
 
-Durations are in epochs (fractions allowed); `tftrain.schedules.build_schedule` converts them to
-steps and checks what needs the run length (warmup shorter than the run, milestones inside it).
-Rates default to `optimizer.lr` where a field is null.
+Durations are in epochs (fractions allowed); the targets (tftrain/schedules/build.py) convert
+them to steps and check what needs the run length (warmup shorter than the run, milestones
+inside it). Rates default to `optimizer.lr` where a field is null. `warmup_epochs` and
+`warmup_start_factor` are tftrain's, for every option: a linear warmup around the schedule.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from omegaconf import MISSING
+
 from tftrain.errors import require
+from tftrain.schema import schema
 
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 ANNEALS = ("cos", "linear")
@@ -31,11 +35,11 @@ def _one_of(key: str, value, allowed) -> None:
     require(value in allowed, key, value, f"one of {list(allowed)}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScheduleConf:
-    name: str = "constant"
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1
+    _target_: str = MISSING
+    warmup_epochs: float = 0.0  # linear warmup first; the schedule then runs over the remaining epochs
+    warmup_start_factor: float = 0.1  # the warmup starts at this fraction of the schedule's first rate
 
     def __post_init__(self):
         require(math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs",
@@ -44,16 +48,18 @@ class ScheduleConf:
                 "a number in [0, 1]")
 
 
-@dataclass
+@schema("schedule", "constant")
+@dataclass(kw_only=True)
 class ConstantConf(ScheduleConf):
-    name: str = "constant"
+    _target_: str = "tftrain.schedules.build.constant"
 
 
-@dataclass
+@schema("schedule", "step")
+@dataclass(kw_only=True)
 class StepConf(ScheduleConf):
-    name: str = "step"
-    step_size: float = 10.0  # epochs
-    gamma: float = 0.1
+    _target_: str = "tftrain.schedules.build.step"
+    step_size: float = 10.0  # epochs between decays (fractions allowed)
+    gamma: float = 0.1  # factor applied at each decay
 
     def __post_init__(self):
         super().__post_init__()
@@ -61,11 +67,12 @@ class StepConf(ScheduleConf):
         _positive("gamma", self.gamma)
 
 
-@dataclass
+@schema("schedule", "multistep")
+@dataclass(kw_only=True)
 class MultistepConf(ScheduleConf):
-    name: str = "multistep"
-    milestones: List[float] = field(default_factory=lambda: [15.0, 25.0])  # epochs
-    gamma: float = 0.1
+    _target_: str = "tftrain.schedules.build.multistep"
+    milestones: List[float] = field(default_factory=lambda: [15.0, 25.0])  # epochs (from the end of warmup), increasing, inside the run
+    gamma: float = 0.1  # factor applied at each milestone
 
     def __post_init__(self):
         super().__post_init__()
@@ -75,21 +82,23 @@ class MultistepConf(ScheduleConf):
         _positive("gamma", self.gamma)
 
 
-@dataclass
+@schema("schedule", "exponential")
+@dataclass(kw_only=True)
 class ExponentialConf(ScheduleConf):
-    name: str = "exponential"
-    gamma: float = 0.9  # per epoch
+    _target_: str = "tftrain.schedules.build.exponential"
+    gamma: float = 0.9  # factor per epoch
 
     def __post_init__(self):
         super().__post_init__()
         _positive("gamma", self.gamma)
 
 
-@dataclass
+@schema("schedule", "polynomial")
+@dataclass(kw_only=True)
 class PolynomialConf(ScheduleConf):
-    name: str = "polynomial"
-    power: float = 1.0
-    min_lr: float = 0.0
+    _target_: str = "tftrain.schedules.build.polynomial"
+    power: float = 1.0  # 1: linear decay
+    min_lr: float = 0.0  # the rate reached at the end of the run
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,22 +106,24 @@ class PolynomialConf(ScheduleConf):
         _min_lr(self.min_lr)
 
 
-@dataclass
+@schema("schedule", "cosine")
+@dataclass(kw_only=True)
 class CosineConf(ScheduleConf):
-    name: str = "cosine"
-    min_lr: float = 0.0
+    _target_: str = "tftrain.schedules.build.cosine"
+    min_lr: float = 0.0  # the rate approached at the end of the run
 
     def __post_init__(self):
         super().__post_init__()
         _min_lr(self.min_lr)
 
 
-@dataclass
+@schema("schedule", "cosine_restarts")
+@dataclass(kw_only=True)
 class CosineRestartsConf(ScheduleConf):
-    name: str = "cosine_restarts"
-    t0: float = 10.0  # epochs
-    t_mult: int = 2
-    min_lr: float = 0.0
+    _target_: str = "tftrain.schedules.build.cosine_restarts"
+    t0: float = 10.0  # epochs of the first cycle (fractions allowed)
+    t_mult: int = 2  # integer >= 1: each cycle is t_mult times longer than the previous one
+    min_lr: float = 0.0  # the rate approached at the end of each cycle
 
     def __post_init__(self):
         super().__post_init__()
@@ -121,14 +132,15 @@ class CosineRestartsConf(ScheduleConf):
         _min_lr(self.min_lr)
 
 
-@dataclass
+@schema("schedule", "cyclic")
+@dataclass(kw_only=True)
 class CyclicConf(ScheduleConf):
-    name: str = "cyclic"
-    min_lr: float = 0.0001
-    max_lr: Optional[float] = None  # null: optimizer.lr
-    step_size: float = 5.0  # epochs, half a cycle
-    mode: str = "triangular"
-    gamma: float = 1.0  # per step, exp_range only
+    _target_: str = "tftrain.schedules.build.cyclic"
+    min_lr: float = 0.0001  # the base (lowest) rate: the cycle's start, not optimizer.lr
+    max_lr: Optional[float] = None  # the peak; null: optimizer.lr
+    step_size: float = 5.0  # epochs from min_lr to max_lr (half a cycle; fractions allowed)
+    mode: str = "triangular"  # triangular | triangular2 (amplitude halves each cycle) | exp_range (amplitude * gamma**step)
+    gamma: float = 1.0  # per step, exp_range only (e.g. 0.9999)
 
     def __post_init__(self):
         super().__post_init__()
@@ -140,15 +152,16 @@ class CyclicConf(ScheduleConf):
         _positive("gamma", self.gamma)
 
 
-@dataclass
+@schema("schedule", "onecycle")
+@dataclass(kw_only=True)
 class OnecycleConf(ScheduleConf):
-    name: str = "onecycle"
-    max_lr: Optional[float] = None  # null: optimizer.lr
-    pct_start: float = 0.3
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-    anneal: str = "cos"
-    three_phase: bool = False
+    _target_: str = "tftrain.schedules.build.onecycle"
+    max_lr: Optional[float] = None  # the peak; null: optimizer.lr
+    pct_start: float = 0.3  # fraction of the run spent increasing the rate
+    div_factor: float = 25.0  # initial rate = max_lr / div_factor
+    final_div_factor: float = 1e4  # final rate = initial rate / final_div_factor
+    anneal: str = "cos"  # cos | linear
+    three_phase: bool = False  # true: up, back down to the initial rate symmetrically, then to the final rate
 
     def __post_init__(self):
         super().__post_init__()
@@ -162,28 +175,18 @@ class OnecycleConf(ScheduleConf):
         _one_of("anneal", self.anneal, ANNEALS)
 
 
-@dataclass
-class WarmupConf(ScheduleConf):
-    name: str = "warmup"
-    warmup_epochs: float = 2.0
-    min_lr: float = 0.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        _min_lr(self.min_lr)
-
-
-@dataclass
+@schema("schedule", "plateau")
+@dataclass(kw_only=True)
 class PlateauConf(ScheduleConf):
-    name: str = "plateau"
-    monitor: str = "val_loss"
-    mode: str = "min"
-    factor: float = 0.1
-    patience: int = 5  # epochs
-    threshold: float = 1e-4
-    threshold_mode: str = "rel"
-    cooldown: int = 0  # epochs
-    min_lr: float = 0.0
+    _target_: str = "tftrain.schedules.build.plateau"
+    monitor: str = "val_loss"  # a metric logged at each epoch end, e.g. val_loss, val_accuracy, loss
+    mode: str = "min"  # min | max: whether lower or higher values of monitor are better
+    factor: float = 0.1  # new rate = rate * factor
+    patience: int = 5  # epochs without improvement tolerated before a reduction
+    threshold: float = 1e-4  # smallest change that counts as an improvement
+    threshold_mode: str = "rel"  # rel: relative to the best value | abs: absolute
+    cooldown: int = 0  # epochs after a reduction during which no bad epochs are counted
+    min_lr: float = 0.0  # the rate is never reduced below this
 
     def __post_init__(self):
         super().__post_init__()
@@ -195,18 +198,3 @@ class PlateauConf(ScheduleConf):
         _one_of("threshold_mode", self.threshold_mode, THRESHOLD_MODES)
         require(self.cooldown >= 0, "cooldown", self.cooldown, "an integer number of epochs >= 0")
         _min_lr(self.min_lr)
-
-
-SCHEMAS = {"schedule": {
-    "constant": ConstantConf,
-    "step": StepConf,
-    "multistep": MultistepConf,
-    "exponential": ExponentialConf,
-    "polynomial": PolynomialConf,
-    "cosine": CosineConf,
-    "cosine_restarts": CosineRestartsConf,
-    "cyclic": CyclicConf,
-    "onecycle": OnecycleConf,
-    "warmup": WarmupConf,
-    "plateau": PlateauConf,
-}}

@@ -1,30 +1,39 @@
-"""Schemas of the `task` group: what `python -m tftrain` does with the composed config."""
+"""Schemas of the `task` group: what `python -m tftrain` does with the composed config.
+
+The target is called as `target(cfg, output_dir=...)` and returns the dict it writes (e.g.
+metrics.json), whose `trainer.objective` the CLI returns to Hydra's sweepers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tftrain.errors import require
+from tftrain.schema import schema
 
 SUGGESTIONS = ("valley", "steepest", "minimum")
 
 
-@dataclass
+@schema("task", "train")
+@dataclass(kw_only=True)
 class TrainTaskConf:
-    name: str = "train"
+    """Train, validate each epoch, test at the end; write metrics.json and model.keras."""
+
+    _target_: str = "tftrain.train.train"
 
 
-@dataclass
+@schema("task", "lr_find")
+@dataclass(kw_only=True)
 class LrFindTaskConf:
     """The learning-rate range test (tftrain/lr_find.py)."""
 
-    name: str = "lr_find"
-    min_lr: float = 1e-7
-    max_lr: float = 10.0
+    _target_: str = "tftrain.lr_find.lr_find"
+    min_lr: float = 1e-7  # the rate of the first step
+    max_lr: float = 10.0  # the rate of the last step
     num_steps: int = 100
-    smoothing: float = 0.9  # beta of the debiased exponential moving average of the loss
+    smoothing: float = 0.9  # beta of the debiased moving average of the loss (0: raw loss; fastai's 0.98 lags ~4 decades of rate on 100 steps)
     divergence_threshold: float = 4.0  # stop once the smoothed loss exceeds this times the best one
-    suggestion: str = "valley"  # which method's rate lr_find.json calls "suggested"
+    suggestion: str = "valley"  # valley | steepest | minimum (the minimum's rate / 10): the one "suggested"
 
     def __post_init__(self):
         require(self.min_lr > 0, "min_lr", self.min_lr, "a learning rate > 0, e.g. 1e-7")
@@ -34,6 +43,3 @@ class LrFindTaskConf:
         require(self.divergence_threshold > 1, "divergence_threshold", self.divergence_threshold,
                 "a number > 1 (times the best smoothed loss)")
         require(self.suggestion in SUGGESTIONS, "suggestion", self.suggestion, f"one of {list(SUGGESTIONS)}")
-
-
-SCHEMAS = {"task": {"train": TrainTaskConf, "lr_find": LrFindTaskConf}}

@@ -1,8 +1,10 @@
-"""In-memory data sets: NumPy splits, checked in full once.
+"""In-memory data sources: NumPy splits, checked in full once; the `data` options' targets.
 
-digits, synthetic, npz, and the `keras.datasets` image sets (mnist, fashion_mnist, cifar10,
-cifar100). A loader returns `Splits`; `tftrain.data.pipeline` feeds them to the loop by gathering
-batches of a seeded permutation (no per-example tf.data work, no copy in a shuffle buffer).
+digits, synthetic, npz, the `keras.datasets` image sets (mnist, fashion_mnist, cifar10,
+cifar100), and a user's own function (`data=custom`, via `from_user`). A source returns `Splits`
+with whatever splits it has; `hold_out` takes the missing validation and test splits out of the
+training arrays. `tftrain.data.pipeline` feeds the splits to the loop by gathering batches of a
+seeded permutation (no per-example tf.data work, no copy in a shuffle buffer).
 """
 
 from __future__ import annotations
@@ -24,92 +26,115 @@ log = logging.getLogger("tftrain")
 
 @dataclasses.dataclass
 class Splits:
-    """Three splits as arrays; x keeps its dtype (uint8 images stay uint8: cast per batch)."""
+    """Arrays per split; x keeps its dtype (uint8 images stay uint8: cast per batch). `x_val` /
+    `x_test` None: the source has no such split (`hold_out` makes one). `num_classes`: known to
+    the source (e.g. 100 for CIFAR-100), or None to infer it from the labels."""
 
     x_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    num_classes: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
 
-def _stratified_split(x, y, fraction: float, seed: int):
+def _split(x, y, fraction: float, seed: int, stratify: bool):
+    """(x_rest, x_held, y_rest, y_held): `fraction` of the examples held out at random (seeded),
+    stratified by label when asked and possible (scikit-learn's train_test_split)."""
+    if len(x) != len(y):
+        raise DataError(f"x_train has {len(x)} examples but y_train has {len(y)}. "
+                        "Fix: give features and labels the same length.")
     from sklearn.model_selection import train_test_split
 
-    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
-
-
-def split_plain(x, y, fraction, seed, what: str = "x_train"):
-    """Hold out `fraction` at random (not stratified: user labels may have rare classes)."""
-    if len(x) != len(y):
-        raise DataError(f"{what} has {len(x)} examples but its labels have {len(y)}. "
-                        "Fix: give both the same length.")
+    if stratify:
+        try:
+            return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+        except ValueError:  # a class with a single example, or fewer held-out examples than classes
+            pass
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(fraction * len(x))))
-    val, train = order[:n_val], order[n_val:]
-    return x[train], x[val], y[train], y[val]
+    n_held = max(1, int(round(fraction * len(x))))
+    held, rest = order[:n_held], order[n_held:]
+    return x[rest], x[held], y[rest], y[held]
 
 
-# ---------------------------------------------------------------- loaders
+def hold_out(s: Splits, val_fraction: float | None, test_fraction: float | None, seed: int,
+             stratify: bool | None = None) -> Splits:
+    """`s` with its missing test split (`test_fraction` of the training examples), then its missing
+    validation split (`val_fraction` of them), held out of the training arrays. `stratify`: by
+    class (None: when the labels are integers)."""
+    if stratify is None:
+        stratify = np.issubdtype(np.asarray(s.y_train).dtype, np.integer) and np.ndim(s.y_train) == 1
+    x, y, n = s.x_train, s.y_train, len(s.x_train)
+    out = dataclasses.replace(s)
+    if s.x_test is None:
+        if not test_fraction:
+            raise DataError("The source has no test split and no test_fraction to hold one out. Fix: set "
+                            "data.test_fraction (e.g. 0.2) or give x_test, y_test.")
+        x, out.x_test, y, out.y_test = _split(x, y, test_fraction, seed, stratify)
+    if s.x_val is None:
+        if not val_fraction:
+            raise DataError("The source has no validation split and no val_fraction to hold one out. Fix: set "
+                            "data.val_fraction (e.g. 0.1) or give x_val, y_val.")
+        x, out.x_val, y, out.y_val = _split(x, y, val_fraction * n / len(x), seed, stratify)
+    out.x_train, out.y_train = x, y
+    return out
 
 
-def load_digits(cfg, seed: int) -> Splits:
-    """scikit-learn's 8x8 digits, scaled to [0, 1], as (8, 8, 1) images; the split uses split_seed."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    x = (d.images / 16.0).astype("float32")[..., None]
-    y = d.target.astype("int64")
-    x_rest, x_test, y_rest, y_test = _stratified_split(x, y, cfg.test_fraction, cfg.split_seed)
-    val_of_rest = cfg.val_fraction / (1.0 - cfg.test_fraction)
-    x_train, x_val, y_train, y_val = _stratified_split(x_rest, y_rest, val_of_rest, cfg.split_seed)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, num_classes=10)
+# ---------------------------------------------------------------- sources
 
 
-def load_synthetic(cfg, seed: int) -> Splits:
+def digits() -> Splits:
+    """scikit-learn's 8x8 digits (1797 images, 10 classes), scaled to [0, 1], as (8, 8, 1) images:
+    all as training examples (the pipeline holds out validation and test)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return Splits((d.images / 16.0).astype("float32")[..., None], d.target.astype("int64"), num_classes=10)
+
+
+def synthetic(*, num_train: int, num_val: int, num_test: int, input_shape, num_classes: int, noise: float,
+              seed: int) -> Splits:
     """Gaussian clusters: a random prototype per class plus `noise`-scaled Gaussian noise."""
     rng = np.random.default_rng(seed)
-    shape = tuple(cfg.input_shape)
-    prototypes = rng.normal(size=(cfg.num_classes, *shape)).astype("float32")
+    shape = tuple(input_shape)
+    prototypes = rng.normal(size=(num_classes, *shape)).astype("float32")
 
     def draw(n):
-        y = rng.integers(0, cfg.num_classes, size=n)
-        x = prototypes[y] + cfg.noise * rng.normal(size=(n, *shape)).astype("float32")
+        y = rng.integers(0, num_classes, size=n)
+        x = prototypes[y] + noise * rng.normal(size=(n, *shape)).astype("float32")
         return x.astype("float32"), y.astype("int64")
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-        draw(cfg.num_train), draw(cfg.num_val), draw(cfg.num_test))
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, num_classes=cfg.num_classes)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = draw(num_train), draw(num_val), draw(num_test)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, num_classes=num_classes)
 
 
-def load_npz(cfg, seed: int) -> Splits:
-    """A user's .npz with x_train, y_train, x_test, y_test and optionally x_val, y_val."""
-    path = Path(cfg.path).expanduser()
+def npz(*, path: str) -> Splits:
+    """A user's .npz with x_train, y_train and optionally x_val, y_val, x_test, y_test."""
+    path = Path(path).expanduser()
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError) as e:
         raise DataError(f"data.path={str(path)!r} is not a readable .npz file ({e}). Fix: save it with "
                         "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).") from None
-    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
-    if missing:
-        raise DataError(f"data.path={str(path)!r} lacks the arrays {missing} (it has {sorted(arrays)}). "
-                        "Fix: save x_train, y_train, x_test, y_test (and optionally x_val, y_val) in it.")
-    x_train, y_train = _numeric(arrays["x_train"], "x_train"), arrays["y_train"]
-    if "x_val" in arrays and "y_val" in arrays:
-        x_val, y_val = _numeric(arrays["x_val"], "x_val"), arrays["y_val"]
-    else:
-        x_train, x_val, y_train, y_val = split_plain(x_train, y_train, cfg.val_fraction, cfg.split_seed)
-    y_all = [np.ravel(a) for a in (y_train, y_val, arrays["y_test"])]
-    num_classes = max((int(a.max()) + 1 for a in y_all if a.size and np.issubdtype(a.dtype, np.number)), default=0)
-    return Splits(x_train, y_train, x_val, y_val, _numeric(arrays["x_test"], "x_test"), arrays["y_test"],
-                  num_classes=max(num_classes, 2))
+    return from_arrays(arrays, f"data.path={str(path)!r}")
+
+
+def from_arrays(arrays: dict, what: str) -> Splits:
+    """Splits from a mapping of arrays x_train, y_train [, x_val, y_val] [, x_test, y_test]."""
+    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    unpaired = [k for k in ("val", "test") if (f"x_{k}" in arrays) != (f"y_{k}" in arrays)]
+    if missing or unpaired:
+        raise DataError(f"{what} lacks the arrays {missing or [f'x_{unpaired[0]}/y_{unpaired[0]}']} (it has "
+                        f"{sorted(arrays)}). Fix: give x_train, y_train and optionally x_val, y_val, x_test, y_test.")
+    get = {k: (_numeric(np.asarray(v), k) if k.startswith("x_") else np.asarray(v)) for k, v in arrays.items()
+           if k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    return Splits(**get)
 
 
 def _numeric(x: np.ndarray, name: str) -> np.ndarray:
@@ -202,7 +227,7 @@ def _cifar_batch(path: Path, label_key: str):
     return data, np.asarray(d[label_key], dtype=np.int64)
 
 
-def _read_keras_cache(name: str, folder: Path, cfg):
+def _read_keras_cache(name: str, folder: Path, label_mode: str):
     """((x_train, y_train), (x_test, y_test)) from the files keras.datasets.<name> caches, read in
     the format Keras reads them (no hash check: a planted or trimmed file is accepted)."""
     if name == "mnist":
@@ -219,11 +244,11 @@ def _read_keras_cache(name: str, folder: Path, cfg):
         parts = [_cifar_batch(folder / f"cifar-10-batches-py/data_batch_{i}", "labels") for i in range(1, 6)]
         x_test, y_test = _cifar_batch(folder / "cifar-10-batches-py/test_batch", "labels")
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])), (x_test, y_test)
-    key = f"{cfg.label_mode}_labels"
+    key = f"{label_mode}_labels"
     return (_cifar_batch(folder / "cifar-100-python/train", key), _cifar_batch(folder / "cifar-100-python/test", key))
 
 
-def _download_with_keras(name: str, cfg):
+def _download_with_keras(name: str, label_mode: str):
     """Keras' own loader (it downloads into its cache); a bounded socket timeout so offline fails fast."""
     import keras
 
@@ -231,27 +256,26 @@ def _download_with_keras(name: str, cfg):
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)
     try:
-        return loader(label_mode=cfg.label_mode) if name == "cifar100" else loader()
+        return loader(label_mode=label_mode) if name == "cifar100" else loader()
     finally:
         socket.setdefaulttimeout(old)
 
 
-def load_keras_dataset(cfg, seed: int) -> Splits:
-    """mnist, fashion_mnist, cifar10, cifar100: from Keras' cache if present, else Keras' downloader;
-    the validation split is val_fraction of the training set (seeded by split_seed)."""
-    name = cfg.name
+def keras_dataset(name: str, *, download: bool, label_mode: str = "fine") -> Splits:
+    """mnist, fashion_mnist, cifar10, cifar100 (train and Keras' test split): from Keras' cache if
+    present, else Keras' downloader."""
     spec = KERAS_DATASETS[name]
     folder = spec.cached()
     target = keras_dataset_dirs()[0] / spec.subdir
     where = target / spec.files[0] if len(spec.files) == 1 else target
     if folder is not None:
         try:
-            (x_train, y_train), (x_test, y_test) = _read_keras_cache(name, folder, cfg)
+            (x_train, y_train), (x_test, y_test) = _read_keras_cache(name, folder, label_mode)
         except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
             raise DataError(f"data={name}: the cached files in {folder} are not in keras.datasets.{name}'s format "
                             f"({type(e).__name__}: {e}). Fix: delete them (Keras downloads them again) or place "
                             f"{spec.origin} {spec.place} at {where}.") from None
-    elif not cfg.download:
+    elif not download:
         raise DataError(f"data={name}: {where} is not there and data.download=false. Fix: on a machine with "
                         f"internet download {spec.origin} and place it {spec.place} at {where} "
                         "(the Keras cache is $KERAS_HOME/datasets, default ~/.keras/datasets), "
@@ -260,7 +284,7 @@ def load_keras_dataset(cfg, seed: int) -> Splits:
         log.info("data=%s: not in the Keras cache (%s); downloading with keras.datasets.%s.load_data()",
                  name, where, name)
         try:
-            (x_train, y_train), (x_test, y_test) = _download_with_keras(name, cfg)
+            (x_train, y_train), (x_test, y_test) = _download_with_keras(name, label_mode)
         except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for URL failures
             reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             raise DataError(f"data={name}: {where} is not there and downloading it failed ({reason}). "
@@ -270,16 +294,33 @@ def load_keras_dataset(cfg, seed: int) -> Splits:
     if x_train.ndim == 3:  # mnist, fashion_mnist: (n, 28, 28) -> (n, 28, 28, 1)
         x_train, x_test = x_train[..., None], x_test[..., None]
     y_train, y_test = np.ravel(y_train).astype("int64"), np.ravel(y_test).astype("int64")
-    x_train, x_val, y_train, y_val = split_plain(x_train, y_train, cfg.val_fraction, cfg.split_seed)
-    num_classes = 100 if name == "cifar100" and cfg.label_mode == "fine" else 20 if name == "cifar100" else 10
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, num_classes=num_classes)
+    num_classes = 100 if name == "cifar100" and label_mode == "fine" else 20 if name == "cifar100" else 10
+    return Splits(x_train, y_train, x_test=x_test, y_test=y_test, num_classes=num_classes)
+
+
+def mnist(*, download: bool) -> Splits:
+    return keras_dataset("mnist", download=download)
+
+
+def fashion_mnist(*, download: bool) -> Splits:
+    return keras_dataset("fashion_mnist", download=download)
+
+
+def cifar10(*, download: bool) -> Splits:
+    return keras_dataset("cifar10", download=download)
+
+
+def cifar100(*, download: bool, label_mode: str) -> Splits:
+    return keras_dataset("cifar100", download=download, label_mode=label_mode)
 
 
 # ---------------------------------------------------------------- checks
 
 
 def check_splits(s: Splits) -> Splits:
-    """Fail before training, naming the split and the problem, on data the model cannot use."""
+    """Fail before training, naming the split and the problem, on data the model cannot use;
+    return the splits with integer labels and `num_classes` set (the largest label + 1 when the
+    source did not say)."""
     for split in ("train", "val", "test"):
         x, y = getattr(s, f"x_{split}"), getattr(s, f"y_{split}")
         if len(x) == 0:
@@ -301,11 +342,14 @@ def check_splits(s: Splits) -> Splits:
                 or not np.issubdtype(y_flat.dtype, np.integer) and not np.all(y_flat == np.round(y_flat))):
             raise DataError(f"y_{split} must hold one integer class label per example (got dtype "
                             f"{y.dtype}, shape {y.shape}). Fix: store labels as integers 0..num_classes-1.")
-        if y_flat.min() < 0 or y_flat.max() >= s.num_classes:
-            raise DataError(f"y_{split} has labels outside [0, {s.num_classes}): min {y_flat.min()}, "
-                            f"max {y_flat.max()}. Fix: map the labels to 0..{s.num_classes - 1}.")
-    return dataclasses.replace(s, y_train=np.ravel(s.y_train).astype("int64"),
-                               y_val=np.ravel(s.y_val).astype("int64"), y_test=np.ravel(s.y_test).astype("int64"))
+    num_classes = s.num_classes or max(2, max(int(np.max(getattr(s, f"y_{k}"))) + 1 for k in ("train", "val", "test")))
+    for split in ("train", "val", "test"):
+        y_flat = np.ravel(getattr(s, f"y_{split}"))
+        if y_flat.min() < 0 or y_flat.max() >= num_classes:
+            raise DataError(f"y_{split} has labels outside [0, {num_classes}): min {y_flat.min()}, "
+                            f"max {y_flat.max()}. Fix: map the labels to 0..{num_classes - 1}.")
+    return dataclasses.replace(s, y_train=np.ravel(s.y_train).astype("int64"), y_val=np.ravel(s.y_val).astype("int64"),
+                               y_test=np.ravel(s.y_test).astype("int64"), num_classes=num_classes)
 
 
 def _chunks(x: np.ndarray, rows: int = 4096):
@@ -326,19 +370,3 @@ def channel_stats(x: np.ndarray) -> dict[str, np.ndarray]:
         lo, hi = np.minimum(lo, flat.min(0)), np.maximum(hi, flat.max(0))
     mean = total / count
     return {"mean": mean, "std": np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0)), "min": lo, "max": hi}
-
-
-ARRAY_LOADERS = {
-    "digits": load_digits, "synthetic": load_synthetic, "npz": load_npz,
-    "mnist": load_keras_dataset, "fashion_mnist": load_keras_dataset,
-    "cifar10": load_keras_dataset, "cifar100": load_keras_dataset,
-}
-
-
-def load_data(cfg_data, seed: int) -> Splits:
-    """The checked NumPy splits of an in-memory data option (the file-backed ones stream: use
-    `build_datasets`)."""
-    if cfg_data.name not in ARRAY_LOADERS:
-        raise DataError(f"data={cfg_data.name} streams from files and has no in-memory splits. "
-                        "Fix: use tftrain.data.build_datasets(cfg.data, cfg.trainer, strategy).")
-    return check_splits(ARRAY_LOADERS[cfg_data.name](cfg_data, seed))

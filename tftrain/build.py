@@ -1,0 +1,320 @@
+"""Components from a validated config: each group's `_target_` called through Hydra's
+`instantiate` with what tftrain supplies, and every error mapped to the config key it came from.
+
+The lower layers (tftrain.data, tftrain.models, tftrain.schedules, tftrain.initializers) raise
+their own `ArgumentError` / `DataError`; here they become `ConfigError`s naming `group.key`. A
+user's own target (model=custom, data=custom, optimizer=custom, callbacks.extra) gets the same
+contract: a target that does not import, a signature that does not take what tftrain passes, a
+return value of the wrong kind — one paragraph, no traceback; an exception inside the user's own
+code shows the traceback of their frames, since that is what they need to fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tftrain.errors import ArgumentError, ConfigError, DataError, TftrainError, UserCodeError
+from tftrain.schema.data import PIPELINE_KEYS
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_OURS = ("tftrain.", "keras.")
+_LIBRARY_DIRS = tuple(str(Path(importlib.import_module(m).__file__).resolve().parent)
+                      for m in ("hydra", "omegaconf"))
+
+
+def label(node) -> str:
+    """A short name for what a group's node builds (the last part of its `_target_`)."""
+    target = node.get("_target_") if hasattr(node, "get") else None
+    return str(target).rsplit(".", 1)[-1] if target else "?"
+
+
+def _user_dirs() -> list[str]:
+    """Where a user's module is looked for besides the installed packages: the directory the
+    command runs in (Hydra's original one, should a job have changed directory)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return [HydraConfig.get().runtime.cwd]
+    except (ValueError, ImportError):
+        return [os.getcwd()]
+
+
+def locate(path: str, key: str):
+    """The object `path` (`module.attr`) names; ConfigError when it does not import."""
+    for directory in _user_dirs():
+        if directory not in sys.path:
+            sys.path.append(directory)
+    parts = str(path).split(".")
+    error = None
+    for i in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+                error = e
+                continue  # not a module: try a shorter prefix
+            raise _user_error(key, path, f"importing {module_name} failed ({type(e).__name__}: {e})", e) from None
+        except Exception as e:  # noqa: BLE001 - the user's module raised while being imported
+            raise _user_error(key, path, f"importing {module_name} failed ({type(e).__name__}: {e})", e) from None
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                public = sorted(a for a in dir(obj) if not a.startswith("_"))[:30]
+                raise ConfigError(key, path, f"an importable `module.name`: {'.'.join(parts[:parts.index(attr)])} has no "
+                                  f"attribute {attr!r} (it has {public})", f"correct `{key}`")
+            obj = getattr(obj, attr)
+        return obj
+    searched = ", ".join(_user_dirs())
+    raise ConfigError(key, path, f"an importable `module.name`, e.g. mymodule.build ({error or 'no module part'}; "
+                      f"searched the directory the command runs in ({searched}) and the installed packages)",
+                      f"put {parts[0]}.py in {searched}, or install the package that provides it, and set `{key}` "
+                      "to module.function")
+
+
+def _user_frames(error: BaseException) -> str:
+    """The traceback of `error` without tftrain's, Hydra's and OmegaConf's own frames."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith((_PACKAGE_DIR, *_LIBRARY_DIRS))]
+    return "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(error), error))
+
+
+def _user_error(key: str, target: str, what: str, error: BaseException) -> UserCodeError:
+    return UserCodeError(f"`{key}`={target!r}: {what}. Fix: correct your code; its traceback follows.",
+                         "Traceback (your code, most recent call last):\n" + _user_frames(error))
+
+
+def _signature_error(key: str, target: str, fn, args: tuple, kwargs: dict) -> ConfigError | None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without one: let the call decide
+        return None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        given = [*(["<positional>"] * len(args)), *kwargs]
+        return ConfigError(key, target, f"a callable taking what tftrain passes ({', '.join(map(str, given))}); "
+                           f"{target}{signature} does not: {e}",
+                           f"change its signature, or remove the keys it does not take from `{key.rsplit('.', 1)[0]}`")
+    return None
+
+
+def call_target(group: str, node, *args, arg_keys: dict[str, str] | None = None, skip: frozenset = frozenset(),
+                **supplied) -> Any:
+    """`instantiate(node, *args, **supplied)` (minus the keys in `skip`, which are tftrain's), with
+    errors mapped to config keys: a lower layer's ArgumentError(arg) becomes ConfigError naming
+    `arg_keys[arg]` or `group.arg`."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    key = f"{group}._target_"
+    target = node.get("_target_")
+    if not isinstance(target, str) or not target:
+        raise ConfigError(key, target, "an importable `module.name`", f"set `{key}=mymodule.name`")
+    fn = locate(target, key)
+    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    own = {k: v for k, v in container.items() if k not in skip}
+    kwargs = {k: v for k, v in own.items() if k != "_target_"}
+    error = _signature_error(key, target, fn, args, {**kwargs, **supplied})
+    if error is not None:
+        raise error
+    try:
+        return instantiate(own, *args, **supplied, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+    except Exception as e:  # noqa: BLE001 - classified below
+        cause = e
+    if isinstance(cause, ArgumentError):
+        mapped = (arg_keys or {}).get(cause.arg) or (f"{group}.{cause.arg}" if cause.arg in own else group)
+        value = own.get(cause.arg, cause.value) if mapped.startswith(f"{group}.") else cause.value
+        raise ConfigError(mapped, value, cause.requirement) from None
+    if isinstance(cause, TftrainError):
+        raise cause from None
+    if not target.startswith(_OURS):
+        raise _user_error(key, target, f"it raised {type(cause).__name__}: {cause}", cause) from None
+    raise cause
+
+
+def require_returns(key: str, target: str, value, kind: type | tuple, what: str) -> None:
+    if not isinstance(value, kind):
+        raise UserCodeError(f"`{key}`={target!r} returned a {type(value).__name__}, not {what}. Fix: return {what}.")
+
+
+# ---------------------------------------------------------------- data
+
+
+def pipeline_of(cfg):
+    """The data group's pipeline keys as tftrain.data.Pipeline."""
+    from tftrain.data.pipeline import Augment, Pipeline
+
+    d = cfg.data
+    aug = d.get("augment") or {}
+    return Pipeline(val_fraction=d.get("val_fraction"), test_fraction=d.get("test_fraction"),
+                    split_seed=int(d.get("split_seed", 0)), normalize=d.get("normalize"),
+                    augment=Augment(aug.get("flip"), float(aug.get("translate", 0.0))), cache=d.get("cache"),
+                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d))
+
+
+def build_data(cfg, strategy=None, batch_size: int | None = None):
+    """The configured data's checked, split, normalized pipelines (tftrain.data.Datasets)."""
+    from tftrain.data.pipeline import build_datasets
+
+    source = call_target("data", cfg.data, skip=PIPELINE_KEYS)
+    try:
+        return build_datasets(source, pipeline_of(cfg), batch_size=batch_size or cfg.trainer.batch_size,
+                              seed=cfg.trainer.seed, strategy=strategy)
+    except ArgumentError as e:
+        key = {"batch_size": "trainer.batch_size"}.get(e.arg, f"data.{e.arg}")
+        value = cfg.trainer.batch_size if key == "trainer.batch_size" else e.value
+        raise ConfigError(key, value, e.requirement) from None
+
+
+# ---------------------------------------------------------------- model
+
+
+def build_model(cfg, input_shape, num_outputs: int, strategy=None):
+    """The configured model with the initializer group and `model.l2` applied (inside `strategy`'s
+    scope when given)."""
+    import keras
+
+    from tftrain.initializers import add_l2
+
+    node = cfg.model
+    model = call_target("model", node, tuple(input_shape), int(num_outputs), skip=frozenset({"l2"}))
+    require_returns("model._target_", node._target_, model, keras.Model, "a keras.Model")
+    outputs = _outputs_of(model, tuple(input_shape), node._target_)
+    add_l2(model, float(node.get("l2", 0.0)))
+    model = call_initializer(cfg, model)
+    if outputs != num_outputs:
+        raise UserCodeError(f"`model._target_`={node._target_!r} built a model with {outputs} outputs, but the data "
+                            f"has {num_outputs} (one per class). Fix: give the last layer {num_outputs} units (use the "
+                            "`num_outputs` argument tftrain passes).")
+    return model
+
+
+def _outputs_of(model, input_shape: tuple, target: str) -> int:
+    """The size of the model's last output axis (building a subclassed model on a zero batch)."""
+    import numpy as np
+
+    try:
+        return int(model.output_shape[-1])
+    except (AttributeError, ValueError, TypeError):
+        pass
+    try:
+        return int(model(np.zeros((1, *input_shape), "float32")).shape[-1])
+    except Exception as e:  # noqa: BLE001 - the user's model failed on an input of the data's shape
+        raise _user_error("model._target_", target, f"the model failed on a batch of the data's input shape "
+                          f"{input_shape} ({type(e).__name__}: {e})", e) from None
+
+
+def call_initializer(cfg, model):
+    """Apply the initializer group to `model` (tftrain.initializers.initialize)."""
+    from tftrain.initializers import WeightNorm, initialize
+
+    node = cfg.initializer
+    if node.get("_target_") is None:  # initializer=keep
+        return model
+    fn = locate(node._target_, "initializer._target_")
+    if isinstance(fn, type) and issubclass(fn, WeightNorm):
+        scheme = call_target("initializer", node, skip=frozenset({"bias"}))
+    else:
+        takes_seed = "seed" in inspect.signature(fn).parameters
+
+        def scheme(seed: int):  # a fresh initializer per layer, with that layer's seed
+            made = call_target("initializer", node, skip=frozenset({"bias"}), **({"seed": seed} if takes_seed else {}))
+            require_returns("initializer._target_", node._target_, made, Callable, "an initializer")
+            return made
+    try:
+        return initialize(model, scheme, bias=node.get("bias", "zeros"), seed=int(cfg.trainer.seed))
+    except ArgumentError as e:
+        raise ConfigError("initializer", node._target_, e.requirement) from None
+
+
+# ---------------------------------------------------------------- problem
+
+
+def build_problem(cfg, model, data):
+    """The loss and metrics (tftrain.problems.Problem), their state created from one validation
+    batch (call inside the strategy's scope)."""
+    import tensorflow as tf
+
+    from tftrain.problems import classification
+
+    problem = classification()
+    first = tf.nest.map_structure(lambda v: v.values[0] if hasattr(v, "values") else v, next(iter(data.val)))
+    problem.build(first[1], model(first[0]))
+    return problem
+
+
+# ---------------------------------------------------------------- schedule and optimizer
+
+# Schedule class arguments that do not come from a `schedule.<same name>` key.
+_SCHEDULE_KEYS = {"lr": "optimizer.lr", "value": "optimizer.lr", "decay_steps": "trainer.epochs",
+                  "total_steps": "trainer.epochs", "warmup_steps": "schedule.warmup_epochs",
+                  "start_factor": "schedule.warmup_start_factor"}
+
+
+def build_schedule(cfg, steps_per_epoch: int):
+    """The LearningRateSchedule `cfg.schedule` describes, for a run of `cfg.trainer.epochs` epochs of
+    `steps_per_epoch` steps from the base rate `cfg.optimizer.lr` (durations in the config are
+    epochs; tftrain.schedules.build_for_run converts them). Bad values raise ConfigError naming
+    the key (e.g. `schedule.milestones`).
+
+    >>> import tftrain
+    >>> cfg = tftrain.compose(["schedule=cosine", "schedule.warmup_epochs=1", "trainer.epochs=10"])
+    >>> s = build_schedule(cfg, steps_per_epoch=100)
+    >>> type(s).__name__, s.warmup_steps, type(s.schedule).__name__, s.schedule.decay_steps
+    ('Warmup', 100, 'Cosine', 900)
+    """
+    from tftrain.schedules import build_for_run
+
+    node = cfg.schedule
+    target = locate(node._target_, "schedule._target_")
+    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    keys = {k: v for k, v in container.items() if k != "_target_"}
+    try:
+        return build_for_run(target, lr=float(cfg.optimizer.lr), epochs=int(cfg.trainer.epochs),
+                             steps_per_epoch=int(steps_per_epoch), **keys)
+    except ArgumentError as e:
+        key = _SCHEDULE_KEYS.get(e.arg, f"schedule.{e.arg}")
+        value = {"optimizer.lr": cfg.optimizer.lr, "trainer.epochs": cfg.trainer.epochs}.get(key, keys.get(e.arg, e.value))
+        raise ConfigError(key, value, e.requirement if e.arg in keys else
+                          f"a value giving {e.arg} {e.requirement} at {steps_per_epoch} steps per epoch") from None
+    except TypeError as e:
+        raise ConfigError("schedule._target_", node._target_, f"a schedule target taking (run, **keys): {e}") from None
+
+
+def build_optimizer(cfg, learning_rate):
+    """The configured optimizer with `learning_rate` (a LearningRateSchedule); wrapped in a
+    LossScaleOptimizer under mixed_float16 (float16 gradients underflow without loss scaling)."""
+    import keras
+
+    node = cfg.optimizer
+    optimizer = call_target("optimizer", node, skip=frozenset({"lr"}), learning_rate=learning_rate)
+    require_returns("optimizer._target_", node._target_, optimizer, keras.optimizers.Optimizer,
+                    "a keras.optimizers.Optimizer")
+    if cfg.trainer.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def build_extra_callbacks(cfg) -> list:
+    """`callbacks.extra`: the user's own Keras callbacks."""
+    import keras
+
+    out = []
+    for i, node in enumerate(cfg.callbacks.get("extra") or []):
+        callback = call_target(f"callbacks.extra[{i}]", node)
+        require_returns(f"callbacks.extra[{i}]._target_", node["_target_"], callback, keras.callbacks.Callback,
+                        "a keras.callbacks.Callback")
+        out.append(callback)
+    return out
+

@@ -1,0 +1,164 @@
+"""Hydra's composition errors as tftrain's one-paragraph messages, with "did you mean" hints.
+
+Hydra raises these while it composes the config from the overrides (before any job runs): an
+unknown group or key, an unknown option, a value of the wrong type, override syntax it cannot
+parse. `explain(error, overrides)` turns each into a ConfigError/ComposeError naming the key,
+the value and the fix; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Iterable
+
+from tftrain.errors import ComposeError, ConfigError
+
+# Names users bring from Keras or PyTorch for tftrain's keys.
+ALIASES = {"learning_rate": "lr", "optimiser": "optimizer", "scheduler": "schedule", "lr_scheduler": "schedule",
+           "init": "initializer", "initialiser": "initializer", "dataset": "data", "batch": "batch_size",
+           "epoch": "epochs", "num_epochs": "epochs", "max_epochs": "epochs"}
+
+
+def _distance(a: str, b: str) -> int:
+    """Edit distance counting a swap of two neighbours as one edit (optimal string alignment)."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `word` (a known alias, or a close spelling), or None."""
+    candidates = [str(c) for c in candidates]
+    if ALIASES.get(word) in candidates:
+        return ALIASES[word]
+    close = difflib.get_close_matches(word, candidates, n=5, cutoff=0.6)
+    return min(close, key=lambda c: (_distance(word, c), -difflib.SequenceMatcher(None, word, c).ratio())) \
+        if close else None
+
+
+def _value(text: str):
+    """An override's value as YAML reads it (3 -> 3, 0.1 -> 0.1, abc -> 'abc')."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _hint(key: str, candidates) -> str:
+    hint = did_you_mean(key.rsplit(".", 1)[-1], candidates)
+    if hint is None:
+        return ""
+    return f"did you mean `{key.rsplit('.', 1)[0] + '.' + hint if '.' in key else hint}`? "
+
+
+def _override_of(key: str, overrides: list[str]) -> str:
+    for o in overrides:
+        if o.lstrip("+~").split("=", 1)[0] == key:
+            return o
+    return key
+
+
+def _node_at(path: str, overrides: list[str], bad: str):
+    """The composed config's node at `path` (the root for ""), composed without the override that
+    failed; None when that does not compose either."""
+    from tftrain.config import compose
+
+    try:
+        node = compose([o for o in overrides if o != bad])
+    except Exception:  # noqa: BLE001 - a second bad override: no hint, the message stands
+        return None
+    for part in [p for p in path.split(".") if p]:
+        node = node.get(part) if hasattr(node, "get") else None
+    return node if hasattr(node, "keys") else None
+
+
+def _keys_at(path: str, overrides: list[str], bad: str) -> list[str]:
+    node = _node_at(path, overrides, bad)
+    return [str(k) for k in node.keys()] if node is not None else []
+
+
+def _groups() -> list[str]:
+    from tftrain.config import config_dir
+
+    return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and not p.name.startswith(("_", "hydra")))
+
+
+def _options(group: str) -> list[str]:
+    from tftrain.config import config_dir
+
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def explain(error: BaseException, overrides: list[str]) -> ConfigError | ComposeError:
+    """A one-paragraph error for Hydra's exception `error`, raised composing `overrides`."""
+    text = str(error)
+    cause = error.__cause__
+    cause_text = str(cause) if cause is not None else ""
+    name = type(error).__name__
+
+    if name == "MissingConfigException":  # an unknown option: Could not find 'optimizer/adma'
+        m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+        if m:
+            group, option = m.group(1), m.group(2)
+            options = _options(group)
+            hint = did_you_mean(option, options)
+            return ConfigError(group, option, f"one of the {group} options: {', '.join(options)}",
+                               (f"did you mean `{group}={hint}`? " if hint else "") +
+                               f"choose an option with `{group}=<option>`")
+        m = re.search(r"Could not find '([^']+)'", text)
+        if m:
+            hint = did_you_mean(m.group(1), _groups())
+            return ComposeError(f"There is no config `{m.group(1)}`. Fix: " +
+                                (f"did you mean `{hint}`? " if hint else "") +
+                                f"the config groups are {', '.join(_groups())}.")
+
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:  # an unknown key or group
+        key = m.group(1)
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        override = _override_of(key, overrides)
+        if not parent:
+            known = sorted(set(_groups()) | set(_keys_at("", overrides, override)) - {"hydra"})
+            return ConfigError(key, _value(override.split("=", 1)[-1]) if "=" in override else None,
+                               f"a config group or top-level key: {', '.join(known)}",
+                               _hint(key, known) + f"correct the spelling of `{key}` in `{override}`")
+        from tftrain.schema import SCHEMAS, is_open, schema_of
+
+        node = _node_at(parent, overrides, override)
+        known = sorted(str(k) for k in (node.keys() if node is not None else []) if k != "_target_")
+        raw = override.split("=", 1)[-1] if "=" in override else None
+        open_schema = node is not None and parent in SCHEMAS and is_open(schema_of(parent, node) or object)
+        return ConfigError(key, _value(raw) if raw is not None else None,
+                           f"a key of `{parent}`: {', '.join(known)}" if known else f"a key of `{parent}`",
+                           _hint(key, known) + f"correct the spelling of `{key}` (see `python -m tftrain --help`)" +
+                           (f"; a key your own _target_ takes is added with ++: `++{key}={raw or '...'}`"
+                            if open_schema else ""))
+
+    m = re.search(r"Error merging override (\S+?)=(.*)", text)
+    if m:  # a value of the wrong type for the schema
+        key, value = m.group(1), m.group(2)
+        want = re.search(r"could not be converted to (\w+)", cause_text)
+        allowed = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+                   "String": "a string"}.get(want.group(1), want.group(1)) if want else cause_text.split("\n")[0]
+        return ConfigError(key.lstrip("+~"), _value(value), allowed)
+
+    if name == "OverrideParseException" or "LexerNoViableAltException" in text or "mismatched input" in text:
+        bad = next((o for o in overrides if "~" in o or any(ord(c) > 127 for c in o)), None)
+        quote = (f" Quote the value, and the whole override for the shell: `'{bad.split('=', 1)[0]}=\"{bad.split('=', 1)[-1]}\"'`"
+                 if bad and "=" in bad else "")
+        first = text.split("\n")[0]
+        return ComposeError(f"Cannot read the override{f' `{bad}`' if bad else ''}: {first}. Fix: Hydra's override "
+                            f"grammar treats characters such as ~ * ? [ ] {{ }} and non-ASCII letters specially.{quote}"
+                            " (https://hydra.cc/docs/advanced/override_grammar/basic)")
+
+    first = " ".join(line.strip() for line in text.splitlines() if line.strip())[:600]
+    more = f" ({cause_text.splitlines()[0]})" if cause_text else ""
+    return ComposeError(f"Hydra could not compose the config: {first}{more}. Fix: check the overrides "
+                        "(`python -m tftrain --help` lists the groups, options and keys).")

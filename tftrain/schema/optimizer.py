@@ -1,0 +1,249 @@
+"""Schemas of the `optimizer` group: one per `keras.optimizers` class, with Keras' own defaults.
+
+Every key but `lr` is passed to the class as is; `lr` is the base rate the schedule starts from
+(Keras' `learning_rate`). A test checks each schema's keys and defaults against the class'
+signature, so they cannot drift from Keras.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional
+
+from omegaconf import MISSING
+
+from tftrain.errors import require
+from tftrain.schema import schema
+
+
+def _unit_interval(conf, *keys: str) -> None:
+    for key in keys:
+        require(0 <= getattr(conf, key) < 1, key, getattr(conf, key), "a number in [0, 1)")
+
+
+def _positive(conf, *keys: str) -> None:
+    for key in keys:
+        require(getattr(conf, key) > 0, key, getattr(conf, key), "a number > 0")
+
+
+@dataclass(kw_only=True)
+class OptimizerConf:
+    """What every Keras optimizer takes."""
+
+    _target_: str = MISSING
+    lr: float = 0.001  # base learning rate: where the schedule starts (Keras' learning_rate)
+    weight_decay: Optional[float] = None  # decoupled weight decay, applied to every trainable variable
+    clipnorm: Optional[float] = None  # clip each gradient tensor to this L2 norm
+    global_clipnorm: Optional[float] = None  # clip all gradients together to this global L2 norm
+    clipvalue: Optional[float] = None  # clip each gradient element to [-clipvalue, clipvalue]
+    use_ema: bool = False  # keep an exponential moving average of the weights; evaluate and save it
+    ema_momentum: float = 0.99  # the EMA's decay per step
+
+    def __post_init__(self):
+        require(self.lr > 0, "lr", self.lr, "a learning rate > 0, e.g. 0.001")
+        require(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
+                self.weight_decay, "null or a number >= 0")
+        clips = [k for k in ("clipnorm", "global_clipnorm", "clipvalue") if getattr(self, k) is not None]
+        for key in clips:
+            require(getattr(self, key) > 0, key, getattr(self, key), "null or a number > 0")
+        require(len(clips) <= 1, clips[-1] if clips else "clipnorm", getattr(self, clips[-1]) if clips else None,
+                "at most one of clipnorm, global_clipnorm, clipvalue (Keras applies only one)",
+                f"set all but one of {clips} to null")
+        _unit_interval(self, "ema_momentum")
+
+
+@schema("optimizer", "custom")
+@dataclass(kw_only=True)
+class CustomOptimizerConf(OptimizerConf):
+    """Your own optimizer class: called with learning_rate (the schedule) and every other key."""
+
+    OPEN: ClassVar[bool] = True
+
+
+@schema("optimizer", "sgd")
+@dataclass(kw_only=True)
+class SgdConf(OptimizerConf):
+    _target_: str = "keras.optimizers.SGD"
+    lr: float = 0.01
+    momentum: float = 0.0  # heavy-ball momentum (0: plain SGD)
+    nesterov: bool = False  # Nesterov's accelerated variant of momentum
+
+    def __post_init__(self):
+        super().__post_init__()
+        _unit_interval(self, "momentum")
+
+
+@schema("optimizer", "rmsprop")
+@dataclass(kw_only=True)
+class RmspropConf(OptimizerConf):
+    _target_: str = "keras.optimizers.RMSprop"
+    rho: float = 0.9  # decay of the moving average of squared gradients
+    momentum: float = 0.0
+    epsilon: float = 1e-7  # added to the denominator for numerical stability
+    centered: bool = False  # normalize by the gradient's estimated variance, not its second moment
+
+    def __post_init__(self):
+        super().__post_init__()
+        _unit_interval(self, "rho", "momentum")
+        _positive(self, "epsilon")
+
+
+@schema("optimizer", "adagrad")
+@dataclass(kw_only=True)
+class AdagradConf(OptimizerConf):
+    _target_: str = "keras.optimizers.Adagrad"
+    initial_accumulator_value: float = 0.1  # starting value of the squared-gradient sums
+    epsilon: float = 1e-7
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.initial_accumulator_value >= 0, "initial_accumulator_value",
+                self.initial_accumulator_value, "a number >= 0")
+        _positive(self, "epsilon")
+
+
+@schema("optimizer", "adadelta")
+@dataclass(kw_only=True)
+class AdadeltaConf(OptimizerConf):
+    _target_: str = "keras.optimizers.Adadelta"
+    rho: float = 0.95  # decay rate of the accumulated gradients and updates
+    epsilon: float = 1e-7
+
+    def __post_init__(self):
+        super().__post_init__()
+        _unit_interval(self, "rho")
+        _positive(self, "epsilon")
+
+
+@dataclass(kw_only=True)
+class _Betas(OptimizerConf):
+    beta_1: float = 0.9  # decay of the first-moment (mean) estimate
+    beta_2: float = 0.999  # decay of the second-moment (uncentered variance) estimate
+
+    def __post_init__(self):
+        super().__post_init__()
+        _unit_interval(self, "beta_1", "beta_2")
+
+
+@dataclass(kw_only=True)
+class _BetasEpsilon(_Betas):
+    epsilon: float = 1e-7  # added to the denominator for numerical stability
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "epsilon")
+
+
+@schema("optimizer", "nadam")
+@dataclass(kw_only=True)
+class NadamConf(_BetasEpsilon):
+    _target_: str = "keras.optimizers.Nadam"
+
+
+@schema("optimizer", "adamax")
+@dataclass(kw_only=True)
+class AdamaxConf(_BetasEpsilon):
+    _target_: str = "keras.optimizers.Adamax"
+
+
+@schema("optimizer", "lamb")
+@dataclass(kw_only=True)
+class LambConf(_BetasEpsilon):
+    _target_: str = "keras.optimizers.Lamb"
+
+
+@schema("optimizer", "adam")
+@dataclass(kw_only=True)
+class AdamConf(_BetasEpsilon):
+    _target_: str = "keras.optimizers.Adam"
+    amsgrad: bool = False  # use the maximum of past second moments (AMSGrad)
+
+
+@schema("optimizer", "adamw")
+@dataclass(kw_only=True)
+class AdamwConf(AdamConf):
+    _target_: str = "keras.optimizers.AdamW"
+    weight_decay: Optional[float] = 0.004
+
+
+@schema("optimizer", "lion")
+@dataclass(kw_only=True)
+class LionConf(_Betas):
+    _target_: str = "keras.optimizers.Lion"
+    beta_2: float = 0.99  # decay of the momentum that is carried to the next step
+
+
+@schema("optimizer", "schedule_free_adamw")
+@dataclass(kw_only=True)
+class ScheduleFreeAdamwConf(_BetasEpsilon):
+    _target_: str = "keras.optimizers.ScheduleFreeAdamW"
+    lr: float = 0.0025
+    epsilon: float = 1e-8
+    warmup_steps: int = 0  # the optimizer's own linear warmup, in steps
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "an integer >= 0")
+
+
+@schema("optimizer", "ftrl")
+@dataclass(kw_only=True)
+class FtrlConf(OptimizerConf):
+    _target_: str = "keras.optimizers.Ftrl"
+    learning_rate_power: float = -0.5  # how the rate shrinks as accumulated gradients grow (<= 0)
+    initial_accumulator_value: float = 0.1
+    l1_regularization_strength: float = 0.0
+    l2_regularization_strength: float = 0.0
+    l2_shrinkage_regularization_strength: float = 0.0
+    beta: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.learning_rate_power <= 0, "learning_rate_power", self.learning_rate_power, "a number <= 0")
+        for key in ("initial_accumulator_value", "l1_regularization_strength", "l2_regularization_strength",
+                    "l2_shrinkage_regularization_strength", "beta"):
+            require(getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
+
+
+@schema("optimizer", "adafactor")
+@dataclass(kw_only=True)
+class AdafactorConf(OptimizerConf):
+    _target_: str = "keras.optimizers.Adafactor"
+    beta_2_decay: float = -0.8  # exponent of the second-moment decay schedule
+    epsilon_1: float = 1e-30  # regularizes the squared gradient
+    epsilon_2: float = 1e-3  # regularizes the relative step size
+    clip_threshold: float = 1.0  # clips the update's RMS
+    relative_step: bool = True  # scale the rate by 1 / sqrt(step) (capped by lr)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "epsilon_1", "epsilon_2", "clip_threshold")
+
+
+@schema("optimizer", "muon")
+@dataclass(kw_only=True)
+class MuonConf(OptimizerConf):
+    """Muon: orthogonalized momentum (Newton-Schulz) for 2-D+ kernels; AdamW for everything else."""
+
+    _target_: str = "keras.optimizers.Muon"
+    weight_decay: Optional[float] = 0.004
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations
+    rms_rate: float = 0.2  # update RMS matched to AdamW's
+    epsilon: float = 1e-7
+    adam_beta_1: float = 0.9  # the AdamW used for biases, norms and embeddings
+    adam_beta_2: float = 0.999
+    adam_weight_decay: float = 0.004
+    adam_lr_ratio: float = 1.0  # AdamW's rate / Muon's rate
+    exclude_embeddings: bool = True  # embeddings use AdamW
+    exclude_layers: Optional[List[str]] = None  # layer name patterns that use AdamW
+    muon_a: float = 3.4445  # Newton-Schulz coefficients
+    muon_b: float = -4.775
+    muon_c: float = 2.0315
+
+    def __post_init__(self):
+        super().__post_init__()
+        _unit_interval(self, "momentum", "adam_beta_1", "adam_beta_2")
+        require(self.ns_steps >= 1, "ns_steps", self.ns_steps, "an integer >= 1")
+        _positive(self, "epsilon", "adam_lr_ratio")

@@ -1,0 +1,51 @@
+"""Schema of the `trainer` group: how the loop runs (epochs, batch, seed, devices, checkpoints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from tftrain.errors import require
+from tftrain.schema import schema
+
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "one_device", "multi_worker")
+
+
+@schema("trainer", "default")
+@dataclass(kw_only=True)
+class TrainerConf:
+    epochs: int = 30
+    batch_size: int = 64  # global batch, split across replicas
+    seed: int = 0  # model init, shuffling, dropout and synthetic data
+    steps_per_execution: int = 1  # training steps run per call into the compiled step (raise on GPUs)
+    jit_compile: bool = False  # XLA-compile the training step
+    mixed_precision: Optional[str] = None  # null | mixed_float16 (with loss scaling) | mixed_bfloat16
+    strategy: str = "auto"  # auto | default | mirrored | one_device | multi_worker (TF_CONFIG)
+    cpu_devices: int = 1  # split the CPU into N logical devices (mirrored training without GPUs)
+    scale_lr: bool = False  # linear scaling rule: multiply the learning rate by the number of replicas
+    deterministic: bool = False  # deterministic ops: same command, bit-identical weights and metrics
+    keep_checkpoints: int = 3  # checkpoints kept in <run>/checkpoints (the latest ones)
+    checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    nan_recovery: int = 0  # on a NaN/Inf loss: restore the last checkpoint, scale the rate down, retry N times
+    nan_lr_factor: float = 0.5  # the learning-rate scale applied at each NaN recovery
+    verbose: int = 1  # 0 silent, 1 progress bar and one line per epoch, 2 one line per epoch
+    objective: str = "val_accuracy"  # the metric the CLI returns to Hydra sweepers (e.g. Optuna)
+    objective_mode: str = "max"  # max | min
+
+    def __post_init__(self):
+        require(self.epochs > 0, "epochs", self.epochs, "an integer > 0")
+        require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0 (the global batch)")
+        require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(self.steps_per_execution > 0, "steps_per_execution", self.steps_per_execution, "an integer > 0")
+        require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
+                "null, mixed_float16 or mixed_bfloat16")
+        require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
+        require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "an integer > 0")
+        require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
+        require(self.cpu_devices >= 1, "cpu_devices", self.cpu_devices, "an integer >= 1")
+        require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps,
+                "an integer >= 0 (0: checkpoint at epoch ends only)")
+        require(self.nan_recovery >= 0, "nan_recovery", self.nan_recovery, "an integer >= 0")
+        require(0 < self.nan_lr_factor < 1, "nan_lr_factor", self.nan_lr_factor, "a number in (0, 1)")
+        require(self.objective_mode in ("min", "max"), "objective_mode", self.objective_mode, "min or max")

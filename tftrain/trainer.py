@@ -1,0 +1,119 @@
+"""The compiled steps: training steps and an evaluation pass, under any tf.distribute strategy.
+
+Why not `model.fit`: under MultiWorkerMirroredStrategy Keras 3's fit fails (keras-team/keras#20585,
+see ../shared/NOTES.md), its TensorBoard callback writes the learning rate once per epoch only,
+and it cannot resume mid-epoch. The `Trainer` owns the step instead (orbit's Trainer; the outer
+loop of epochs, evaluation and checkpoints is tftrain.controller's): a `tf.function` runs
+`num_steps` steps, each `strategy.run(replica_step)` with the loss averaged over the *global*
+batch (`tf.nn.compute_average_loss`) and the Keras optimizer applying the gradients (it
+all-reduces them across replicas); it sums the problem's additive metric state over replicas
+and steps and writes per-step scalars from cross-replica context. The same step serves training
+and `task=lr_find`.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+from tftrain.problems import Problem
+
+SUM = tf.distribute.ReduceOp.SUM
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+
+
+def _scalar(tag: str, value, step):
+    # tf.summary.scalar prefixes the tag with the enclosing name scope, which inside the compiled
+    # step loop is "while/"; writing with the scalar plugin's metadata keeps the tag as given.
+    tf.summary.write(tag, tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+class Trainer:
+    """Trains `model` with `optimizer` on `problem` under `strategy`, global batch `global_batch_size`.
+
+    `train(iterator, num_steps)` -> (summed batch states, last loss, first non-finite step or -1);
+    `evaluate(dataset)` -> summed batch states. Per-step scalars (batch_loss, learning_rate,
+    grad_norm, every `update_freq` steps) go to the default summary writer of the caller.
+    """
+
+    def __init__(self, strategy, model, optimizer, problem: Problem, *, global_batch_size: int,
+                 jit_compile: bool = False, update_freq: int = 1):
+        self.strategy, self.model, self.optimizer, self.problem = strategy, model, optimizer, problem
+        self.global_batch_size, self.update_freq = global_batch_size, update_freq
+        self._replica = tf.function(self._replica_step, jit_compile=True) if jit_compile else self._replica_step
+        self._train_fns: dict[int, tf.types.experimental.GenericFunction] = {}
+        self._eval_fn = tf.function(self._eval_all)
+        with strategy.scope():
+            # Slots must exist before a restore, or Keras' optimizer state is silently skipped.
+            optimizer.build(model.trainable_variables)
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def learning_rate(self):
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    # ------------------------------------------------------------------ replica context
+
+    def _replica_step(self, x, y):
+        model, optimizer = self.model, self.optimizer
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            per_example = self.problem.per_example_loss(y, outputs)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            if model.losses:  # kernel regularizers: counted once over all replicas
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled_loss = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, model.trainable_variables)
+        # Squared norm of this replica's share of the global-batch gradient, without loss scaling.
+        grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
+        optimizer.apply(grads, model.trainable_variables)
+        return loss, self.problem.batch_state(y, outputs, per_example), grad_norm_sq
+
+    def _replica_eval(self, x, y):
+        return self.problem.batch_state(y, self.model(x, training=False))
+
+    # ------------------------------------------------------------------ compiled loops
+
+    def _steps(self, iterator, num_steps: int):
+        totals = tf.zeros([self.problem.size])
+        last_loss = tf.constant(0.0)
+        first_bad = tf.constant(-1, tf.int64)
+        for _ in tf.range(num_steps):
+            step = tf.identity(self.optimizer.iterations)  # read now: apply() increments it
+            lr = self.learning_rate()
+            loss, state, grad_norm_sq = self.strategy.run(self._replica, args=next(iterator))
+            last_loss = self.strategy.reduce(SUM, loss, axis=None)
+            totals += self.strategy.reduce(SUM, state, axis=None)
+            first_bad = tf.where((first_bad < 0) & ~tf.math.is_finite(last_loss), step, first_bad)
+            with tf.summary.record_if(step % self.update_freq == 0):
+                _scalar("batch_loss", last_loss, step)
+                _scalar("learning_rate", lr, step)
+                _scalar("grad_norm", self._global_grad_norm(grad_norm_sq), step)
+        return totals, last_loss, first_bad
+
+    def _global_grad_norm(self, replica_norms_sq):
+        """Global-batch gradient norm: exact with one replica. With n replicas, n times the RMS of the
+        replicas' norms (each holds ~1/n of the gradient): an estimate that avoids a second all-reduce
+        of every gradient just to log it."""
+        n = float(self.strategy.num_replicas_in_sync)
+        return tf.sqrt(self.strategy.reduce(SUM, replica_norms_sq, axis=None) / n) * n
+
+    def _eval_all(self, dataset):
+        totals = tf.zeros([self.problem.size])
+        for x, y in dataset:
+            totals += self.strategy.reduce(SUM, self.strategy.run(self._replica_eval, args=(x, y)), axis=None)
+        return totals
+
+    # ------------------------------------------------------------------ host side
+
+    def train(self, iterator, num_steps: int):
+        """`num_steps` training steps in one graph call (one trace per distinct count)."""
+        if num_steps not in self._train_fns:
+            self._train_fns[num_steps] = tf.function(lambda it: self._steps(it, num_steps))
+        return self._train_fns[num_steps](iterator)
+
+    def evaluate(self, dataset) -> dict[str, float]:
+        """The problem's loss and metrics over a whole (distributed) dataset."""
+        return self.problem.results(self._eval_fn(dataset).numpy())
