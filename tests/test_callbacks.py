@@ -13,17 +13,15 @@ from tftrain.errors import ConfigError
 from tftrain.schema import validate
 
 
-def _types(cfg, tmp_path, node=None):
+def _types(cfg, tmp_path):
     from tftrain.callbacks import build_callbacks
 
-    return [type(cb).__name__ for cb in build_callbacks(node if node is not None else cfg, tmp_path)]
+    return [type(cb).__name__ for cb in build_callbacks(cfg, tmp_path)]
 
 
 def test_default_callbacks(tmp_path):
     cfg = validate(compose_small())
     assert _types(cfg, tmp_path) == ["CSVLogger", "HParamsCallback"]
-    # The older call with the callbacks node only: no hyper-parameters to write at the start.
-    assert _types(cfg, tmp_path, cfg.callbacks) == ["CSVLogger"]
 
 
 def test_options_add_and_remove_callbacks(tmp_path):
@@ -49,8 +47,9 @@ def test_hparams_are_the_flattened_config():
     from tftrain.callbacks import hparams_of
 
     hp = hparams_of(validate(compose_small("optimizer=adam", "optimizer.lr=0.01")))
-    assert hp["optimizer.name"] == "adam" and hp["optimizer.lr"] == 0.01
-    assert hp["model.hidden_units"] == "[32]" and hp["trainer.batch_size"] == 32 and hp["data.name"] == "synthetic"
+    assert hp["optimizer._target_"] == "keras.optimizers.Adam" and hp["optimizer.lr"] == 0.01
+    assert hp["model.hidden_units"] == "[32]" and hp["trainer.batch_size"] == 32
+    assert hp["data._target_"] == "tftrain.data.sources.synthetic"
     assert "optimizer.weight_decay" not in hp  # null: left out rather than given a fake value
     assert not [k for k in hp if k.startswith(("trainer.verbose", "callbacks.tensorboard", "task"))]
     assert all(isinstance(v, (bool, int, float, str)) for v in hp.values())

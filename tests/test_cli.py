@@ -20,7 +20,7 @@ def test_help_lists_groups_without_importing_tensorflow(cli):
 
 def test_help_shows_the_config_with_overrides_and_rejects_bad_ones(cli):
     result = cli("optimizer=sgd", "optimizer.lr=0.3", "--help")
-    assert result.returncode == 0 and "name: sgd" in result.stdout and "lr: 0.3" in result.stdout
+    assert result.returncode == 0 and "_target_: keras.optimizers.SGD" in result.stdout and "lr: 0.3" in result.stdout
     bad = cli("optimizer=adamm", "--help")
     assert bad.returncode == 2 and "adamw" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -28,7 +28,8 @@ def test_help_shows_the_config_with_overrides_and_rejects_bad_ones(cli):
 def test_cfg_job_prints_composed_config(cli):
     result = cli("--cfg", "job", "optimizer=sgd", "optimizer.lr=0.05", "trainer.epochs=5")
     assert result.returncode == 0, result.stderr
-    assert "name: sgd" in result.stdout and "lr: 0.05" in result.stdout and "epochs: 5" in result.stdout
+    assert "_target_: keras.optimizers.SGD" in result.stdout and "lr: 0.05" in result.stdout
+    assert "epochs: 5" in result.stdout
 
 
 @pytest.mark.parametrize("overrides, key, shown", [
@@ -47,6 +48,24 @@ def test_bad_input_fails_with_one_paragraph(cli, tmp_path, overrides, key, shown
     assert "Fix:" in result.stderr and "allowed:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "checkpoints").exists()  # stopped before training started
+
+
+@pytest.mark.parametrize("args, says", [
+    (["optimiser=adam"], "did you mean `optimizer`?"),
+    (["optimizer=adma"], "did you mean `optimizer=adam`?"),
+    (["trainer.epoch=3"], "did you mean `trainer.epochs`?"),
+    (["optimizer.learning_rate=0.1"], "did you mean `optimizer.lr`?"),
+    (["data=npz", "data.path=~/data.npz"], """'data.path="~/data.npz"'"""),
+    (["data=npz", "data.path=/tmp/données.npz"], "Quote the value"),
+    (["-m", "optimizer=sgd,adma", "trainer.epochs=1"], "did you mean `optimizer=adam`?"),
+    (["--cfg", "job", "trainer.epoch=3"], "did you mean `trainer.epochs`?"),
+])
+def test_hydras_own_errors_are_one_paragraph_with_a_hint(cli, tmp_path, args, says):
+    result = cli(*args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert says in result.stderr and "Fix:" in result.stderr
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert not list(tmp_path.glob("sweep/*/.hydra"))  # a sweep fails before any job starts
 
 
 def test_full_error_shows_traceback(cli, tmp_path):
@@ -100,4 +119,4 @@ def test_configs_are_found_from_an_installed_wheel(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "name: nadam" in result.stdout
+    assert "_target_: keras.optimizers.Nadam" in result.stdout

@@ -13,12 +13,13 @@ import pytest
 import tftrain
 from tftrain.errors import ConfigError
 from tftrain.schema import validate
+from tftrain.schema import SCHEMAS
 from tftrain.schema import initializer as schema
 
 from conftest import ROOT, compose_small
 
 OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "initializer").glob("*.yaml"))
-RANDOM = [o for o in OPTIONS if o not in ("zeros", "constant")]
+RANDOM = [o for o in OPTIONS if o not in ("zeros", "constant", "keep")]
 
 
 # Runs through tftrain.train without the outputs these tests do not read.
@@ -31,44 +32,38 @@ def _cfg(*overrides: str):
     return validate(tftrain.compose(["model.hidden_units=[16,16,16]", *overrides]))
 
 
-def _initializers(*overrides: str, seed: int = 0):
-    from tftrain.initializers import Initializers
+def _kernel(*overrides: str, seed: int = 0):
+    """The option's initializer for one layer (the one with seed `seed`)."""
+    from tftrain.build import initializer_of
 
-    return Initializers(_cfg(*overrides).initializer, seed)
+    return initializer_of(_cfg(*overrides))(seed)
 
 
 def _build(*overrides: str, seed: int = 0, input_shape=(8,), num_classes: int = 3):
-    from tftrain.initializers import Initializers
-    from tftrain.models import build_model
+    from tftrain.build import build_model
 
-    cfg = _cfg(*overrides)
-    return build_model(cfg.model, input_shape, num_classes, Initializers(cfg.initializer, seed))
+    return build_model(_cfg(*overrides, f"trainer.seed={seed}"), input_shape, num_classes)
 
 
-def test_options_registries_and_schemas_agree():
-    from tftrain import initializers
+def test_every_option_has_its_schema_and_every_plain_option_is_a_keras_initializer():
+    import keras
 
-    assert set(OPTIONS) == set(initializers.SCHEMES) == set(schema.SCHEMAS["initializer"])
+    assert set(OPTIONS) == set(SCHEMAS["initializer"])
     assert set(OPTIONS) >= {"zeros", "constant", "random_normal", "random_uniform", "truncated_normal",
                             "glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
-                            "lecun_uniform", "orthogonal", "variance_scaling", "weight_norm"}
-    assert set(initializers.BIASES) == set(schema.BIASES)
-    assert set(initializers.PLAIN) == set(schema.PLAIN)
-
-
-@pytest.mark.parametrize("group", ["initializer", "model"])
-def test_every_yaml_opens_with_the_command_that_runs_it(group):
-    for path in (ROOT / "conf" / group).glob("*.yaml"):
-        first = path.read_text().splitlines()[0]
-        assert first.startswith(f"# python -m tftrain {group}={path.stem}"), (path, first)
+                            "lecun_uniform", "orthogonal", "variance_scaling", "weight_norm", "keep"}
+    for option, cls_name in schema.PLAIN.items():
+        assert type(keras.initializers.get(option)).__name__ == cls_name
 
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_composes_validates_and_builds(option):
     model = _build(f"initializer={option}")
     assert model.output_shape == (None, 3)
+    if option == "keep":
+        return
     # Conv kernels (4-D) too: fans and orthogonality are computed over their flattened shape.
-    kernel = np.asarray(_initializers(f"initializer={option}").kernel()((3, 3, 4, 8)))
+    kernel = np.asarray(_kernel(f"initializer={option}")((3, 3, 4, 8)))
     assert kernel.shape == (3, 3, 4, 8) and np.all(np.isfinite(kernel))
 
 
@@ -96,7 +91,7 @@ VARIANCES = {
 @pytest.mark.parametrize("case", sorted(VARIANCES))
 def test_empirical_variance_matches_theory(case):
     overrides, expected = VARIANCES[case]
-    kernel = np.asarray(_initializers(f"initializer={case.split('-')[0]}", *overrides).kernel()((FAN_IN, FAN_OUT)))
+    kernel = np.asarray(_kernel(f"initializer={case.split('-')[0]}", *overrides)((FAN_IN, FAN_OUT)))
     # 320k draws: the relative standard error of the variance is ~0.3%, so 10% is a wide margin.
     assert kernel.var() == pytest.approx(expected, rel=0.1)
     assert abs(kernel.mean()) < 0.05 * math.sqrt(expected)
@@ -105,16 +100,18 @@ def test_empirical_variance_matches_theory(case):
 @pytest.mark.parametrize("shape", [(600, 300), (3, 3, 16, 32)])
 def test_orthogonal_kernels_have_orthogonal_columns_times_gain(shape):
     gain = 1.7
-    kernel = np.asarray(_initializers("initializer=orthogonal", f"initializer.gain={gain}").kernel()(shape))
+    kernel = np.asarray(_kernel("initializer=orthogonal", f"initializer.gain={gain}")(shape))
     w = kernel.reshape(-1, shape[-1]).astype("float64")  # conv kernels: (kh * kw * in, out)
     np.testing.assert_allclose(w.T @ w, gain ** 2 * np.eye(shape[-1]), atol=1e-4)
 
 
 def test_zeros_constant_and_bias_options():
-    assert not np.any(np.asarray(_initializers("initializer=zeros").kernel()((5, 3))))
-    np.testing.assert_array_equal(_initializers("initializer=constant", "initializer.value=0.3").kernel()((5, 3)),
+    assert not np.any(np.asarray(_kernel("initializer=zeros")((5, 3))))
+    np.testing.assert_array_equal(_kernel("initializer=constant", "initializer.value=0.3")((5, 3)),
                                   np.full((5, 3), 0.3, "float32"))
-    np.testing.assert_array_equal(_initializers("initializer.bias=ones").bias()((3,)), np.ones(3, "float32"))
+    model = _build("initializer.bias=ones")
+    biases = [np.asarray(layer.bias) for layer in model.layers if getattr(layer, "bias", None) is not None]
+    assert len(biases) == 4 and all(np.all(b == 1.0) for b in biases)
 
 
 def _same_shaped_kernels(model):

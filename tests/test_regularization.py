@@ -25,12 +25,17 @@ SGD = ("optimizer=sgd", f"optimizer.lr={LR}", "trainer.batch_size=128", "trainer
 
 
 def _fresh_model(cfg):
-    from tftrain.data import load_data
-    from tftrain.initializers import Initializers
-    from tftrain.models import build_model
+    from tftrain.build import build_data, build_model
 
-    data = load_data(cfg.data, cfg.trainer.seed)
-    return build_model(cfg.model, data.input_shape, data.num_classes, Initializers(cfg.initializer, cfg.trainer.seed))
+    data = build_data(cfg)
+    return build_model(cfg, data.input_shape, data.num_classes)
+
+
+def _val_arrays(cfg):
+    from tftrain.build import build_data
+
+    batches = list(build_data(validate(cfg)).val)
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
 
 
 def _run(tmp_path_factory, *overrides):
@@ -123,8 +128,6 @@ def test_ema_weights_are_evaluated_and_saved_instead_of_the_raw_ones(baseline, t
 
 
 def test_early_stopping_stops_restores_the_best_weights_and_saves_best_keras(tmp_path):
-    from tftrain.data import load_data
-
     # Adam at lr 3 makes the validation loss worse from the second epoch on; patience 0 stops there.
     cfg = compose_small("callbacks=early_stopping", "callbacks.early_stopping.patience=0", "optimizer.lr=3.0",
                         "trainer.epochs=6", "trainer.deterministic=true", "callbacks.tensorboard.enabled=false")
@@ -132,14 +135,12 @@ def test_early_stopping_stops_restores_the_best_weights_and_saves_best_keras(tmp
     history = metrics["history"]
     assert metrics["stopped_early"] and metrics["epochs"] == 2 < 6
     assert history["val_loss"][1] > history["val_loss"][0]
-    data = load_data(validate(cfg).data, 0)
+    x_val, y_val = _val_arrays(cfg)
     # model.keras holds the weights of the epoch with the lowest val_loss (restore_best_weights) ...
-    final = keras.models.load_model(tmp_path / "model.keras").evaluate(data.x_val, data.y_val, verbose=0,
-                                                                       return_dict=True)
+    final = keras.models.load_model(tmp_path / "model.keras").evaluate(x_val, y_val, verbose=0, return_dict=True)
     assert final["loss"] == pytest.approx(min(history["val_loss"]), rel=1e-4)
     # ... best.keras those of the best val_accuracy (best_checkpoint's monitor).
-    best = keras.models.load_model(tmp_path / "best.keras").evaluate(data.x_val, data.y_val, verbose=0,
-                                                                     return_dict=True)
+    best = keras.models.load_model(tmp_path / "best.keras").evaluate(x_val, y_val, verbose=0, return_dict=True)
     assert best["accuracy"] == pytest.approx(max(history["val_accuracy"]), abs=1e-6)
 
 

@@ -53,7 +53,7 @@ def test_each_run_has_an_hparams_session_with_final_metrics(sweep):
         acc = _accumulator(sweep_dir / name / "tensorboard")
         content = acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
         hparams = metadata.parse_session_start_info_plugin_data(content).hparams
-        assert hparams["optimizer.name"].string_value == name.split("=")[1]
+        assert hparams["optimizer._target_"].string_value.lower() == f"keras.optimizers.{name.split('=')[1]}"
         assert hparams["trainer.batch_size"].number_value == 32
         for key in ("test_accuracy", "test_loss", "val_accuracy", "best_val_loss"):
             (event,) = acc.Tensors(key)
@@ -120,17 +120,17 @@ def test_server_hparams_dashboard_compares_the_runs(server, sweep):
     _, metrics = sweep
     experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {h["name"]: h for h in experiment["hparamInfos"]}
-    assert {"optimizer.name", "optimizer.lr", "trainer.batch_size", "model.hidden_units"} <= set(hparams)
-    assert sorted(hparams["optimizer.name"]["domainDiscrete"]) == ["adam", "sgd"]
+    assert {"optimizer._target_", "optimizer.lr", "trainer.batch_size", "model.hidden_units"} <= set(hparams)
+    assert sorted(hparams["optimizer._target_"]["domainDiscrete"]) == ["keras.optimizers.Adam", "keras.optimizers.SGD"]
     metric_names = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
     assert {("", "test_accuracy"), ("", "test_loss"), ("validation", "epoch_accuracy")} <= metric_names
 
     groups = _get(f"{base}/data/plugin/hparams/session_groups", {
         "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [{"hparam": "optimizer.name"}, {"metric": {"group": "", "tag": "test_accuracy"}}],
+        "colParams": [{"hparam": "optimizer._target_"}, {"metric": {"group": "", "tag": "test_accuracy"}}],
         "startIndex": 0, "sliceSize": 10})["sessionGroups"]
     assert len(groups) == len(RUNS)
     for group in groups:
-        name = next(k for k in RUNS if k.endswith("=" + group["hparams"]["optimizer.name"]))
+        name = next(k for k in RUNS if k.endswith("=" + group["hparams"]["optimizer._target_"].split(".")[-1].lower()))
         (value,) = [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "test_accuracy"]
         assert value == pytest.approx(metrics[name]["test_accuracy"], rel=1e-6)

@@ -31,8 +31,16 @@ _LIBRARY_DIRS = tuple(str(Path(importlib.import_module(m).__file__).resolve().pa
                       for m in ("hydra", "omegaconf"))
 
 
-def label(node) -> str:
-    """A short name for what a group's node builds (the last part of its `_target_`)."""
+def label(node, group: str | None = None) -> str:
+    """A short name for a group's option: Hydra's choice on the command line (`adam`), else the
+    last part of its `_target_` (`Adam`)."""
+    if group is not None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            return str(HydraConfig.get().runtime.choices[group])
+        except (ValueError, KeyError, ImportError):
+            pass
     target = node.get("_target_") if hasattr(node, "get") else None
     return str(target).rsplit(".", 1)[-1] if target else "?"
 
@@ -143,6 +151,25 @@ def call_target(group: str, node, *args, arg_keys: dict[str, str] | None = None,
     raise cause
 
 
+def preflight(cfg) -> None:
+    """Import every user-facing target and check it takes what tftrain will pass, before any data
+    is read: a misspelt `_target_` or a signature mismatch fails at once."""
+    checks = [("model", cfg.model, (("input_shape", "num_outputs"), {"l2"}, {})),
+              ("data", cfg.data, ((), PIPELINE_KEYS, {})),
+              ("optimizer", cfg.optimizer, ((), {"lr"}, {"learning_rate": None}))]
+    checks += [(f"callbacks.extra[{i}]", node, ((), set(), {})) for i, node in enumerate(cfg.callbacks.get("extra") or [])]
+    for key, node, (args, skip, supplied) in checks:
+        target = node.get("_target_")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"{key}._target_", target, "an importable `module.name`", f"set `{key}._target_=mymodule.name`")
+        fn = locate(target, f"{key}._target_")
+        container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        kwargs = {k: v for k, v in container.items() if k != "_target_" and k not in skip}
+        error = _signature_error(f"{key}._target_", target, fn, tuple(None for _ in args), {**kwargs, **supplied})
+        if error is not None:
+            raise error
+
+
 def require_returns(key: str, target: str, value, kind: type | tuple, what: str) -> None:
     if not isinstance(value, kind):
         raise UserCodeError(f"`{key}`={target!r} returned a {type(value).__name__}, not {what}. Fix: return {what}.")
@@ -160,7 +187,7 @@ def pipeline_of(cfg):
     return Pipeline(val_fraction=d.get("val_fraction"), test_fraction=d.get("test_fraction"),
                     split_seed=int(d.get("split_seed", 0)), normalize=d.get("normalize"),
                     augment=Augment(aug.get("flip"), float(aug.get("translate", 0.0))), cache=d.get("cache"),
-                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d))
+                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d, "data"))
 
 
 def build_data(cfg, strategy=None, batch_size: int | None = None):
@@ -215,27 +242,36 @@ def _outputs_of(model, input_shape: tuple, target: str) -> int:
                           f"{input_shape} ({type(e).__name__}: {e})", e) from None
 
 
-def call_initializer(cfg, model):
-    """Apply the initializer group to `model` (tftrain.initializers.initialize)."""
-    from tftrain.initializers import WeightNorm, initialize
+def initializer_of(cfg):
+    """The initializer group as tftrain.initializers.initialize takes it: None (keep), a
+    WeightNorm, or a function seed -> a fresh Keras initializer."""
+    from tftrain.initializers import WeightNorm
 
     node = cfg.initializer
     if node.get("_target_") is None:  # initializer=keep
-        return model
+        return None
     fn = locate(node._target_, "initializer._target_")
     if isinstance(fn, type) and issubclass(fn, WeightNorm):
-        scheme = call_target("initializer", node, skip=frozenset({"bias"}))
-    else:
-        takes_seed = "seed" in inspect.signature(fn).parameters
+        return call_target("initializer", node, skip=frozenset({"bias"}))
+    takes_seed = "seed" in inspect.signature(fn).parameters
 
-        def scheme(seed: int):  # a fresh initializer per layer, with that layer's seed
-            made = call_target("initializer", node, skip=frozenset({"bias"}), **({"seed": seed} if takes_seed else {}))
-            require_returns("initializer._target_", node._target_, made, Callable, "an initializer")
-            return made
+    def kernel(seed: int):  # a fresh initializer per layer, with that layer's seed
+        made = call_target("initializer", node, skip=frozenset({"bias"}), **({"seed": seed} if takes_seed else {}))
+        require_returns("initializer._target_", node._target_, made, Callable, "an initializer")
+        return made
+
+    return kernel
+
+
+def call_initializer(cfg, model):
+    """Apply the initializer group to `model` (tftrain.initializers.initialize)."""
+    from tftrain.initializers import initialize
+
     try:
-        return initialize(model, scheme, bias=node.get("bias", "zeros"), seed=int(cfg.trainer.seed))
+        return initialize(model, initializer_of(cfg), bias=cfg.initializer.get("bias", "zeros"),
+                          seed=int(cfg.trainer.seed))
     except ArgumentError as e:
-        raise ConfigError("initializer", node._target_, e.requirement) from None
+        raise ConfigError("initializer", cfg.initializer._target_, e.requirement) from None
 
 
 # ---------------------------------------------------------------- problem
@@ -280,6 +316,13 @@ def build_schedule(cfg, steps_per_epoch: int):
     target = locate(node._target_, "schedule._target_")
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     keys = {k: v for k, v in container.items() if k != "_target_"}
+    params = inspect.signature(target).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in keys if k not in params and k not in ("warmup_epochs", "warmup_start_factor")]
+        if unknown:
+            raise ConfigError(f"schedule.{unknown[0]}", keys[unknown[0]],
+                              f"a key of this schedule: {sorted(set(params) - {'run'})} and warmup_epochs, "
+                              "warmup_start_factor", f"remove `schedule.{unknown[0]}`")
     try:
         return build_for_run(target, lr=float(cfg.optimizer.lr), epochs=int(cfg.trainer.epochs),
                              steps_per_epoch=int(steps_per_epoch), **keys)
@@ -288,8 +331,6 @@ def build_schedule(cfg, steps_per_epoch: int):
         value = {"optimizer.lr": cfg.optimizer.lr, "trainer.epochs": cfg.trainer.epochs}.get(key, keys.get(e.arg, e.value))
         raise ConfigError(key, value, e.requirement if e.arg in keys else
                           f"a value giving {e.arg} {e.requirement} at {steps_per_epoch} steps per epoch") from None
-    except TypeError as e:
-        raise ConfigError("schedule._target_", node._target_, f"a schedule target taking (run, **keys): {e}") from None
 
 
 def build_optimizer(cfg, learning_rate):

@@ -113,8 +113,9 @@ class HParamsCallback(keras.callbacks.Callback):
 
 def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     """The config as flat `group.key: value` hyper-parameters (lists as strings, nulls left out),
-    without the keys that do not change what is learned (verbosity, logging, checkpoint counts)."""
-    flat: dict[str, bool | int | float | str] = {}
+    without the keys that do not change what is learned (verbosity, logging, checkpoint counts);
+    on the command line also each group's option (`optimizer: momentum`)."""
+    flat: dict[str, bool | int | float | str] = dict(_choices())
 
     def visit(prefix: str, node):
         if isinstance(node, dict):
@@ -131,6 +132,18 @@ def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     container.pop("hydra", None)
     visit("", container)
     return flat
+
+
+def _choices() -> dict[str, str]:
+    """Hydra's group choices of this run (empty outside a Hydra app, e.g. tftrain.compose)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+    except (ValueError, ImportError):
+        return {}
+    return {str(k): str(v) for k, v in choices.items()
+            if v is not None and "/" not in str(k) and not str(k).startswith(("hydra", "task"))}
 
 
 def _write_session(logdir: Path, hparams: dict) -> None:

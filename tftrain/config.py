@@ -18,12 +18,27 @@ def config_dir() -> Path:
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
-    """The config `python -m tftrain <overrides>` would run, as a DictConfig.
+    """The config `python -m tftrain <overrides>` would run, as a DictConfig. Hydra's errors (an
+    unknown key or option, a value of the wrong type) raise tftrain's ConfigError / ComposeError,
+    as on the command line.
 
     >>> cfg = compose(["optimizer=sgd", "trainer.epochs=2"])
     >>> cfg.optimizer._target_, cfg.optimizer.lr
     ('keras.optimizers.SGD', 0.05)
     """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose_raw(overrides, config_name)
+    except (HydraException, OmegaConfBaseException) as e:
+        from tftrain.schema.explain import explain
+
+        raise explain(e, list(overrides or [])) from e
+
+
+def compose_raw(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """`compose` with Hydra's own exceptions."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -64,7 +64,7 @@ class WeightNorm:
     ||v||, so the layer starts out computing what `direction` alone would. With `data_init`, the
     training loop then rescales g and sets the bias from the first batch (tftrain.layers)."""
 
-    def __init__(self, direction: str = "he_normal", data_init: bool = True):
+    def __init__(self, direction: str, data_init: bool):
         self.direction, self.data_init = direction, bool(data_init)
         self._cls = type(keras.initializers.get(direction))
 

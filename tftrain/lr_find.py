@@ -157,7 +157,7 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 yield iterator
 
     log.info("lr_find: %s, rate %.3g -> %.3g over %d steps (batch %d), stop when the smoothed loss "
-             "> %g x its best; run directory %s", label(cfg.optimizer), task.min_lr, task.max_lr, task.num_steps,
+             "> %g x its best; run directory %s", label(cfg.optimizer, "optimizer"), task.min_lr, task.max_lr, task.num_steps,
              t.batch_size, task.divergence_threshold, run_dir.resolve())
     planned = ramp_lrs(task.min_lr, task.max_lr, task.num_steps)
     beta = task.smoothing
@@ -186,9 +186,9 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     suggestions = suggest(lrs, smoothed, task.num_steps, diverged=stopped_early)
     result = {
         "task": "lr_find",
-        "optimizer": label(cfg.optimizer),
-        "model": label(cfg.model),
-        "data": label(cfg.data),
+        "optimizer": label(cfg.optimizer, "optimizer"),
+        "model": label(cfg.model, "model"),
+        "data": label(cfg.data, "data"),
         "batch_size": t.batch_size,
         "min_lr": task.min_lr,
         "max_lr": task.max_lr,

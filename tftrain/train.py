@@ -72,13 +72,14 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     import numpy as np
 
-    from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule
+    from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule, preflight
     from tftrain.callbacks import build_callbacks, write_hparams
     from tftrain.controller import Controller, LoopOptions
     from tftrain.schedules import Scaled
     from tftrain.trainer import Trainer
 
     t = cfg.trainer
+    preflight(cfg)
     strategy, chief = setup(cfg)
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
@@ -119,7 +120,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
     test = trainer.evaluate(data.test)
-    model.save(write_dir / "model.keras")
+    saved = save_model(model, write_dir)
 
     epochs = history.epochs
     names = problem.names
@@ -142,6 +143,9 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         "weights_fingerprint": float(sum(np.sum(np.square(w.astype("float64"))) for w in model.get_weights())),
         "run_dir": str(run_dir.resolve()),
     }
+    if strategy.extended._in_multi_worker_mode():
+        log.info("weights fingerprint (the sum of squares of every weight: equal on every worker when they are in "
+                 "sync) %.17g", metrics["weights_fingerprint"])
     (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_hparams(cfg, metrics, write_dir)  # HParams dashboard: the config and its final metrics
     if not chief:
@@ -149,11 +153,26 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     log.info("%s - %d epochs, %d steps in %.1fs", " - ".join(f"test_{k} {v:.4f}" for k, v in test.items()),
              metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
     if chief:
-        log.info("Outputs in %s: metrics.json, model.keras, checkpoints/, tensorboard/ "
-                 "(tensorboard --logdir %s)", run_dir.resolve(), run_dir)
+        log.info("Outputs in %s: metrics.json, %s, checkpoints/, tensorboard/ "
+                 "(tensorboard --logdir %s)", run_dir.resolve(), saved, run_dir)
     else:
         log.info("Non-chief worker done; the chief writes the outputs to %s", run_dir.resolve())
     return metrics
+
+
+def save_model(model, directory: Path) -> str:
+    """`model.keras`, or the weights alone (`model.weights.h5`) when Keras cannot serialize the
+    model (a subclassed model without get_config): the run's work is kept either way."""
+    try:
+        model.save(directory / "model.keras")
+        return "model.keras"
+    except (NotImplementedError, TypeError, ValueError) as e:
+        (directory / "model.keras").unlink(missing_ok=True)
+        model.save_weights(directory / "model.weights.h5")
+        log.warning("The model cannot be saved whole (%s: %s); saved its weights to model.weights.h5 instead. To get "
+                    "model.keras, give the model's classes get_config() (keras.saving.register_keras_serializable).",
+                    type(e).__name__, str(e).strip().splitlines()[0][:200])
+        return "model.weights.h5"
 
 
 def _best(name: str, values: list) -> float | None:

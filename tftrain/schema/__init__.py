@@ -123,8 +123,12 @@ def check_node(prefix: str, node, cls: type):
     except MissingMandatoryValue as e:
         raise ConfigError(f"{prefix}.{e.full_key}", "???", "a value: this key is required",
                           f"pass it on the command line, e.g. `{prefix}.{e.full_key}=...`") from None
-    except ConfigKeyError as e:
-        raise _unknown_key(prefix, str(e.key), types) from None
+    except ConfigKeyError as e:  # an unknown key inside a nested node (data.augment.rotate)
+        full = str(e.full_key or e.key)
+        nested = getattr(e, "object_type", None)
+        known = field_types(nested) if dataclasses.is_dataclass(nested) else types
+        parent, _, leaf = full.rpartition(".")
+        raise _unknown_key(f"{prefix}.{parent}" if parent else prefix, leaf, known) from None
     except (ValidationError, OmegaConfBaseException) as e:
         key = str(e.full_key or "")
         leaf = key.split(".")[0].split("[")[0]

@@ -68,10 +68,10 @@ def _override_of(key: str, overrides: list[str]) -> str:
 def _node_at(path: str, overrides: list[str], bad: str):
     """The composed config's node at `path` (the root for ""), composed without the override that
     failed; None when that does not compose either."""
-    from tftrain.config import compose
+    from tftrain.config import compose_raw
 
     try:
-        node = compose([o for o in overrides if o != bad])
+        node = compose_raw([o for o in overrides if o != bad])
     except Exception:  # noqa: BLE001 - a second bad override: no hint, the message stands
         return None
     for part in [p for p in path.split(".") if p]:
