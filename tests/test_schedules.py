@@ -165,6 +165,13 @@ def test_docstring_examples_run():
         assert result.attempted > 0 and result.failed == 0, module
 
 
+def test_the_schemas_allowed_values_are_the_classes_own():
+    from tftrain.schema import schedule as schema
+
+    assert S.Cyclic.MODES == schema.CYCLIC_MODES and S.OneCycle.ANNEALS == schema.ANNEALS
+    assert S.Plateau.MODES == schema.PLATEAU_MODES and S.Plateau.THRESHOLD_MODES == schema.THRESHOLD_MODES
+
+
 def test_every_option_has_a_reference_case():
     options = {p.stem for p in (config_dir() / "schedule").glob("*.yaml")}
     assert {option for option, _, _ in CASES.values()} == options

@@ -8,7 +8,6 @@ import keras
 import tensorflow as tf
 
 from tftrain.schedules._base import Schedule, is_number, number, require
-from tftrain.schema.schedule import ANNEALS, CYCLIC_MODES
 
 
 @keras.saving.register_keras_serializable(package="tftrain")
@@ -28,11 +27,13 @@ class Cyclic(Schedule):
     [0.001, 0.0505, 0.1, 0.001, 0.1]
     """
 
+    MODES = ("triangular", "triangular2", "exp_range")
+
     def __init__(self, min_lr, max_lr, step_size, mode="triangular", gamma=1.0):
         require(is_number(min_lr) and min_lr >= 0, "min_lr", min_lr, "a finite number >= 0")
         require(is_number(max_lr) and max_lr > min_lr, "max_lr", max_lr, f"a finite number > min_lr={min_lr}")
         require(is_number(step_size) and step_size > 0, "step_size", step_size, "> 0")
-        require(mode in CYCLIC_MODES, "mode", mode, f"one of {list(CYCLIC_MODES)}")
+        require(mode in self.MODES, "mode", mode, f"one of {list(self.MODES)}")
         require(is_number(gamma) and gamma > 0, "gamma", gamma, "> 0")
         self.min_lr, self.max_lr, self.step_size = float(min_lr), float(max_lr), number(step_size)
         self.mode, self.gamma = mode, float(gamma)
@@ -80,13 +81,15 @@ class OneCycle(Schedule):
     [0.01, 0.1, 0.001, 0.001]
     """
 
+    ANNEALS = ("cos", "linear")
+
     def __init__(self, max_lr, total_steps, pct_start=0.3, anneal="cos", div_factor=25.0,
                  final_div_factor=1e4, three_phase=False):
         require(is_number(max_lr) and max_lr > 0, "max_lr", max_lr, "a finite number > 0")
         require(is_number(total_steps) and total_steps >= 2 and float(total_steps).is_integer(), "total_steps",
                 total_steps, "an integer >= 2")
         require(is_number(pct_start) and 0 < pct_start < 1, "pct_start", pct_start, "in (0, 1)")
-        require(anneal in ANNEALS, "anneal", anneal, f"one of {list(ANNEALS)}")
+        require(anneal in self.ANNEALS, "anneal", anneal, f"one of {list(self.ANNEALS)}")
         require(is_number(div_factor) and div_factor > 0, "div_factor", div_factor, "> 0")
         require(is_number(final_div_factor) and final_div_factor > 0, "final_div_factor", final_div_factor, "> 0")
         require(isinstance(three_phase, bool), "three_phase", three_phase, "True or False")

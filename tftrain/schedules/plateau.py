@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from tftrain.errors import ConfigError
 from tftrain.schedules._base import Schedule, is_number, require
-from tftrain.schema.schedule import PLATEAU_MODES, THRESHOLD_MODES
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +43,19 @@ class Plateau(Schedule):
     (0.05, 0.9, 0)
     """
 
+    MODES = ("min", "max")
+    THRESHOLD_MODES = ("rel", "abs")
+
     def __init__(self, lr, monitor="val_loss", mode="min", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
         require(is_number(lr) and lr >= 0, "lr", lr, "a finite number >= 0")
         require(isinstance(monitor, str) and monitor != "", "monitor", monitor, "a metric name, e.g. 'val_loss'")
-        require(mode in PLATEAU_MODES, "mode", mode, f"one of {list(PLATEAU_MODES)}")
+        require(mode in self.MODES, "mode", mode, f"one of {list(self.MODES)}")
         require(is_number(factor) and 0 < factor < 1, "factor", factor, "in (0, 1)")
         require(isinstance(patience, int) and patience >= 0, "patience", patience, "an integer >= 0")
         require(is_number(threshold) and threshold >= 0, "threshold", threshold, ">= 0")
-        require(threshold_mode in THRESHOLD_MODES, "threshold_mode", threshold_mode, f"one of {list(THRESHOLD_MODES)}")
+        require(threshold_mode in self.THRESHOLD_MODES, "threshold_mode", threshold_mode,
+                f"one of {list(self.THRESHOLD_MODES)}")
         require(isinstance(cooldown, int) and cooldown >= 0, "cooldown", cooldown, "an integer >= 0")
         require(is_number(min_lr) and 0 <= min_lr <= lr, "min_lr", min_lr, f"in [0, lr={lr}]")
         require(is_number(eps) and eps >= 0, "eps", eps, ">= 0")
