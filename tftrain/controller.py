@@ -50,15 +50,16 @@ class History:
 class Controller:
     """Runs `trainer` over `data` (tftrain.data.Datasets) for `options.epochs` epochs.
 
-    `lr_scale`: the variable scaling the learning rate (tftrain.schedules.Scaled), lowered by a
-    divergence recovery. Outputs go to `write_dir` (a scratch directory on non-chief workers);
+    `schedule`: the optimizer's tftrain.schedules.Scaled schedule; its `scale` is the rate
+    multiplier a divergence recovery lowers, its variables are checkpointed, and it sees every
+    epoch's logs (plateau). Outputs go to `write_dir` (a scratch directory on non-chief workers);
     checkpoints are read from `run_dir/checkpoints`.
     """
 
-    def __init__(self, trainer: Trainer, data, options: LoopOptions, *, run_dir: Path, lr_scale, schedule=None,
+    def __init__(self, trainer: Trainer, data, options: LoopOptions, *, run_dir: Path, schedule,
                  write_dir: Path | None = None, is_chief: bool = True, callbacks=()):
-        self.trainer, self.data, self.options, self.lr_scale = trainer, data, options, lr_scale
-        self.schedule = schedule
+        self.trainer, self.data, self.options = trainer, data, options
+        self.schedule, self.lr_scale = schedule, schedule.scale
         model = trainer.model
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
         tb = Path(write_dir or run_dir) / "tensorboard"
@@ -69,7 +70,7 @@ class Controller:
         # Summed metric state of the epoch in progress, so a mid-epoch resume reports the same epoch
         # metrics as an uninterrupted run.
         self.epoch_sums = tf.Variable(tf.zeros([trainer.problem.size], tf.float64), trainable=False, name="epoch_sums")
-        schedule_state = {f"v{i}": v for i, v in enumerate(getattr(schedule, "variables", []))}
+        schedule_state = {f"v{i}": v for i, v in enumerate(schedule.variables)}
         # tf.train.Checkpoint(model=...) skips the states of Keras' SeedGenerators (dropout, noise),
         # so a resumed run would redraw the dropout masks it already used: track them explicitly.
         rng_state = {f"s{i}": v.value for i, v in enumerate(v for v in model.variables if "seed_generator" in v.path)}
@@ -118,8 +119,7 @@ class Controller:
             logs = self._run_epoch(epoch, done, history)
             history.epochs.append(logs)
             callback_logs = {k: v for k, v in logs.items() if k != "seconds"}
-            if hasattr(self.schedule, "on_epoch_end"):
-                self.schedule.on_epoch_end(epoch, callback_logs)
+            self.schedule.on_epoch_end(epoch, callback_logs)
             self.callbacks.on_epoch_end(epoch, callback_logs)
             if getattr(self.trainer.model, "stop_training", False):
                 history.stopped_early = True

@@ -108,7 +108,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                           checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints,
                           nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose,
                           tensorboard=cfg.callbacks.tensorboard.enabled)
-    controller = Controller(trainer, data, options, run_dir=run_dir, lr_scale=schedule.scale, schedule=schedule,
+    controller = Controller(trainer, data, options, run_dir=run_dir, schedule=schedule,
                             write_dir=write_dir, is_chief=chief, callbacks=build_callbacks(cfg, write_dir))
     from tftrain.layers import data_dependent_init, needs_data_init
 
