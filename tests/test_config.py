@@ -61,7 +61,9 @@ NEEDS = {("data", "npz"): lambda p: [f"data.path={_npz(p)}"],
          ("data", "custom"): lambda p: ["data._target_=tftrain.data.sources.digits"],
          ("model", "custom"): lambda p: ["model._target_=tftrain.models.mlp"],
          ("model", "saved"): lambda p: [f"model.path={_saved_model(p)}"],
-         ("optimizer", "custom"): lambda p: ["optimizer._target_=keras.optimizers.SGD"]}
+         ("optimizer", "custom"): lambda p: ["optimizer._target_=keras.optimizers.SGD"],
+         ("task", "predict"): lambda p: [f"task.run={p}", f"task.input={p}"],
+         ("task", "evaluate"): lambda p: [f"task.run={p}"]}
 # Options whose file path is required: without one they must fail naming it (tests/test_data.py
 # loads each from files it writes).
 NEEDS_PATH = {("data", "csv"), ("data", "image_folder"), ("data", "tfrecord")}

@@ -141,7 +141,7 @@ def fake_tfds(n_train=30, n_test=10):
 @pytest.mark.parametrize("option, shape, classes", [("digits", (8, 8, 1), 10), ("synthetic", (16,), 10)])
 def test_bundled_options_load(option, shape, classes):
     ds = build(f"data={option}", batch=64)
-    assert ds.input_shape == shape and ds.num_classes == classes
+    assert ds.input_shape == shape and ds.num_outputs == classes
     assert ds.steps_per_epoch == ds.num_train // 64
     train = batches(ds.train(0))
     assert len(train) == ds.steps_per_epoch and all(len(y) == 64 for _, y in train)  # last partial dropped
@@ -155,7 +155,7 @@ def test_npz_loads_and_holds_out_val(tmp_path):
     path = write_npz(tmp_path / "d.npz", x_train=rng.normal(size=(50, 4)), y_train=rng.integers(0, 3, 50),
                      x_test=rng.normal(size=(9, 4)), y_test=rng.integers(0, 3, 9))
     ds = build("data=npz", f"data.path={path}", "data.val_fraction=0.2")
-    assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_classes) == (40, 10, 9, (4,), 3)
+    assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_outputs) == (40, 10, 9, (4,), 3)
     assert count(ds.test) == 9
 
 
@@ -167,15 +167,17 @@ def test_keras_datasets_read_their_cache_under_keras_home(name, shape, classes, 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     ds = build(f"data={name}", "data.download=false", "data.val_fraction=0.25")
     assert (ds.num_train, ds.num_val, ds.num_test) == (30, 10, 12)
-    assert ds.input_shape == shape and ds.num_classes == classes
+    assert ds.input_shape == shape and ds.num_outputs == classes
     x, _ = batches(ds.train(0))[0]
-    assert 0.0 <= x.min() and x.max() <= 1.0  # normalize: scale (train min-max, here 0..255)
+    assert 0.0 <= x.min() and x.max() <= 255.0  # raw pixels; normalize: scale is the model's first layer
+    norm = ds.normalization
+    assert norm["mode"] == "scale" and np.all(norm["offset"] == 0) and np.allclose(norm["scale"], 1 / 255)
 
 
 def test_cifar100_coarse_labels(tmp_path, monkeypatch):
     plant_keras_cache(tmp_path, "cifar100")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    assert build("data=cifar100", "data.label_mode=coarse", "data.download=false").num_classes == 20
+    assert build("data=cifar100", "data.label_mode=coarse", "data.download=false").num_outputs == 20
 
 
 def test_keras_dataset_missing_offline_names_the_file_to_place(tmp_path, monkeypatch):
@@ -207,7 +209,7 @@ def test_csv_loads_with_val_and_test_files(tmp_path):
     test = write_csv(tmp_path / "test.csv", rng.normal(size=(5, 3)), rng.integers(0, 4, 5), label="y")
     ds = build("data=csv", f"data.path={train}", f"data.val_path={val}", f"data.test_path={test}",
                "data.label_column=y", "data.num_classes=4")
-    assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_classes) == (40, 7, 5, (3,), 4)
+    assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_outputs) == (40, 7, 5, (3,), 4)
     assert ds.steps_per_epoch == 5 and len(batches(ds.train(0))) == 5
     assert count(ds.val) == 7 and count(ds.test) == 5
 
@@ -248,7 +250,7 @@ def test_image_folder_loads(tmp_path):
     ds = build("data=image_folder", f"data.path={root}", "data.image_size=[4,4]", "data.val_fraction=0.25",
                "data.test_fraction=0.25", batch=2)
     assert (ds.num_train, ds.num_val, ds.num_test) == (6, 3, 3)
-    assert ds.input_shape == (4, 4, 3) and ds.num_classes == 3
+    assert ds.input_shape == (4, 4, 3) and ds.num_outputs == 3
     x, y = batches(ds.train(0))[0]
     assert x.shape == (2, 4, 4, 3) and set(y) <= {0, 1, 2}
     gray = build("data=image_folder", f"data.path={root}", "data.image_size=[4,4]", "data.color_mode=grayscale",
@@ -261,7 +263,7 @@ def test_tfrecord_loads(tmp_path):
     rng = np.random.default_rng(0)
     path = write_tfrecord(tmp_path / "d.tfrecord", rng.normal(size=(40, 2, 3)), rng.integers(0, 5, 40))
     ds = build("data=tfrecord", f"data.path={path}", "data.features.x.shape=[2,3]")
-    assert ds.input_shape == (2, 3) and ds.num_classes == 5
+    assert ds.input_shape == (2, 3) and ds.num_outputs == 5
     assert (ds.num_train, ds.num_val, ds.num_test) == (28, 4, 8)
     x, y = batches(ds.train(0))[0]
     assert x.shape == (8, 2, 3) and y.dtype == np.int64
@@ -272,7 +274,7 @@ def test_tfds_by_name(tmp_path, monkeypatch):
     module.builder = builder
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
     ds = build("data=tfds", "data.dataset=fake", f"data.data_dir={tmp_path}", "data.val_fraction=0.2")
-    assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_classes) == (24, 6, 10, (8, 8, 1), 3)
+    assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_outputs) == (24, 6, 10, (8, 8, 1), 3)
     assert count(ds.test) == 10 and len(batches(ds.train(0))) == 3
 
 
@@ -285,7 +287,7 @@ def test_tfds_missing_is_a_clear_error(monkeypatch):
 def test_held_out_splits_are_stratified_by_class_and_seeded():
     from tftrain.data.sources import digits, hold_out
 
-    whole = digits()
+    whole = digits(image_size=None)
     s = hold_out(whole, 0.15, 0.2, seed=0)
     assert (len(s.y_train), len(s.y_val), len(s.y_test)) == (1167, 270, 360)
     overall = np.bincount(whole.y_train) / len(whole.y_train)
@@ -315,7 +317,7 @@ def _npz_case(tmp_path, **changes):
     ({"y_train": np.zeros(19, int)}, "x_train has 20 examples but y_train has 19"),
     ({"x_test": np.zeros((6, 4))}, r"x_test has example shape \(4,\) but x_train has \(3,\)"),
     ({"x_val": np.zeros((0, 3)), "y_val": np.zeros(0, int)}, "The val split is empty"),
-    ({"y_val": np.full(6, 0.5)}, "y_val must hold one integer class label"),
+    ({"y_val": np.full(6, 0.5)}, "y_val holds non-integer values .*problem=regression"),
 ])
 def test_bad_arrays_fail_with_their_message(tmp_path, change, message):
     with pytest.raises(DataError, match=message):
@@ -335,7 +337,7 @@ def _csv_case(tmp_path, rows=None, **kw):
     (["0.5,0.1,1.5"], [], "non-integer"),
     (["0.5,abc,1"], [], "not a valid float"),
     (["0.5,1"], [], "failed after .* examples: .*(Expect|fields)"),
-    ([], ["data.label_column=target"], r"data.label_column='target' is not a column .*\['f0', 'f1', 'label'\]"),
+    ([], ["data.label_column=target"], r"data.label_column='target': \['target'\] is not a column .*\['f0', 'f1', 'label'\]"),
     ([], ["data.feature_columns=[f0,f9]"], r"names columns \['f9'\]"),
 ])
 def test_bad_csv_fails_before_training_with_its_message(tmp_path, rows, extra, message):
@@ -422,10 +424,19 @@ def test_standardize_uses_training_statistics_only(tmp_path):
     ds = build("data=npz", f"data.path={path}", "data.normalize=standardize", batch=50)
     np.testing.assert_allclose(ds.normalization["offset"], x_train.mean(0), rtol=1e-5)
     np.testing.assert_allclose(1 / ds.normalization["scale"], x_train.std(0), rtol=1e-5)
+    # The pipeline gives raw inputs: the normalization is the model's first layer (so the saved
+    # model takes raw inputs), which maps the training inputs to mean 0, std 1.
+    from tftrain.models import with_preprocessing
+
     train = np.concatenate([x for x, _ in batches(ds.train(0))])
-    np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)
-    np.testing.assert_allclose(train.std(0), 1, atol=1e-4)
-    val = np.concatenate([x for x, _ in batches(ds.val)])
+    np.testing.assert_allclose(np.sort(train, 0), np.sort(x_train.astype("float32"), 0), rtol=1e-6)
+    import keras
+
+    model = with_preprocessing(keras.Sequential([keras.Input((3,)), keras.layers.Identity()]), (3,), ds.normalization)
+    normalized = np.asarray(model(train))
+    np.testing.assert_allclose(normalized.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(normalized.std(0), 1, atol=1e-4)
+    val = np.asarray(model(np.concatenate([x for x, _ in batches(ds.val)])))
     np.testing.assert_allclose(val, (x_val - x_train.mean(0)) / x_train.std(0), rtol=1e-4, atol=1e-4)
 
 
@@ -436,8 +447,11 @@ def test_streamed_csv_scale_uses_training_statistics(tmp_path):
     ds = build("data=csv", f"data.path={train}", f"data.test_path={test}", "data.normalize=scale",
                "data.cache=null", batch=2)
     x_all = np.concatenate([x for x, _ in batches(ds.train(0))] + [x for x, _ in batches(ds.val)])
-    assert x_all.min() == pytest.approx(0, abs=1e-6) and x_all.max() == pytest.approx(1, abs=1e-6)
-    assert np.concatenate([x for x, _ in batches(ds.test)]).min() > 1.0  # test data beyond train's range
+    lo, scale = ds.normalization["offset"], ds.normalization["scale"]
+    np.testing.assert_allclose(lo, x_all.min(0), rtol=1e-6)  # min-max of the training split (train + val here)
+    np.testing.assert_allclose(1 / scale, x_all.max(0) - x_all.min(0), rtol=1e-5)
+    x_test = np.concatenate([x for x, _ in batches(ds.test)])
+    assert ((x_test - lo) * scale).min() > 1.0  # test data beyond train's range
 
 
 def test_epoch_order_is_seeded_and_resume_skips_exactly(tmp_path):

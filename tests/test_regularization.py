@@ -28,7 +28,7 @@ def _fresh_model(cfg):
     from tftrain.build import build_data, build_model
 
     data = build_data(cfg)
-    return build_model(cfg, data.input_shape, data.num_classes)
+    return build_model(cfg, data.input_shape, data.num_outputs)
 
 
 def _val_arrays(cfg):

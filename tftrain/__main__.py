@@ -35,7 +35,9 @@ def run_task(cfg: DictConfig, output_dir: str) -> dict:
 
 def _objective(cfg: DictConfig, metrics: dict):
     """What sweepers optimize: metrics[trainer.objective] (None when the task has no such metric)."""
-    value = metrics.get(cfg.trainer.objective)
+    from tftrain.schema.problem import default_objective
+
+    value = metrics.get(cfg.trainer.objective or default_objective(cfg.problem.get("metrics")))
     return float(value) if isinstance(value, (int, float)) else value
 
 

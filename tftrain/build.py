@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import sys
 import traceback
@@ -24,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from tftrain.errors import ArgumentError, ConfigError, DataError, TftrainError, UserCodeError
 from tftrain.schema.data import PIPELINE_KEYS
+
+log = logging.getLogger("tftrain")
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _OURS = ("tftrain.", "keras.")
@@ -186,18 +189,21 @@ def pipeline_of(cfg):
     aug = d.get("augment") or {}
     return Pipeline(val_fraction=d.get("val_fraction"), test_fraction=d.get("test_fraction"),
                     split_seed=int(d.get("split_seed", 0)), normalize=d.get("normalize"),
+                    normalize_target=bool(d.get("normalize_target", False)),
                     augment=Augment(aug.get("flip"), float(aug.get("translate", 0.0))), cache=d.get("cache"),
-                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d, "data"))
+                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d))
 
 
-def build_data(cfg, strategy=None, batch_size: int | None = None):
-    """The configured data's checked, split, normalized pipelines (tftrain.data.Datasets)."""
+def build_data(cfg, strategy=None, problem=None, batch_size: int | None = None):
+    """The configured data's checked and split pipelines (tftrain.data.Datasets); `problem`
+    (default: the configured one) checks the targets."""
     from tftrain.data.pipeline import build_datasets
 
+    problem = problem or build_problem(cfg)
     source = call_target("data", cfg.data, skip=PIPELINE_KEYS)
     try:
         return build_datasets(source, pipeline_of(cfg), batch_size=batch_size or cfg.trainer.batch_size,
-                              seed=cfg.trainer.seed, strategy=strategy)
+                              seed=cfg.trainer.seed, strategy=strategy, targets=problem)
     except ArgumentError as e:
         key = {"batch_size": "trainer.batch_size"}.get(e.arg, f"data.{e.arg}")
         value = cfg.trainer.batch_size if key == "trainer.batch_size" else e.value
@@ -207,12 +213,15 @@ def build_data(cfg, strategy=None, batch_size: int | None = None):
 # ---------------------------------------------------------------- model
 
 
-def build_model(cfg, input_shape, num_outputs: int, strategy=None):
-    """The configured model with the initializer group and `model.l2` applied (inside `strategy`'s
-    scope when given)."""
+def build_model(cfg, input_shape, num_outputs: int, normalization: dict | None = None,
+                target_normalization: dict | None = None):
+    """The configured model with the initializer group and `model.l2` applied, inside the
+    preprocessing layers that make it take raw inputs (tftrain.models.with_preprocessing; call
+    inside the strategy's scope). A saved model is used as it is: it takes raw inputs already."""
     import keras
 
     from tftrain.initializers import add_l2
+    from tftrain.models import with_preprocessing
 
     node = cfg.model
     model = call_target("model", node, tuple(input_shape), int(num_outputs), skip=frozenset({"l2"}))
@@ -222,9 +231,14 @@ def build_model(cfg, input_shape, num_outputs: int, strategy=None):
     model = call_initializer(cfg, model)
     if outputs != num_outputs:
         raise UserCodeError(f"`model._target_`={node._target_!r} built a model with {outputs} outputs, but the data "
-                            f"has {num_outputs} (one per class). Fix: give the last layer {num_outputs} units (use the "
-                            "`num_outputs` argument tftrain passes).")
-    return model
+                            f"has {num_outputs} (one per class, label or target value). Fix: give the last layer "
+                            f"{num_outputs} units (use the `num_outputs` argument tftrain passes).")
+    if str(node._target_) == "tftrain.models.saved":
+        if normalization is not None or target_normalization is not None:
+            log.warning("model=saved: data.normalize and data.normalize_target do not apply (a saved model takes raw "
+                        "inputs and gives outputs in the targets' units already).")
+        return model
+    return with_preprocessing(model, input_shape, normalization, target_normalization)
 
 
 def _outputs_of(model, input_shape: tuple, target: str) -> int:
@@ -277,17 +291,23 @@ def call_initializer(cfg, model):
 # ---------------------------------------------------------------- problem
 
 
-def build_problem(cfg, model, data):
-    """The loss and metrics (tftrain.problems.Problem), their state created from one validation
+def build_problem(cfg):
+    """The configured problem (tftrain.problems): loss, metrics, what the targets must be."""
+    return call_target("problem", cfg.problem)
+
+
+def prepare_problem(problem, model, data) -> None:
+    """Give `problem` the targets' statistics and create its metrics' state from one validation
     batch (call inside the strategy's scope)."""
     import tensorflow as tf
 
-    from tftrain.problems import classification
-
-    problem = classification()
+    if data.target_normalization is not None:
+        problem.target_normalization = (data.target_normalization["mean"], data.target_normalization["std"])
     first = tf.nest.map_structure(lambda v: v.values[0] if hasattr(v, "values") else v, next(iter(data.val)))
-    problem.build(first[1], model(first[0]))
-    return problem
+    try:
+        problem.build(first[1], model(first[0]))
+    except ArgumentError as e:
+        raise ConfigError(f"problem.{e.arg}", e.value, e.requirement) from None
 
 
 # ---------------------------------------------------------------- schedule and optimizer
@@ -316,6 +336,10 @@ def build_schedule(cfg, steps_per_epoch: int):
     target = locate(node._target_, "schedule._target_")
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     keys = {k: v for k, v in container.items() if k != "_target_"}
+    if keys.get("mode") == "auto" and "monitor" in keys:  # plateau: the monitored metric's direction
+        from tftrain.schema.problem import lower_is_better
+
+        keys["mode"] = "min" if lower_is_better(keys["monitor"]) else "max"
     params = inspect.signature(target).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in keys if k not in params and k not in ("warmup_epochs", "warmup_start_factor")]

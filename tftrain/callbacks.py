@@ -34,12 +34,6 @@ _NOT_HPARAMS = ("output_dir", "task", "trainer.verbose", "trainer.keep_checkpoin
 _SESSIONS_WRITTEN: set[str] = set()
 
 
-def _mode(mode: str, monitor: str) -> str:
-    if mode != "auto":
-        return mode
-    return "max" if "acc" in monitor else "min"
-
-
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     """The callbacks the whole (validated) config asks for, writing under `run_dir`, then the
     user's own (`callbacks.extra`)."""
@@ -51,12 +45,12 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Call
     es = cb_cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=es.monitor, mode=_mode(es.mode, es.monitor), patience=es.patience,
+            monitor=es.monitor, mode=es.mode, patience=es.patience,
             min_delta=es.min_delta, restore_best_weights=es.restore_best_weights, verbose=1))
     best = cb_cfg.best_checkpoint
     if best.enabled:
         callbacks.append(keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"), monitor=best.monitor, mode=_mode(best.mode, best.monitor),
+            str(run_dir / "best.keras"), monitor=best.monitor, mode=best.mode,
             save_best_only=True, verbose=0))
     if cb_cfg.csv_logger.enabled:
         # append: a resumed run continues the file (the header is written only into an empty one).

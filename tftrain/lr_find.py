@@ -137,16 +137,17 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     ensure_console_logging()
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    from tftrain.build import build_data, build_model, build_optimizer, build_problem
+    from tftrain.build import build_data, build_model, build_optimizer, build_problem, prepare_problem
     from tftrain.trainer import Trainer
 
     t = cfg.trainer
     strategy, _ = setup(cfg)
-    data = build_data(cfg, strategy)  # training's own pipeline (normalization, augmentation)
+    problem = build_problem(cfg)
+    data = build_data(cfg, strategy, problem)  # training's own pipeline and preprocessing
     with strategy.scope():
-        model = build_model(cfg, data.input_shape, data.num_classes)
+        model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
         optimizer = build_optimizer(cfg, _ramp_schedule(task.min_lr, task.max_lr, task.num_steps))
-        problem = build_problem(cfg, model, data)
+        prepare_problem(problem, model, data)
     # The training step itself, one step per call (the loss of every step is read).
     trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=t.jit_compile)
 

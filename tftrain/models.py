@@ -52,20 +52,26 @@ def mlp(input_shape, num_outputs: int, *, hidden_units, activation: str, batch_n
     return keras.Model(inputs, _outputs(x, num_outputs), name="mlp")
 
 
-def cnn(input_shape, num_outputs: int, *, filters, kernel_size: int, dense_units: int, activation: str,
-        batch_norm: bool, dropout: float) -> keras.Model:
+def cnn(input_shape, num_outputs: int, *, filters, kernel_size: int, convs_per_block: int, dense_units: int,
+        global_pool: bool, activation: str, batch_norm: bool, dropout: float) -> keras.Model:
+    """A small conv net for images. Defaults: Keras' "Simple MNIST convnet" example (two blocks of a
+    3x3 conv and 2x2 max pooling, 32 then 64 filters, flatten, dropout 0.5, the outputs).
+    `convs_per_block` convs ('valid' padding) before each pooling; `global_pool` averages the last
+    feature map instead of flattening it; `dense_units` > 0 adds a hidden dense layer."""
     _require_images("cnn", input_shape)
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     x = inputs
     for n in filters:
-        for _ in range(2):
-            x = _kernel_layer(x, lambda **kw: keras.layers.Conv2D(n, kernel_size, padding="same", **kw),
-                              activation=activation, batch_norm=batch_norm)
-        if x.shape[1] >= 2 and x.shape[2] >= 2:  # 8x8 digits would vanish after three poolings
+        for _ in range(convs_per_block):
+            if x.shape[1] >= kernel_size and x.shape[2] >= kernel_size:  # 8x8 digits: the map shrinks to 1x1
+                x = _kernel_layer(x, lambda **kw: keras.layers.Conv2D(n, kernel_size, **kw), activation=activation,
+                                  batch_norm=batch_norm)
+        if x.shape[1] >= 2 and x.shape[2] >= 2:
             x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = _kernel_layer(x, lambda **kw: keras.layers.Dense(dense_units, **kw), activation=activation,
-                      batch_norm=batch_norm)
+    x = keras.layers.GlobalAveragePooling2D()(x) if global_pool else keras.layers.Flatten()(x)
+    if dense_units:
+        x = _kernel_layer(x, lambda **kw: keras.layers.Dense(dense_units, **kw), activation=activation,
+                          batch_norm=batch_norm)
     if dropout > 0:
         x = keras.layers.Dropout(dropout)(x)
     return keras.Model(inputs, _outputs(x, num_outputs), name="cnn")
@@ -99,6 +105,29 @@ def resnet(input_shape, num_outputs: int, *, filters, blocks_per_stage: int, act
     if dropout > 0:
         x = keras.layers.Dropout(dropout)(x)
     return keras.Model(inputs, _outputs(x, num_outputs), name="resnet")
+
+
+def with_preprocessing(core: keras.Model, input_shape, normalization: dict | None = None,
+                       target_normalization: dict | None = None) -> keras.Model:
+    """`core` inside a model that takes raw inputs and gives outputs in the targets' units: a
+    Normalization layer in front (`normalization`: per-channel offset and scale, from the
+    training split), an inverted one behind (`target_normalization`: the targets' mean and std).
+    Both are float32 Keras layers saved with the model; `core` itself when neither is given."""
+    if normalization is None and target_normalization is None:
+        return core
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    x = inputs
+    if normalization is not None:
+        scale = [float(v) for v in normalization["scale"]]
+        x = keras.layers.Normalization(mean=[float(v) for v in normalization["offset"]],
+                                       variance=[1.0 / s ** 2 for s in scale], dtype="float32",
+                                       name="normalize_inputs")(x)
+    x = core(x)
+    if target_normalization is not None:
+        x = keras.layers.Normalization(mean=[float(v) for v in target_normalization["mean"]],
+                                       variance=[float(v) ** 2 for v in target_normalization["std"]], invert=True,
+                                       dtype="float32", name="denormalize_outputs")(x)
+    return keras.Model(inputs, x, name=core.name)
 
 
 def saved(input_shape, num_outputs: int, *, path: str) -> keras.Model:

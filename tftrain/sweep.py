@@ -8,7 +8,8 @@ multirun it reads the runs' directories under `hydra.sweep.dir`, so it works wit
   metrics, test metrics, epochs, wall time and error, sorted by `trainer.objective`
   (`trainer.objective_mode`), failed runs last;
 - `summary.md`: the same as a Markdown table (overrides common to all runs shown once above it);
-- `summary.png`: the validation accuracy and loss per epoch of every completed run.
+- `summary.png`: per epoch, the validation curve of the objective's metric and of the loss of
+  every completed run.
 
 A run is a directory with `.hydra/overrides.yaml`; its outcome is its `metrics.json` (written by
 the task, or by `record_failure` with `"status": "failed"`). A run that left neither (killed,
@@ -38,9 +39,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger("tftrain")
 
-METRIC_COLUMNS = ("val_loss", "val_accuracy", "best_val_loss", "best_val_accuracy", "test_loss", "test_accuracy")
+METRIC_PREFIXES = ("val_", "best_val_", "test_")  # the summary's metric columns: these of every logged metric
 LABELLED = 10  # runs of the figure with a colour and a legend entry (the best ones); others are grey
-COLUMNS = ("rank", "run", "overrides", "status", *METRIC_COLUMNS, "epochs", "wall_time_s", "error")
 
 
 def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float | None = None) -> None:
@@ -115,7 +115,7 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
             "no metrics.json: the job did not finish (killed, out of memory or timed out?); see its .log")
         metrics = {"status": "failed", "error": reason}
     row["status"] = metrics.get("status", "completed")
-    for key in (*METRIC_COLUMNS, "epochs", "wall_time_s"):
+    for key in ("epochs", "wall_time_s"):
         row[key] = metrics.get(key)
     row["error"] = metrics.get("error", "") if row["status"] != "completed" else ""
     row["metrics"] = metrics  # the whole metrics.json: any objective, and the history for the figure
@@ -157,8 +157,10 @@ def write_summary(sweep_dir: str | Path, objective: str | None = None, mode: str
     sweep_dir = Path(sweep_dir)
     run_dirs = find_runs(sweep_dir)
     run_objective, run_mode = _objective_from_runs(run_dirs)
-    objective = objective or run_objective or "val_accuracy"
-    mode = mode or run_mode or ("max" if "acc" in objective else "min")
+    from tftrain.schema.problem import lower_is_better
+
+    objective = objective or run_objective or "val_loss"
+    mode = mode or run_mode or ("min" if lower_is_better(objective) else "max")
     rows = sort_rows([read_run(r, sweep_dir) for r in run_dirs], objective, mode)
     _write_csv(sweep_dir / "summary.csv", rows, objective)
     (sweep_dir / "summary.md").write_text(to_markdown(rows, objective, mode, sweep_dir))
@@ -173,12 +175,19 @@ def _csv_value(value):
     return "" if value is None else value
 
 
-def _columns(objective: str) -> tuple[str, ...]:
-    """COLUMNS, plus the objective after the test metrics when it is none of them (e.g. train_loss)."""
-    if objective in COLUMNS:
-        return COLUMNS
-    i = COLUMNS.index("test_accuracy") + 1
-    return (*COLUMNS[:i], objective, *COLUMNS[i:])
+def metric_columns(rows: list[dict], objective: str) -> list[str]:
+    """val_, best_val_ and test_ of every metric the runs logged (in their order), and the objective."""
+    names: list[str] = []
+    for row in rows:
+        for key in row["metrics"]:
+            if key.startswith("val_") and key[4:] not in names:
+                names.append(key[4:])
+    columns = [f"{p}{n}" for p in METRIC_PREFIXES for n in names]
+    return columns if objective in columns else [*columns, objective]
+
+
+def _columns(rows: list[dict], objective: str) -> tuple[str, ...]:
+    return ("rank", "run", "overrides", "status", *metric_columns(rows, objective), "epochs", "wall_time_s", "error")
 
 
 def _cell(row: dict, column: str):
@@ -186,7 +195,7 @@ def _cell(row: dict, column: str):
 
 
 def _write_csv(path: Path, rows: list[dict], objective: str) -> None:
-    columns = _columns(objective)
+    columns = _columns(rows, objective)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -225,12 +234,12 @@ def to_markdown(rows: list[dict], objective: str, mode: str, sweep_dir: Path | N
               f"`{objective}` ({'highest' if mode == 'max' else 'lowest'} first), failed runs last.")]
     if common:
         lines += ["", "Overrides common to all runs: " + " ".join(f"`{o}`" for o in common)]
-    metric_columns = [c for c in _columns(objective) if c in METRIC_COLUMNS or c == objective]
-    headers = ["#", "overrides", "status", *metric_columns, "epochs", "wall time (s)", "error"]
+    shown = metric_columns(rows, objective)
+    headers = ["#", "overrides", "status", *shown, "epochs", "wall time (s)", "error"]
     lines += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         cells = [str(row["rank"]), _md_cell(_own_overrides(row, common) or "(none)"), row["status"],
-                 *[_fmt(_cell(row, c)) for c in metric_columns], _fmt(row.get("epochs")),
+                 *[_fmt(_cell(row, c)) for c in shown], _fmt(row.get("epochs")),
                  _fmt(row.get("wall_time_s"), 1), _md_cell(row.get("error") or "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -250,17 +259,31 @@ def _label(row: dict, common: list[str]) -> str:
     return textwrap.fill(f"#{row['rank']} " + " ".join(own), width=42, subsequent_indent="   ")
 
 
+def _curve_metric(rows: list[dict], objective: str) -> str:
+    """The metric of the summary figure's left panel: the objective's (a metric other than the loss)."""
+    base = objective
+    for prefix in ("best_val_", "val_", "test_", "train_"):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+            break
+    if base != "loss":
+        return base
+    names = [c[4:] for c in metric_columns(rows, objective) if c.startswith("val_") and c != "val_loss"]
+    return names[0] if names else "loss"
+
+
 def plot_summary(rows: list[dict], path: Path, objective: str, mode: str) -> None:
-    """Validation accuracy and loss per epoch of every completed run, one line each."""
+    """Per epoch, the validation curve of the objective's metric and of the loss, one line a run."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state in Hydra's process
 
     common = _common_overrides(rows)
+    metric = _curve_metric(rows, objective)
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     plotted = 0
     for row in rows:  # best first: the first LABELLED runs get colours and legend entries
         history = row["metrics"].get("history") or {}
-        acc, loss = history.get("val_accuracy") or [], history.get("val_loss") or []
+        acc, loss = history.get(f"val_{metric}") or [], history.get("val_loss") or []
         if row["status"] != "completed" or not (acc or loss):
             continue
         if plotted < LABELLED:
@@ -273,7 +296,7 @@ def plot_summary(rows: list[dict], path: Path, objective: str, mode: str) -> Non
         ax_acc.plot(range(1, len(acc) + 1), acc, label=label, **style)
         ax_loss.plot(range(1, len(loss) + 1), loss, **style)
         plotted += 1
-    ax_acc.set(title="validation accuracy", xlabel="epoch", ylabel="val_accuracy")
+    ax_acc.set(title=f"validation {metric}", xlabel="epoch", ylabel=f"val_{metric}")
     ax_loss.set(title="validation loss", xlabel="epoch", ylabel="val_loss")
     from matplotlib.ticker import MaxNLocator
 

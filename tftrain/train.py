@@ -72,7 +72,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     import numpy as np
 
-    from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule, preflight
+    from tftrain.build import (build_data, build_model, build_optimizer, build_problem, build_schedule, preflight,
+                               prepare_problem)
     from tftrain.callbacks import build_callbacks, write_hparams
     from tftrain.controller import Controller, LoopOptions
     from tftrain.schedules import Scaled
@@ -84,7 +85,9 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
     OmegaConf.save(cfg, write_dir / "config.yaml", resolve=True)
-    data = build_data(cfg, strategy)
+    problem = build_problem(cfg)
+    data = build_data(cfg, strategy, problem)
+    write_preprocessing(data, write_dir)
     replicas = strategy.num_replicas_in_sync
     log.info("Run directory: %s", run_dir.resolve())
     log.info("%d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch", replicas,
@@ -93,15 +96,12 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     with strategy.scope():
         # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
         schedule = Scaled(build_schedule(cfg, data.steps_per_epoch), float(replicas) if t.scale_lr else 1.0)
-        model = build_model(cfg, data.input_shape, data.num_classes)
+        model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
         optimizer = build_optimizer(cfg, schedule)
-        problem = build_problem(cfg, model, data)
+        prepare_problem(problem, model, data)
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
         # and a reloaded model can evaluate() or keep training with fit().
-        import keras
-
-        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(optimizer=optimizer, **problem.compile_args())
     trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size,
                       jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq)
     options = LoopOptions(epochs=t.epochs, steps_per_execution=t.steps_per_execution,
@@ -126,6 +126,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     names = problem.names
     last = epochs[-1] if epochs else {}
     metrics = {
+        **{k: last.get(k) for k in names},  # the last epoch's training values, as Keras logs them
         **{f"train_{k}": last.get(k) for k in names},
         **{f"val_{k}": last.get(f"val_{k}") for k in names},
         **{f"best_val_{k}": _best(k, [e[f"val_{k}"] for e in epochs]) for k in names},
@@ -160,6 +161,18 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     return metrics
 
 
+def write_preprocessing(data, directory: Path) -> None:
+    """preprocessing.json: what the saved model's preprocessing layers hold (the training split's
+    input and target statistics) and what `task=predict` needs to read raw inputs."""
+    def plain(stats):
+        return None if stats is None else {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in stats.items()}
+
+    (directory / "preprocessing.json").write_text(json.dumps({
+        "input_shape": list(data.input_shape), "num_outputs": data.num_outputs,
+        "normalization": plain(data.normalization), "target_normalization": plain(data.target_normalization),
+        "target_names": data.target_names, "feature_names": data.feature_names}, indent=2) + "\n")
+
+
 def save_model(model, directory: Path) -> str:
     """`model.keras`, or the weights alone (`model.weights.h5`) when Keras cannot serialize the
     model (a subclassed model without get_config): the run's work is kept either way."""
@@ -176,7 +189,9 @@ def save_model(model, directory: Path) -> str:
 
 
 def _best(name: str, values: list) -> float | None:
+    from tftrain.schema.problem import lower_is_better
+
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return min(values) if name == "loss" else max(values)
+    return min(values) if lower_is_better(name) else max(values)

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
+from tftrain.data.labels import ClassLabels, Labels
 from tftrain.data.sources import Splits, channel_stats, check_splits, from_arrays, hold_out
 from tftrain.data.streams import DECODE_BATCH, Stream, StreamSource, from_datasets, split_assignment, tf_message
 from tftrain.errors import ArgumentError, DataError
@@ -76,8 +77,8 @@ class Augment:
 @dataclasses.dataclass(frozen=True)
 class Pipeline:
     """What the pipeline does to any source: hold out the missing validation and test splits,
-    normalize (None | standardize | scale, training-split statistics), augment, and for streamed
-    sources cache (None | memory | a file prefix), shuffle within `shuffle_buffer` (None: the whole
+    normalize (None | standardize | scale, training-split statistics; and `normalize_target`: the
+    targets' mean and std, for regression), augment, and for streamed sources cache (None | memory | a file prefix), shuffle within `shuffle_buffer` (None: the whole
     split) and check at most `scan_limit` examples per split (None: all). `name` labels messages."""
 
     val_fraction: float | None = None
@@ -88,6 +89,7 @@ class Pipeline:
     cache: str | None = None
     shuffle_buffer: int | None = None
     scan_limit: int | None = None
+    normalize_target: bool = False
     name: str = "data"
 
 
@@ -99,7 +101,8 @@ class Datasets:
     (call it once per epoch and iterate the result before the next call: in-memory sources reuse
     one pipeline). `val` and `test` are iterated whole each time. With a strategy all three are
     distributed datasets (elements (x, y) per replica: x float32, y int64); without one, plain
-    tf.data datasets of global batches."""
+    tf.data datasets of global batches. Inputs are raw (cast to float32): their normalization is a
+    preprocessing layer of the model (`normalization` gives its statistics)."""
 
     train: Callable[..., Any]
     val: Any
@@ -109,9 +112,13 @@ class Datasets:
     num_val: int
     num_test: int
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_outputs: int  # the model's outputs the targets need (classes, labels or values)
     global_batch_size: int
     normalization: dict | None = None  # {"mode", "offset", "scale"} per channel, from the training split
+    target_normalization: dict | None = None  # {"mean", "std"} per target, from the training split
+    labels: dict | None = None  # tftrain.data.labels.Labels per split
+    target_names: list[str] | None = None  # the classes' (or targets') names, when the source knows them
+    feature_names: list[str] | None = None  # the input features' names (tabular sources)
     description: str = ""
     # In-memory sources only (else None): batch_at(step) computes, inside a compiled function, the
     # global training batch `step` of the epoch last passed to train() (normalized and augmented
@@ -140,25 +147,24 @@ def normalization_params(mode: str | None, stats: dict | None) -> dict | None:
     return {"mode": mode, "offset": np.asarray(offset, "float32"), "scale": np.asarray(1.0 / spread, "float32")}
 
 
-def _transform(norm: dict | None, aug, seed, num_pipelines: int, pipeline: int):
-    """Batch-level fn (x, y[, i]) -> (x, y): cast to float32, normalize, then (training only, with a
-    seed: an int or a host variable holding the epoch's seed) augment with stateless random ops
-    seeded by (epoch seed, batch index, pipeline): reproducible and exactly resumable."""
-    offset = scale = None
-    if norm is not None:
-        offset, scale = tf.constant(norm["offset"]), tf.constant(norm["scale"])
+def _transform(aug, seed, num_pipelines: int, pipeline: int, label_dtype: str = "int64"):
+    """Batch-level fn (x, y[, i]) -> (x, y): x to float32, y to `label_dtype`, then (training only,
+    with a seed: an int or a host variable holding the epoch's seed) augment with stateless random
+    ops seeded by (epoch seed, batch index, pipeline): reproducible and exactly resumable.
+    Normalization is not done here: it is part of the model (a preprocessing layer), so the saved
+    model takes raw inputs."""
     flip = getattr(aug, "flip", None) if aug is not None else None
     translate = float(getattr(aug, "translate", 0.0)) if aug is not None else 0.0
+    dtype = tf.as_dtype(label_dtype)
 
-    def normalize(x):
-        x = tf.cast(x, tf.float32)
-        return x if offset is None else (x - offset) * scale
+    def cast(x, y):
+        return tf.cast(x, tf.float32), tf.cast(y, dtype)
 
     if seed is None or (flip is None and translate == 0):
-        return lambda x, y, *_: (normalize(x), y)
+        return lambda x, y, *_: cast(x, y)
 
     def augment(x, y, i):
-        x = normalize(x)
+        x, y = cast(x, y)
         s = tf.stack([tf.cast(tf.convert_to_tensor(seed), tf.int64), tf.cast(i, tf.int64) * num_pipelines + pipeline])
         n, h, w = tf.shape(x)[0], x.shape[1], x.shape[2]
         if flip in ("horizontal", "horizontal_and_vertical"):
@@ -171,7 +177,7 @@ def _transform(norm: dict | None, aug, seed, num_pipelines: int, pipeline: int):
             ph, pw = max(1, int(round(translate * h))), max(1, int(round(translate * w)))
             dy = tf.random.stateless_uniform([n], seed=s + [0, 3 << 40], minval=-ph, maxval=ph + 1, dtype=tf.int32)
             dx = tf.random.stateless_uniform([n], seed=s + [0, 4 << 40], minval=-pw, maxval=pw + 1, dtype=tf.int32)
-            padded = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])  # zeros, after normalization
+            padded = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])  # zeros (raw values: before normalization)
             rows = tf.range(h)[None, :] + ph - dy[:, None]
             cols = tf.range(w)[None, :] + pw - dx[:, None]
             x = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
@@ -227,8 +233,7 @@ def _decoded(stream: Stream, records: tf.data.Dataset) -> tf.data.Dataset:
 @dataclasses.dataclass
 class ScanResult:
     count: int
-    label_min: int
-    label_max: int
+    labels: Labels
     stats: dict | None
     tensors: tuple | None = None  # (x, y) of the whole split when kept in memory
 
@@ -239,16 +244,15 @@ def _scan(name: str, stream: Stream, dataset: tf.data.Dataset, limit: int | None
     with `keep`, the examples themselves (as tensors, for cache: memory)."""
     if limit is not None and not keep:
         dataset = dataset.take(limit)
-    n, bad, lo_y, hi_y, acc = 0, 0, None, None, None
+    n, bad, acc, labels = 0, 0, None, None
     xs, ys = [], []
     try:
         for x, y in dataset.batch(SCAN_BATCH).prefetch(2):
             k = int(tf.shape(x)[0])
             n += k
             bad += k * int(np.prod(x.shape[1:])) - int(tf.math.count_nonzero(tf.math.is_finite(x)))
-            y_np = y.numpy()
-            lo_y = int(y_np.min()) if lo_y is None else min(lo_y, int(y_np.min()))
-            hi_y = int(y_np.max()) if hi_y is None else max(hi_y, int(y_np.max()))
+            labels = Labels(stream.split, tuple(y.shape[1:])) if labels is None else labels
+            labels.add(y.numpy())
             if want_stats:
                 flat = tf.reshape(tf.cast(x, tf.float64), (-1, x.shape[-1]))
                 part = [tf.reduce_sum(flat, 0).numpy(), tf.reduce_sum(tf.square(flat), 0).numpy(),
@@ -279,7 +283,7 @@ def _scan(name: str, stream: Stream, dataset: tf.data.Dataset, limit: int | None
     if keep:
         with tf.device("/cpu:0"):
             tensors = (tf.concat(xs, 0), tf.concat(ys, 0))
-    return ScanResult(n, lo_y, hi_y, stats, tensors)
+    return ScanResult(n, labels, stats, tensors)
 
 
 # ---------------------------------------------------------------- the builder
@@ -291,7 +295,7 @@ class _Builder:
         self.batch = int(batch_size)
         self.seed = int(seed)
         self.aug = cfg.augment
-        self.norm = None
+        self.label_dtype = "int64"
         self._bases: dict[tuple, tf.data.Dataset] = {}  # (split, pipelines, pipeline) -> cached examples
         self._filled: set[tuple] = set()
         self.batch_at = None
@@ -324,7 +328,7 @@ class _Builder:
 
         def make_train(ctx, skip):
             P, p, r, b = self.layout(ctx, B)
-            transform = _transform(self.norm, self.aug, seed_var, P, p)
+            transform = _transform(self.aug, seed_var, P, p, self.label_dtype)
 
             def batch(i):  # per-replica batch i of this pipeline: global step i // r, replica i % r
                 start = (i // r) * B + (p * r + i % r) * b
@@ -346,7 +350,7 @@ class _Builder:
                 built[0] = self.distribute(lambda ctx: make_train(ctx, 0))
             return built[0]
 
-        global_transform = _transform(self.norm, self.aug, seed_var, 1, 0)
+        global_transform = _transform(self.aug, seed_var, 1, 0, self.label_dtype)
 
         def batch_at(step):
             step = tf.cast(step, tf.int64)
@@ -361,7 +365,7 @@ class _Builder:
 
             def make(ctx):
                 P, p, _, b = self.layout(ctx, B)
-                transform = _transform(self.norm, None, None, P, p)
+                transform = _transform(None, None, P, p, self.label_dtype)
                 ds = tf.data.Dataset.range(n).batch(b).shard(P, p)
                 return _lean(ds.map(lambda idx: transform(tf.gather(x, idx), tf.gather(y, idx))).prefetch(2))
             return self.distribute(make)
@@ -438,7 +442,7 @@ class _Builder:
                         ds = recs.map(stream.decode, num_parallel_calls=AUTOTUNE).batch(b, drop_remainder=True)
                 # Exactly steps_per_epoch global batches per epoch on every pipeline, whatever its share.
                 ds = ds.take(steps * r).enumerate().skip(skip * r)
-                transform = _transform(self.norm, self.aug, seed, P, p)
+                transform = _transform(self.aug, seed, P, p, self.label_dtype)
                 ds = ds.map(lambda i, xy: transform(xy[0], xy[1], i), num_parallel_calls=AUTOTUNE)
                 return ds.prefetch(AUTOTUNE)
             return self.distribute(make)
@@ -452,7 +456,7 @@ class _Builder:
                     ds = _split_records(stream, P, p).batch(b).map(stream.decode, num_parallel_calls=AUTOTUNE)
                 else:
                     ds = _split_records(stream, P, p).map(stream.decode, num_parallel_calls=AUTOTUNE).batch(b)
-                return ds.map(_transform(self.norm, None, None, P, p), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+                return ds.map(_transform(None, None, P, p, self.label_dtype), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
             return self.distribute(make)
 
         return train, evaluation(src.val), evaluation(src.test)
@@ -519,39 +523,38 @@ def _as_source(source, name: str):
 
 
 def build_datasets(source, cfg: Pipeline, *, batch_size: int, seed: int,
-                   strategy: tf.distribute.Strategy | None = None) -> Datasets:
-    """Check, split and normalize `source` (Splits, a StreamSource, or a dict of arrays or of
+                   strategy: tf.distribute.Strategy | None = None, targets=None) -> Datasets:
+    """Check, split and describe `source` (Splits, a StreamSource, or a dict of arrays or of
     tf.data.Datasets); return its pipelines for `strategy` (None: not distributed), with global
-    batches of `batch_size` shuffled by `seed`.
+    batches of `batch_size` shuffled by `seed`. `targets` (tftrain.data.labels.Targets, default
+    integer class labels) checks the targets and sizes the model's outputs.
 
     Call it outside `strategy.scope()`. Raises DataError on unusable data (missing file or column,
-    NaN/Inf, labels outside [0, num_classes), mismatched lengths or shapes, an empty split) and
+    NaN/Inf, targets the problem cannot use, mismatched lengths or shapes, an empty split) and
     ArgumentError when batch_size does not fit (more than the training examples, not a multiple of
     the replicas) or augmentation is asked for non-image inputs.
     """
+    targets = targets or ClassLabels()
     b = _Builder(cfg, batch_size, seed, strategy)
+    b.label_dtype = targets.label_dtype
     t0 = time.perf_counter()
     source = _as_source(source, cfg.name)
     in_memory = None
+    stratify = getattr(targets, "stratify", None)
     if isinstance(source, Splits):
-        s = check_splits(hold_out(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed))
+        s, outputs, labels = check_splits(hold_out(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
+                                                   stratify), targets)
         in_memory = {k: (getattr(s, f"x_{k}"), getattr(s, f"y_{k}")) for k in ("train", "val", "test")}
         counts = (len(s.x_train), len(s.x_val), len(s.x_test))
-        input_shape, num_classes = s.input_shape, s.num_classes
+        input_shape = s.input_shape
         stats = channel_stats(s.x_train) if cfg.normalize else None
     else:
         source = hold_out_streams(source, cfg)
         scans = b.scan_source(source)
         counts = tuple(stream.count for stream in source.streams())
         input_shape = tuple(source.input_shape)
-        num_classes = source.num_classes
-        if num_classes is None:
-            num_classes = max(max(r.label_max for r in scans.values()) + 1, 2)
-        for split, r in scans.items():
-            if r.label_min < 0 or r.label_max >= num_classes:
-                raise DataError(f"y_{split} has labels outside [0, {num_classes}): min {r.label_min}, max "
-                                f"{r.label_max}. Fix: map the labels to 0..{num_classes - 1}"
-                                f"{' (or raise data.num_classes)' if source.num_classes is not None else ''}.")
+        labels = {split: r.labels for split, r in scans.items()}
+        outputs = targets.check(labels, source.num_classes)
         stats = scans["train"].stats
         if cfg.cache == "memory":
             in_memory = {k: r.tensors for k, r in scans.items()}
@@ -559,13 +562,19 @@ def build_datasets(source, cfg: Pipeline, *, batch_size: int, seed: int,
         raise ArgumentError("augment", {"flip": b.aug.flip, "translate": b.aug.translate},
                             f"off for inputs that are not images (height, width, channels): these inputs have shape "
                             f"{tuple(input_shape)}; set data.augment.flip=null data.augment.translate=0")
-    b.norm = normalization_params(cfg.normalize, stats)
+    target_norm = None
+    if cfg.normalize_target:
+        train = labels["train"]
+        target_norm = {"mean": train.mean.astype("float32"),
+                       "std": np.where(train.std > 1e-7, train.std, 1.0).astype("float32")}
     steps = _check_batch(b.batch, counts[0], strategy)
     train, val, test = b.arrays(in_memory, steps) if in_memory is not None else b.streams(source, steps)
     desc = (f"data={cfg.name}: {counts[0]} train / {counts[1]} val / {counts[2]} test, input {tuple(input_shape)}, "
-            f"{num_classes} classes, normalize {cfg.normalize}, "
-            f"{'in memory' if in_memory is not None else 'streamed'}")
+            f"{outputs} output(s), normalize {cfg.normalize}, {'in memory' if in_memory is not None else 'streamed'}")
     log.info("%s (ready in %.1fs)", desc, time.perf_counter() - t0)
     return Datasets(train=train, val=val, test=test, steps_per_epoch=steps, num_train=counts[0], num_val=counts[1],
-                    num_test=counts[2], input_shape=tuple(int(d) for d in input_shape), num_classes=int(num_classes),
-                    global_batch_size=b.batch, normalization=b.norm, description=desc, batch_at=b.batch_at)
+                    num_test=counts[2], input_shape=tuple(int(d) for d in input_shape), num_outputs=int(outputs),
+                    global_batch_size=b.batch, normalization=normalization_params(cfg.normalize, stats),
+                    target_normalization=target_norm, labels=labels, target_names=source.target_names,
+                    feature_names=source.feature_names,
+                    description=desc, batch_at=b.batch_at)

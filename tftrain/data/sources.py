@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tftrain.data.labels import Labels
 from tftrain.errors import DataError
 
 log = logging.getLogger("tftrain")
@@ -37,6 +38,8 @@ class Splits:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     num_classes: int | None = None
+    target_names: list[str] | None = None  # names of the classes (or of the targets), for predictions
+    feature_names: list[str] | None = None  # names of the input features (tabular data), for predictions
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,13 +91,57 @@ def hold_out(s: Splits, val_fraction: float | None, test_fraction: float | None,
 # ---------------------------------------------------------------- sources
 
 
-def digits() -> Splits:
-    """scikit-learn's 8x8 digits (1797 images, 10 classes), scaled to [0, 1], as (8, 8, 1) images:
-    all as training examples (the pipeline holds out validation and test)."""
+def _digit_images(image_size=None) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits scaled to [0, 1] as (8, 8, 1) images (bilinearly resized to
+    `image_size` when given), and their digits."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return Splits((d.images / 16.0).astype("float32")[..., None], d.target.astype("int64"), num_classes=10)
+    x = (d.images / 16.0).astype("float32")[..., None]
+    if image_size is not None:
+        import tensorflow as tf
+
+        x = tf.image.resize(x, tuple(image_size), method="bilinear").numpy().astype("float32")
+    return x, d.target.astype("int64")
+
+
+def digits(*, image_size) -> Splits:
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes): all as training examples
+    (the pipeline holds out validation and test)."""
+    x, y = _digit_images(image_size)
+    return Splits(x, y, num_classes=10, target_names=[str(d) for d in range(10)])
+
+
+# The digits' multi-label targets: several true at once per image.
+DIGIT_ATTRIBUTES = {"even": (0, 2, 4, 6, 8), "greater_than_4": (5, 6, 7, 8, 9), "prime": (2, 3, 5, 7),
+                    "closed_loop": (0, 4, 6, 8, 9)}
+
+
+def digits_multilabel() -> Splits:
+    """The 8x8 digits with four 0/1 labels per image: even, greater than 4, prime, and drawn with
+    a closed loop (0, 4, 6, 8, 9). A multi-label problem on bundled real images."""
+    x, digit = _digit_images()
+    y = np.stack([np.isin(digit, members) for members in DIGIT_ATTRIBUTES.values()], axis=1).astype("float32")
+    return Splits(x, y, target_names=list(DIGIT_ATTRIBUTES))
+
+
+def breast_cancer() -> Splits:
+    """scikit-learn's Wisconsin breast cancer data (569 tumours, 30 features): 1 benign, 0 malignant."""
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    return Splits(d.data.astype("float32"), d.target.astype("int64"), target_names=["benign"],
+                  feature_names=[str(n) for n in d.feature_names])
+
+
+def diabetes() -> Splits:
+    """scikit-learn's diabetes data (442 patients, 10 raw features: age, sex, BMI, blood pressure and
+    six blood serum measurements): disease progression after one year, a number from 25 to 346."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes(scaled=False)
+    return Splits(d.data.astype("float32"), d.target.astype("float32"), target_names=["progression"],
+                  feature_names=[str(n) for n in d.feature_names])
 
 
 def synthetic(*, num_train: int, num_val: int, num_test: int, input_shape, num_classes: int, noise: float,
@@ -317,10 +364,12 @@ def cifar100(*, download: bool, label_mode: str) -> Splits:
 # ---------------------------------------------------------------- checks
 
 
-def check_splits(s: Splits) -> Splits:
-    """Fail before training, naming the split and the problem, on data the model cannot use;
-    return the splits with integer labels and `num_classes` set (the largest label + 1 when the
-    source did not say)."""
+def check_splits(s: Splits, targets) -> tuple[Splits, int, dict]:
+    """Fail before training, naming the split and the problem, on data the model cannot use.
+    `targets` (tftrain.data.labels.Targets) checks the labels; returns the splits with their
+    targets in its dtype (class labels flat), the model's number of outputs, and the labels'
+    summaries per split."""
+    labels = {}
     for split in ("train", "val", "test"):
         x, y = getattr(s, f"x_{split}"), getattr(s, f"y_{split}")
         if len(x) == 0:
@@ -337,19 +386,20 @@ def check_splits(s: Splits) -> Splits:
             bad = sum(int(np.count_nonzero(~np.isfinite(c))) for c in _chunks(x))
             if bad:
                 raise DataError(f"x_{split} holds {bad} NaN or Inf values. Fix: clean or impute them first.")
-        y_flat = np.ravel(y)
-        if (y_flat.shape[0] != len(x) or not np.issubdtype(y_flat.dtype, np.number)
-                or not np.issubdtype(y_flat.dtype, np.integer) and not np.all(y_flat == np.round(y_flat))):
-            raise DataError(f"y_{split} must hold one integer class label per example (got dtype "
-                            f"{y.dtype}, shape {y.shape}). Fix: store labels as integers 0..num_classes-1.")
-    num_classes = s.num_classes or max(2, max(int(np.max(getattr(s, f"y_{k}"))) + 1 for k in ("train", "val", "test")))
-    for split in ("train", "val", "test"):
-        y_flat = np.ravel(getattr(s, f"y_{split}"))
-        if y_flat.min() < 0 or y_flat.max() >= num_classes:
-            raise DataError(f"y_{split} has labels outside [0, {num_classes}): min {y_flat.min()}, "
-                            f"max {y_flat.max()}. Fix: map the labels to 0..{num_classes - 1}.")
-    return dataclasses.replace(s, y_train=np.ravel(s.y_train).astype("int64"), y_val=np.ravel(s.y_val).astype("int64"),
-                               y_test=np.ravel(s.y_test).astype("int64"), num_classes=num_classes)
+        if not (np.issubdtype(np.asarray(y).dtype, np.number) or np.asarray(y).dtype == bool):
+            raise DataError(f"y_{split} has dtype {np.asarray(y).dtype}, not numbers. Fix: store numeric targets "
+                            "(integer class labels, 0/1 labels or values).")
+        labels[split] = Labels.of(split, y)
+    if labels["val"].shape != labels["train"].shape or labels["test"].shape != labels["train"].shape:
+        raise DataError(f"The splits' targets have different shapes per example: train {labels['train'].shape}, val "
+                        f"{labels['val'].shape}, test {labels['test'].shape}. Fix: give every split the same targets.")
+    outputs = targets.check(labels, s.num_classes)
+
+    def cast(y):
+        y = np.asarray(y).astype(targets.label_dtype)
+        return np.ravel(y) if targets.label_dtype == "int64" else y
+
+    return dataclasses.replace(s, y_train=cast(s.y_train), y_val=cast(s.y_val), y_test=cast(s.y_test)), outputs, labels
 
 
 def _chunks(x: np.ndarray, rows: int = 4096):

@@ -57,6 +57,8 @@ class StreamSource:
     input_shape: tuple[int, ...]
     num_classes: int | None  # None: the largest label + 1, from the scan
     notes: str = ""
+    target_names: list[str] | None = None  # names of the classes or targets, for predictions
+    feature_names: list[str] | None = None  # the input columns (CSV), for predictions from raw rows
 
     def streams(self):
         return (self.train, self.val, self.test)
@@ -119,9 +121,12 @@ def _csv_lines(files: list[str], header: bool) -> tuple[int, np.ndarray]:
     return total, np.delete(np.arange(total), skipped)
 
 
-def csv(*, path: str, val_path: str | None, test_path: str | None, label_column: str,
+def csv(*, path: str, val_path: str | None, test_path: str | None, label_column: str | list[str],
         feature_columns: list[str] | None, header: bool, delimiter: str, num_classes: int | None) -> StreamSource:
-    """CSV files: one example per line, `label_column` an integer label, features numbers (empty: NaN)."""
+    """CSV files: one example per line; features numbers (empty: NaN); `label_column` the target
+    column, or a list of them (several targets per example: multi-label or multi-output
+    regression)."""
+    targets = [label_column] if isinstance(label_column, str) else list(label_column)
     groups = {key: _files(value, key) for key, value in
               (("path", path), ("val_path", val_path), ("test_path", test_path)) if key == "path" or value is not None}
     columns = _csv_header(groups["path"][0], delimiter, header)
@@ -132,13 +137,14 @@ def csv(*, path: str, val_path: str | None, test_path: str | None, label_column:
                 raise DataError(f"The columns of {f} ({len(other)}: {other[:8]}...) differ from those of "
                                 f"{groups['path'][0]} ({len(columns)}: {columns[:8]}...). Fix: give every CSV "
                                 "file the same columns in the same order.")
-    if label_column not in columns:
-        raise DataError(f"data.label_column={label_column!r} is not a column of {groups['path'][0]}; its "
-                        f"columns are {columns[:20]}{'...' if len(columns) > 20 else ''}"
+    absent = [c for c in targets if c not in columns]
+    if absent:
+        raise DataError(f"data.label_column={label_column!r}: {absent} {'is' if len(absent) == 1 else 'are'} not a "
+                        f"column of {groups['path'][0]}; its columns are {columns[:20]}{'...' if len(columns) > 20 else ''}"
                         f"{'' if header else ' (header: false, so columns are named by position)'}. "
-                        "Fix: set data.label_column to the label's column.")
+                        "Fix: set data.label_column to the label's column (or a list of them).")
     features = list(feature_columns) if feature_columns is not None else \
-        [c for c in columns if c != label_column]
+        [c for c in columns if c not in targets]
     missing = [c for c in features if c not in columns]
     if missing:
         raise DataError(f"data.feature_columns names columns {missing} that {groups['path'][0]} lacks; its "
@@ -150,19 +156,21 @@ def csv(*, path: str, val_path: str | None, test_path: str | None, label_column:
         dup = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"{groups['path'][0]} repeats the column names {dup}. Fix: give columns unique names.")
     index = {c: i for i, c in enumerate(columns)}
-    wanted = sorted({index[c] for c in features} | {index[label_column]})
+    wanted = sorted({index[c] for c in features} | {index[c] for c in targets})
     pos = {i: k for k, i in enumerate(wanted)}
-    label_i = index[label_column]
-    defaults = [tf.constant([], tf.float64) if i == label_i else tf.constant([np.nan], tf.float32) for i in wanted]
+    label_is = {index[c] for c in targets}
+    # A target must be present (no default); an empty feature field reads as NaN (then refused by the scan).
+    defaults = [tf.constant([], tf.float64) if i in label_is else tf.constant([np.nan], tf.float32) for i in wanted]
     feature_pos = [pos[index[c]] for c in features]
+    target_pos = [pos[index[c]] for c in targets]
     label_name = label_column
+    several = not isinstance(label_column, str)
 
     def decode(lines):
         cols = tf.io.decode_csv(lines, record_defaults=defaults, field_delim=delimiter, select_cols=wanted)
         x = tf.stack([cols[k] for k in feature_pos], axis=1)
-        y = cols[pos[label_i]]
-        tf.debugging.assert_equal(y, tf.round(y), message=f"the label column {label_name!r} holds a non-integer value")
-        return x, tf.cast(y, tf.int64)
+        y = tf.stack([cols[k] for k in target_pos], axis=1) if several else cols[target_pos[0]]
+        return x, tf.cast(y, tf.float32)
 
     def make(files, total):
         def stream(split, mask, count):
@@ -177,7 +185,8 @@ def csv(*, path: str, val_path: str | None, test_path: str | None, label_column:
             codes[rows] = 0
             streams[split] = make(groups[key], total)(split, (codes, 0), len(rows))
     return StreamSource(streams["train"], streams["val"], streams["test"], (len(features),), num_classes,
-                        notes=f"{len(features)} feature columns, label {label_name!r}")
+                        notes=f"{len(features)} feature columns, label {label_name!r}",
+                        target_names=targets if several else None, feature_names=features)
 
 
 # ---------------------------------------------------------------- image_folder
@@ -233,7 +242,7 @@ def image_folder(*, path: str, val_path: str | None, test_path: str | None, imag
                                 f"{names}.") from None
             out[split] = stream(split, p, lab, folder)
     return StreamSource(out["train"], out["val"], out["test"], (size[0], size[1], channels), len(names),
-                        notes=f"{len(paths)} images in {len(names)} classes {names[:10]}")
+                        notes=f"{len(paths)} images in {len(names)} classes {names[:10]}", target_names=names)
 
 
 # ---------------------------------------------------------------- tfrecord

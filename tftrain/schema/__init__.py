@@ -117,7 +117,8 @@ def check_node(prefix: str, node, cls: type):
     known = {k: v for k, v in data.items() if k in types}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), known)
-        OmegaConf.to_object(merged)  # runs __post_init__: the range checks
+        # __post_init__ runs the range checks (and may normalize a value, e.g. a column 4 -> "4").
+        merged = OmegaConf.structured(OmegaConf.to_object(merged))
     except ConfigError as e:
         raise e.under(prefix) from None
     except MissingMandatoryValue as e:
@@ -165,8 +166,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     for key in ROOT_KEYS:
         if key in cfg:
             out[key] = cfg[key]
-    return OmegaConf.create(out)
+    result = OmegaConf.create(out)
+    problem.check_outputs(result)  # the objective and monitors against the problem's metrics
+    return result
 
 
 # Importing the schema modules registers them (each module: one group family).
-from tftrain.schema import callbacks, data, initializer, model, optimizer, schedule, task, trainer  # noqa: E402,F401
+from tftrain.schema import callbacks, data, initializer, model, optimizer, problem, schedule, task, trainer  # noqa: E402,F401,I001
+
+# ${tftrain_direction:${trainer.objective},${trainer.objective_mode},${problem.metrics}}: maximize | minimize
+OmegaConf.register_new_resolver("tftrain_direction", problem.direction, replace=True)

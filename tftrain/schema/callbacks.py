@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from tftrain.errors import require
 from tftrain.schema import schema
@@ -32,8 +32,8 @@ class CsvLoggerConf:
 @dataclass
 class EarlyStoppingConf:
     enabled: bool = False
-    monitor: str = "val_loss"
-    mode: str = "auto"  # auto | min | max (auto: max for accuracy-like metrics)
+    monitor: str = "val_loss"  # a metric logged at each epoch end (val_<metric>, <metric>, loss, val_loss)
+    mode: str = "auto"  # auto (from the metric: min for losses and errors, max for accuracy, auc, ...) | min | max
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smaller changes do not count as improvement
     restore_best_weights: bool = True  # end with the best epoch's weights (then tested, saved as model.keras)
@@ -47,7 +47,7 @@ class EarlyStoppingConf:
 @dataclass
 class BestCheckpointConf:
     enabled: bool = False  # also save <run>/best.keras whenever `monitor` improves
-    monitor: str = "val_accuracy"
+    monitor: Optional[str] = None  # null: trainer.objective (when it is a val_ metric), else val_loss
     mode: str = "auto"
 
     def __post_init__(self):

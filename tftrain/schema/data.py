@@ -13,7 +13,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -42,7 +42,8 @@ class AugmentConf:
 @dataclass(kw_only=True)
 class DataConf:
     _target_: str = MISSING
-    normalize: Optional[str] = None  # null | standardize (mean 0, std 1) | scale (min-max to [0, 1]): per channel, training-split statistics
+    normalize: Optional[str] = None  # null | standardize (mean 0, std 1) | scale (min-max to [0, 1]): per channel, training-split statistics; a layer of the saved model
+    normalize_target: bool = False  # regression: train on targets standardized by the training split's mean and std; the saved model's outputs are in the original units
 
     def __post_init__(self):
         require(self.normalize in NORMALIZE, "normalize", self.normalize,
@@ -127,6 +128,30 @@ def _check_classes(conf) -> None:
 @dataclass(kw_only=True)
 class DigitsConf(_Split, _Augment, DataConf):
     _target_: str = "tftrain.data.sources.digits"
+    image_size: Optional[List[int]] = None  # null: 8x8; or [height, width] to resize (bilinear) to, e.g. [28, 28] like MNIST
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.image_size is None or (len(self.image_size) == 2 and all(d > 0 for d in self.image_size)),
+                "image_size", self.image_size, "null or [height, width], two positive integers")
+
+
+@schema("data", "digits_multilabel")
+@dataclass(kw_only=True)
+class DigitsMultilabelConf(_Split, _Augment, DataConf):
+    _target_: str = "tftrain.data.sources.digits_multilabel"
+
+
+@schema("data", "breast_cancer")
+@dataclass(kw_only=True)
+class BreastCancerConf(_Split, DataConf):
+    _target_: str = "tftrain.data.sources.breast_cancer"
+
+
+@schema("data", "diabetes")
+@dataclass(kw_only=True)
+class DiabetesConf(_Split, DataConf):
+    _target_: str = "tftrain.data.sources.diabetes"
 
 
 @schema("data", "synthetic")
@@ -241,8 +266,8 @@ class _Files(_Split, _Stream, DataConf):
 class CsvConf(_Files):
     _target_: str = "tftrain.data.streams.csv"
     KIND: ClassVar[str] = "CSV file"
-    label_column: str = "label"  # integer class labels 0..num_classes-1
-    feature_columns: Optional[List[str]] = None  # null: every column but the label; or a list, e.g. [age, income]
+    label_column: Any = "label"  # the target column, or a list of them (several targets: multilabel, multi-output regression)
+    feature_columns: Optional[List[str]] = None  # null: every column but the label(s); or a list, e.g. [age, income]
     header: bool = True  # false: columns are named by position, "0", "1", ...
     delimiter: str = ","
     num_classes: Optional[int] = None  # null: the largest label + 1
@@ -252,8 +277,15 @@ class CsvConf(_Files):
         require(len(self.delimiter) == 1, "delimiter", self.delimiter, "one character, e.g. ',' or ';'")
         require(self.feature_columns is None or len(self.feature_columns) > 0, "feature_columns",
                 self.feature_columns, "null (every column but the label) or a non-empty list of column names")
-        require(self.feature_columns is None or self.label_column not in self.feature_columns, "feature_columns",
-                self.feature_columns, f"columns other than the label column {self.label_column!r}")
+        if isinstance(self.label_column, int) and not isinstance(self.label_column, bool):
+            self.label_column = str(self.label_column)  # a column named by position (header: false)
+        if isinstance(self.label_column, list):
+            self.label_column = [str(c) for c in self.label_column]
+        targets = [self.label_column] if isinstance(self.label_column, str) else self.label_column
+        require(isinstance(targets, list) and len(targets) > 0 and all(isinstance(c, str) for c in targets),
+                "label_column", self.label_column, "a column name or a non-empty list of column names")
+        require(self.feature_columns is None or not set(targets) & set(self.feature_columns), "feature_columns",
+                self.feature_columns, f"columns other than the label column(s) {self.label_column!r}")
         _check_classes(self)
 
 

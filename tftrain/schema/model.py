@@ -64,15 +64,19 @@ class MlpConf(_BuiltinConf):
 @dataclass(kw_only=True)
 class CnnConf(_BuiltinConf):
     _target_: str = "tftrain.models.cnn"
-    filters: List[int] = field(default_factory=lambda: [32, 64])  # one block (two convs, 2x2 max pooling) each
+    filters: List[int] = field(default_factory=lambda: [32, 64])  # one block (convs, then 2x2 max pooling) each
     kernel_size: int = 3
-    dense_units: int = 128  # the hidden dense layer before the outputs
+    convs_per_block: int = 1  # 'valid' convs before each pooling
+    global_pool: bool = False  # average the last feature map (true) or flatten it (false)
+    dense_units: int = 0  # a hidden dense layer before the outputs (0: none)
+    dropout: float = 0.5  # before the outputs
 
     def __post_init__(self):
         super().__post_init__()
         _positive_list(self, "filters")
         require(self.kernel_size > 0, "kernel_size", self.kernel_size, "an integer > 0")
-        require(self.dense_units > 0, "dense_units", self.dense_units, "an integer > 0")
+        require(self.convs_per_block > 0, "convs_per_block", self.convs_per_block, "an integer > 0")
+        require(self.dense_units >= 0, "dense_units", self.dense_units, "an integer >= 0 (0: no hidden dense layer)")
 
 
 @schema("model", "resnet")

@@ -180,7 +180,7 @@ class OnecycleConf(ScheduleConf):
 class PlateauConf(ScheduleConf):
     _target_: str = "tftrain.schedules.build.plateau"
     monitor: str = "val_loss"  # a metric logged at each epoch end, e.g. val_loss, val_accuracy, loss
-    mode: str = "min"  # min | max: whether lower or higher values of monitor are better
+    mode: str = "auto"  # auto (from the metric) | min | max: whether lower or higher values of monitor are better
     factor: float = 0.1  # new rate = rate * factor
     patience: int = 5  # epochs without improvement tolerated before a reduction
     threshold: float = 1e-4  # smallest change that counts as an improvement
@@ -191,7 +191,7 @@ class PlateauConf(ScheduleConf):
     def __post_init__(self):
         super().__post_init__()
         require(self.monitor != "", "monitor", self.monitor, "a logged metric, e.g. val_loss or val_accuracy")
-        _one_of("mode", self.mode, PLATEAU_MODES)
+        _one_of("mode", self.mode, ("auto", *PLATEAU_MODES))
         require(0 < self.factor < 1, "factor", self.factor, "a number in (0, 1)")
         require(self.patience >= 0, "patience", self.patience, "an integer number of epochs >= 0")
         require(math.isfinite(self.threshold) and self.threshold >= 0, "threshold", self.threshold, "a number >= 0")

@@ -7,6 +7,9 @@ metrics.json), whose `trainer.objective` the CLI returns to Hydra's sweepers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import MISSING
 
 from tftrain.errors import require
 from tftrain.schema import schema
@@ -43,3 +46,34 @@ class LrFindTaskConf:
         require(self.divergence_threshold > 1, "divergence_threshold", self.divergence_threshold,
                 "a number > 1 (times the best smoothed loss)")
         require(self.suggestion in SUGGESTIONS, "suggestion", self.suggestion, f"one of {list(SUGGESTIONS)}")
+
+
+@schema("task", "predict")
+@dataclass(kw_only=True)
+class PredictTaskConf:
+    """Predictions of a finished run's model for raw inputs (tftrain/predict.py)."""
+
+    _target_: str = "tftrain.predict.predict"
+    run: str = MISSING  # the run's directory (with config.yaml and model.keras)
+    input: str = MISSING  # a .npz (x), a .csv with the run's feature columns, or a folder of images
+    output: Optional[str] = None  # the CSV to write; null: predictions.csv in this task's run directory
+    batch_size: int = 256
+
+    def __post_init__(self):
+        require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
+
+
+@schema("task", "evaluate")
+@dataclass(kw_only=True)
+class EvaluateTaskConf:
+    """A finished run's model scored on a file or one of its data's splits (tftrain/predict.py)."""
+
+    _target_: str = "tftrain.predict.evaluate"
+    run: str = MISSING  # the run's directory (with config.yaml and model.keras)
+    input: Optional[str] = None  # a .npz (x, y), a .csv with the run's feature and label columns, or an image folder; null: task.split
+    split: str = "test"  # with input null: the run's own train | val | test split
+    batch_size: int = 256
+
+    def __post_init__(self):
+        require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
+        require(self.split in ("train", "val", "test"), "split", self.split, "train, val or test")

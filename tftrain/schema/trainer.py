@@ -30,8 +30,8 @@ class TrainerConf:
     nan_recovery: int = 0  # on a NaN/Inf loss: restore the last checkpoint, scale the rate down, retry N times
     nan_lr_factor: float = 0.5  # the learning-rate scale applied at each NaN recovery
     verbose: int = 1  # 0 silent, 1 progress bar and one line per epoch, 2 one line per epoch
-    objective: str = "val_accuracy"  # the metric the CLI returns to Hydra sweepers (e.g. Optuna)
-    objective_mode: str = "max"  # max | min
+    objective: Optional[str] = None  # the metric the CLI returns to Hydra sweepers (e.g. Optuna); null: val_ + the problem's first metric
+    objective_mode: Optional[str] = None  # max | min; null: from the metric (min for loss, mae, rmse, ...; max for accuracy, auc, r2, ...)
 
     def __post_init__(self):
         require(self.epochs > 0, "epochs", self.epochs, "an integer > 0")
@@ -48,4 +48,5 @@ class TrainerConf:
                 "an integer >= 0 (0: checkpoint at epoch ends only)")
         require(self.nan_recovery >= 0, "nan_recovery", self.nan_recovery, "an integer >= 0")
         require(0 < self.nan_lr_factor < 1, "nan_lr_factor", self.nan_lr_factor, "a number in (0, 1)")
-        require(self.objective_mode in ("min", "max"), "objective_mode", self.objective_mode, "min or max")
+        require(self.objective_mode in (None, "min", "max"), "objective_mode", self.objective_mode,
+                "null (from the metric), min or max")
