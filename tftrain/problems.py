@@ -122,9 +122,8 @@ class Problem:
         y, outputs = self.targets(y), self.predictions(tf.cast(outputs, tf.float32))
         self._shapes = []
         for name, metric in self.metrics.items():
-            if not metric.variables:
-                metric.update_state(y, outputs)
-                metric.reset_state()
+            metric.update_state(y, outputs)  # some (R2Score, AUC multi_label) create state on first use
+            metric.reset_state()
             not_additive = [v.path for v in metric.variables if getattr(v, "aggregation", "sum") != "sum"]
             if not_additive or any(np.any(np.asarray(v.numpy()) != 0) for v in metric.variables):
                 raise ArgumentError("metrics", name, "a metric whose state adds up over batches (a sum starting at "

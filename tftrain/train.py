@@ -32,12 +32,15 @@ def run_dir_of(cfg: DictConfig, output_dir: str | None) -> Path:
 
 
 def ensure_console_logging():
-    # Hydra configures logging on the CLI; from a notebook nothing would be shown without this.
+    """Hydra configures logging on the CLI; from a notebook or script nothing would be shown without
+    this. tftrain's lines then go to its own handler only: importing TensorFlow installs absl's
+    handler on the root logger, which would print every line a second time."""
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("[%(asctime)s][tftrain] %(message)s", "%H:%M:%S"))
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def setup(cfg: DictConfig):
