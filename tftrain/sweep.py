@@ -144,10 +144,18 @@ def sort_rows(rows: list[dict], objective: str, mode: str) -> list[dict]:
 
 
 def _objective_from_runs(run_dirs: list[Path]) -> tuple[str | None, str | None]:
+    """The runs' trainer.objective and objective_mode: from the config a run validated (its
+    config.yaml, nulls resolved from the problem), else from Hydra's composed one."""
+    from tftrain.schema.problem import default_objective
+
     for run in run_dirs:
-        cfg = _load_yaml(run / ".hydra" / "config.yaml")
-        if cfg is not None and OmegaConf.select(cfg, "trainer.objective", default=None):
-            return cfg.trainer.objective, OmegaConf.select(cfg, "trainer.objective_mode", default="max")
+        for path in (run / "config.yaml", run / ".hydra" / "config.yaml"):
+            cfg = _load_yaml(path)
+            if cfg is None or OmegaConf.select(cfg, "trainer", default=None) is None:
+                continue
+            objective = OmegaConf.select(cfg, "trainer.objective", default=None) or \
+                default_objective(OmegaConf.select(cfg, "problem.metrics", default=None))
+            return objective, OmegaConf.select(cfg, "trainer.objective_mode", default=None)
     return None, None
 
 
