@@ -56,9 +56,13 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
     """
     from tftrain.sweep import record_failure
 
+    from tftrain.controller import Preempted
+
     t0 = time.perf_counter()
     try:
         return _objective(cfg, run_task(cfg, output_dir))
+    except Preempted:
+        raise  # the whole sweep was told to stop: rerunning it resumes this job
     except Exception as e:  # any failure of one job, recorded with its traceback
         record_failure(output_dir, e, time.perf_counter() - t0)
         if isinstance(e, TftrainError) and not show_tracebacks():
@@ -86,8 +90,16 @@ def main(cfg: DictConfig) -> float | None:
         if show_tracebacks():
             raise
         print(error_text(e), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exit_status(e))
     return _objective(cfg, metrics)
+
+
+def exit_status(e: TftrainError) -> int:
+    """2 for errors; 128 + the signal's number for a run stopped by a signal (130 for SIGINT, 143
+    for SIGTERM), as a shell reports a process the signal ended, so schedulers see a preemption."""
+    from tftrain.controller import Preempted
+
+    return 128 + e.signum if isinstance(e, Preempted) else 2
 
 
 def fast_help(overrides: list[str]) -> str:
@@ -144,16 +156,22 @@ def cli() -> None:
         if show_tracebacks():
             raise
         print(error_text(e), file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:  # noqa: BLE001 - Hydra's composition and override errors
+        sys.exit(exit_status(e))
+    except Exception as e:  # noqa: BLE001 - Hydra's own errors, and its run directory failing
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        if show_tracebacks() or not isinstance(e, (HydraException, OmegaConfBaseException)):
+        if show_tracebacks():
             raise
-        from tftrain.schema.explain import explain
+        if isinstance(e, (HydraException, OmegaConfBaseException)):  # composition and override errors
+            from tftrain.schema.explain import explain
 
-        print(error_text(explain(e, _overrides(args))), file=sys.stderr)
+            print(error_text(explain(e, _overrides(args))), file=sys.stderr)
+        elif isinstance(e, OSError):  # Hydra creating the run directory: read-only, under a file, disk full
+            print(f"tftrain: error: Cannot write {e.filename or 'the run directory'}: {e.strerror or e}. Fix: choose a "
+                  "writable run directory with free space (hydra.run.dir=... or hydra.sweep.dir=...).", file=sys.stderr)
+        else:
+            raise
         sys.exit(2)
 
 

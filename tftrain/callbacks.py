@@ -3,11 +3,13 @@
 The loop (tftrain.controller) calls `on_train_begin`, `on_epoch_begin`, `on_epoch_end(epoch, logs)`,
 once per compiled call `on_train_batch_begin/end` (with the running loss), and `on_train_end`,
 with Keras-style logs (loss and every metric, their val_ versions, learning_rate), so Keras' own
-EarlyStopping, ModelCheckpoint and CSVLogger work unchanged, and so do the user's own callbacks
-(`callbacks.extra`). The loop itself writes the scalars under
-`<run>/tensorboard/{train,validation}`; this module adds, per run:
+callbacks work unchanged, and so do the user's own (`callbacks.extra`). The loop itself writes
+the scalars under `<run>/tensorboard/{train,validation}` and history.csv (after each checkpoint);
+this module adds, per run:
 
-- `history.csv`: one row per epoch (keras.callbacks.CSVLogger; appended to on resume);
+- early stopping and best.keras: Keras' EarlyStopping and ModelCheckpoint, with their state
+  (best weights included) checkpointed with the run (`get_state`/`set_state`, `checkpoint_variables`:
+  the protocol a user's own callback can follow too);
 - weight histograms in `tensorboard/train` (`callbacks.tensorboard.histograms`, off by default);
 - an HParams session in `tensorboard/`: the run's flattened config when training starts
   (`HParamsCallback`), its final metrics (test ones included) at the end (`write_hparams`), so
@@ -44,23 +46,68 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Call
     callbacks: list[keras.callbacks.Callback] = []
     es = cb_cfg.early_stopping
     if es.enabled:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        callbacks.append(EarlyStopping(
             monitor=es.monitor, mode=es.mode, patience=es.patience,
             min_delta=es.min_delta, restore_best_weights=es.restore_best_weights, verbose=1))
     best = cb_cfg.best_checkpoint
     if best.enabled:
-        callbacks.append(keras.callbacks.ModelCheckpoint(
+        callbacks.append(BestCheckpoint(
             str(run_dir / "best.keras"), monitor=best.monitor, mode=best.mode,
             save_best_only=True, verbose=0))
-    if cb_cfg.csv_logger.enabled:
-        # append: a resumed run continues the file (the header is written only into an empty one).
-        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True))
+    # history.csv (callbacks.csv_logger) is written by the loop from the checkpointed history.
     tb = cb_cfg.tensorboard
     if tb.enabled and tb.histograms:
         callbacks.append(WeightHistograms(run_dir / "tensorboard" / "train", freq=tb.histogram_freq))
     if tb.enabled and tb.hparams:
         callbacks.append(HParamsCallback(run_dir / "tensorboard", hparams_of(cfg)))
     return callbacks + build_extra_callbacks(cfg)
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping whose whole state is checkpointed with the run: its counters
+    (`get_state`/`set_state`) and, with restore_best_weights, the best epoch's weights (variables
+    the checkpoint holds, `checkpoint_variables`). A run killed after its best epoch and resumed
+    ends with the same weights as an uninterrupted one."""
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.checkpoint_variables = []
+        if self.restore_best_weights:
+            import tensorflow as tf
+
+            self.checkpoint_variables = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False) for w in model.weights]
+        self._kept = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best_weights is not None and self.best_weights is not self._kept:  # a new best: keep it checkpointed
+            for variable, value in zip(self.checkpoint_variables, self.best_weights):
+                variable.assign(value)
+            self._kept = self.best_weights
+
+    def get_state(self) -> dict:
+        return {"wait": self.wait, "best": None if self.best is None else float(self.best),
+                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch,
+                "has_best_weights": self.best_weights is not None}
+
+    def set_state(self, state: dict) -> None:
+        self.wait, self.best = int(state["wait"]), state["best"]
+        self.best_epoch, self.stopped_epoch = int(state["best_epoch"]), int(state["stopped_epoch"])
+        if state.get("has_best_weights") and self.checkpoint_variables:
+            self.best_weights = [v.numpy() for v in self.checkpoint_variables]
+            self._kept = self.best_weights
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' ModelCheckpoint (save_best_only) whose best value is checkpointed with the run, so a
+    resumed run does not overwrite best.keras with a worse model."""
+
+    def get_state(self) -> dict:
+        return {"best": float(self.best) if self.best is not None else None}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("best") is not None:
+            self.best = state["best"]
 
 
 class WeightHistograms(keras.callbacks.Callback):

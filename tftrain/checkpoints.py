@@ -1,10 +1,19 @@
-"""Checkpoints a killed run resumes from: TensorFlow variables plus the loop's host-side state.
+"""Checkpoints a killed, preempted or damaged run resumes from: TensorFlow variables plus the
+loop's host-side state.
 
-A checkpoint is `ckpt-<step>` (model, optimizer and its step counter, schedule state, the running
-sums of the epoch in progress), written by `tf.train.CheckpointManager`, plus `state-<step>.json`
-(per-epoch history, callback state). The JSON is written first, by atomic rename; the manager's
-`checkpoint` index file is rewritten atomically last, so it is the commit point: a kill at any
-moment leaves the previous checkpoint as the latest, loadable one.
+A checkpoint is `ckpt-<step>` (model, optimizer and its step counter, schedule state, the summed
+metrics of the epoch in progress, random-number state, callbacks' variables), written with
+`tf.train.Checkpoint.write`, plus `state-<step>.json` (per-epoch history, callback state, the
+rate multiplier). The JSON is written first, by atomic rename; TensorFlow writes the `.index`
+file last, so a checkpoint is complete when its index exists and it loads.
+
+Restoring does not trust any bookkeeping file: it scans the directory and tries the checkpoints
+newest first. One that does not load (an index or data file missing or truncated, a corrupt
+state JSON) is moved to `checkpoints/damaged/` with a warning naming it, and the next older one
+is tried; when checkpoints exist but none loads, it fails with the options (never silently from
+step 0). Rotation keeps the `keep` newest checkpoints by step, so good checkpoints are never
+rotated away in favour of damaged ones. A failed write (disk full, read-only directory) removes
+its partial files and fails with a clear error; earlier checkpoints stay intact.
 
 Under MultiWorkerMirroredStrategy every worker must take part in saving (variables may be read
 collectively), but only the chief's copy is kept: the others save into a temporary directory, and
@@ -14,13 +23,24 @@ all workers restore from the chief's.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import tensorflow as tf
+
+from tftrain.errors import TftrainError
+
+log = logging.getLogger("tftrain")
+
+
+
+class CheckpointError(TftrainError):
+    """Checkpoints cannot be written or none can be restored."""
 
 
 def _write_json_atomic(path: Path, data) -> None:
@@ -29,39 +49,144 @@ def _write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _step_of(checkpoint_path: str) -> int:
-    return int(re.search(r"-(\d+)$", checkpoint_path).group(1))
+def _step_of(name: str) -> int | None:
+    m = re.match(r"(?:ckpt|state)-(\d+)(?:\.|$)", name)
+    return int(m.group(1)) if m else None
+
+
+def steps_in(directory: Path) -> list[int]:
+    """Steps of the checkpoints in `directory` (complete or not), newest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = {_step_of(p.name) for p in directory.iterdir() if p.is_file()}
+    return sorted((s for s in found if s is not None), reverse=True)
 
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int, is_chief: bool = True, **trackables):
         self.directory = Path(directory)
-        self.is_chief = is_chief
+        self.keep, self.is_chief = keep, is_chief
         self._write_dir = self.directory if is_chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-ckpt-"))
         self.checkpoint = tf.train.Checkpoint(**trackables)
-        self._manager = tf.train.CheckpointManager(self.checkpoint, str(self._write_dir), max_to_keep=keep)
+        self.restored: str | None = None  # the checkpoint this run resumed from
+
+    # ------------------------------------------------------------------ what is on disk
+
+    def steps(self, directory: Path | None = None) -> list[int]:
+        """Steps of the checkpoints on disk (complete or not), newest first."""
+        return steps_in(directory or self.directory)
+
+    def complete(self, step: int, directory: Path | None = None) -> bool:
+        directory = directory or self.directory
+        return ((directory / f"ckpt-{step}.index").is_file() and (directory / f"state-{step}.json").is_file()
+                and any(directory.glob(f"ckpt-{step}.data-*")))
 
     @property
     def latest(self) -> str | None:
-        return tf.train.latest_checkpoint(str(self.directory))
+        """The newest complete checkpoint (its path prefix), or None."""
+        step = next((s for s in self.steps(self._write_dir) if self.complete(s, self._write_dir)), None)
+        return None if step is None else str(self._write_dir / f"ckpt-{step}")
+
+    # ------------------------------------------------------------------ saving
 
     def save(self, step: int, state: dict) -> None:
-        self._write_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self._write_dir / f"state-{step}.json", state)
-        self._manager.save(checkpoint_number=step)
-        kept = {_step_of(p) for p in self._manager.checkpoints}
-        for f in self._write_dir.glob("state-*.json"):
-            if int(f.stem.split("-")[1]) not in kept:
-                f.unlink(missing_ok=True)
+        d = self._write_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(d / f"state-{step}.json", state)
+            self.checkpoint.write(str(d / f"ckpt-{step}"))
+            # The bookkeeping file of tf.train.latest_checkpoint, for users' own tools (tftrain scans).
+            tf.compat.v1.train.update_checkpoint_state(str(d), f"ckpt-{step}")
+        except (OSError, tf.errors.OpError) as e:
+            self._remove(step, d)
+            reason = getattr(e, "message", None) or str(e)
+            last = self.latest or "none"
+            raise CheckpointError(
+                f"Could not write checkpoint ckpt-{step} in {d}: {reason.strip().splitlines()[0][:300]} (disk full, or "
+                f"the directory not writable?). Its partial files were removed; the last good checkpoint is {last}. "
+                "Fix: free disk space or make the run directory writable, then rerun the same command: it resumes "
+                "from the last good checkpoint.") from None
+        for old in self.steps(d)[self.keep:]:
+            self._remove(old, d)
 
-    def restore(self) -> dict | None:
-        """Restore the latest checkpoint into the tracked objects; returns its host state, or None."""
-        latest = self.latest
-        if latest is None:
+    @staticmethod
+    def _remove(step: int, directory: Path) -> None:
+        for f in list(directory.glob(f"ckpt-{step}.*")) + list(directory.glob(f"state-{step}.json*")):
+            f.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ restoring
+
+    def restore(self, mode: str = "auto") -> dict | None:
+        """Restore the newest checkpoint that loads into the tracked objects; return its host state,
+        or None when there is nothing to resume (or `mode` is "never", which moves the old
+        checkpoints aside first). Raises CheckpointError when checkpoints exist but none loads,
+        or when `mode` is "must" and there are none."""
+        steps = self.steps()
+        if mode == "never":
+            if steps and self.is_chief:
+                aside = self.directory.with_name(f"{self.directory.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+                self.directory.rename(aside)
+                log.warning("trainer.resume=never: moved the %d earlier checkpoint(s) aside to %s; starting from step 0.",
+                            len(steps), aside)
             return None
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        state_file = self.directory / f"state-{_step_of(latest)}.json"
-        return json.loads(state_file.read_text()) if state_file.exists() else {}
+        if not steps:
+            if mode == "must":
+                raise CheckpointError(f"trainer.resume=must but there is no checkpoint to resume in {self.directory}. "
+                                      "Fix: point hydra.run.dir (or output_dir) at the run to resume, or use "
+                                      "trainer.resume=auto to start a new run.")
+            return None
+        skipped: list[tuple[str, str]] = []
+        for step in steps:
+            prefix = self.directory / f"ckpt-{step}"
+            reason = self._try(step)
+            if reason is None:
+                state = json.loads((self.directory / f"state-{step}.json").read_text())
+                self.restored = str(prefix)
+                if skipped:
+                    self._set_aside(skipped)
+                return state
+            skipped.append((f"ckpt-{step}", reason))
+        listing = "; ".join(f"{name}: {why}" for name, why in skipped)
+        raise CheckpointError(
+            f"None of the {len(skipped)} checkpoint(s) in {self.directory} can be restored ({listing}). Fix: restore "
+            "the directory from a backup; or start this run again from step 0 with trainer.resume=never (the "
+            "checkpoints are moved aside, not deleted); or train in a new run directory (hydra.run.dir=...).")
+
+    def _try(self, step: int) -> str | None:
+        """None when checkpoint `step` loaded into the tracked objects, else why not."""
+        if not (self.directory / f"ckpt-{step}.index").is_file():
+            return "its .index file is missing (an interrupted or damaged write)"
+        if not any(self.directory.glob(f"ckpt-{step}.data-*")):
+            return "its data file is missing"
+        try:
+            state = json.loads((self.directory / f"state-{step}.json").read_text())
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            return f"state-{step}.json is missing"
+        except (OSError, ValueError) as e:
+            return f"state-{step}.json is unreadable ({str(e).splitlines()[0][:120]})"
+        try:
+            self.checkpoint.read(str(self.directory / f"ckpt-{step}")).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, IndexError, AssertionError, OSError) as e:
+            message = getattr(e, "message", None) or str(e) or type(e).__name__
+            return f"it does not load ({message.strip().splitlines()[0][:200]})"
+        return None
+
+    def _set_aside(self, skipped: list[tuple[str, str]]) -> None:
+        """Move newer checkpoints that did not load to checkpoints/damaged/, with a warning."""
+        for name, reason in skipped:
+            log.warning("Checkpoint %s was skipped: %s.", name, reason)
+        if not self.is_chief:
+            return
+        damaged = self.directory / "damaged"
+        damaged.mkdir(exist_ok=True)
+        for name, _ in skipped:
+            step = _step_of(name)
+            for f in list(self.directory.glob(f"ckpt-{step}.*")) + list(self.directory.glob(f"state-{step}.json*")):
+                f.rename(damaged / f.name)
+        log.warning("Fell back to %s; the skipped checkpoint(s) are in %s.", self.restored, damaged)
 
     def close(self) -> None:
         if not self.is_chief:

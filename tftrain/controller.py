@@ -1,15 +1,27 @@
 """The outer loop (orbit's Controller): epochs of `Trainer` steps, validation, per-epoch
-summaries and callbacks, checkpoints, resume, and recovery from a diverged loss.
+summaries and callbacks, checkpoints, resume, preemption, and recovery from a diverged loss.
 
 A run resumed from a checkpoint continues exactly: every epoch's data order is a function of
 (seed, epoch), the data pipeline skips the batches already trained on, and the checkpoint holds
-the summed metric state of the epoch in progress (see tftrain/checkpoints.py).
+the summed metrics of the epoch in progress, the random-number state and the callbacks' state
+(see tftrain/checkpoints.py). The per-epoch outputs (history.csv) are written from the
+checkpointed history after each checkpoint: a kill between the two cannot repeat a row.
+
+Preemption: on SIGTERM (what SLURM, Kubernetes and cloud schedulers send first) or SIGINT the
+loop finishes the compiled call in progress, writes a checkpoint at that step, flushes its
+outputs and raises `Preempted`; a second signal ends the process at once. Under multi-worker
+training the request is reduced inside the step (tftrain.trainer), so every worker stops at the
+same step.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +30,21 @@ import keras
 import tensorflow as tf
 
 from tftrain.checkpoints import Checkpointer
-from tftrain.errors import DivergenceError
+from tftrain.errors import DivergenceError, TftrainError
 from tftrain.progress import Progress
 from tftrain.trainer import Trainer
 
 log = logging.getLogger("tftrain")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Preempted(TftrainError):
+    """The run stopped on a signal after checkpointing; `signum` is the signal's number."""
+
+    def __init__(self, message: str, signum: int):
+        self.signum = signum
+        super().__init__(message)
 
 
 @dataclass
@@ -35,6 +57,8 @@ class LoopOptions:
     nan_lr_factor: float = 0.5
     verbose: int = 1
     tensorboard: bool = True
+    history_csv: bool = True  # <write_dir>/history.csv
+    resume: str = "auto"  # auto | never | must (tftrain.checkpoints)
 
 
 @dataclass
@@ -53,16 +77,18 @@ class Controller:
     `schedule`: the optimizer's tftrain.schedules.Scaled schedule; its `scale` is the rate
     multiplier a divergence recovery lowers, its variables are checkpointed, and it sees every
     epoch's logs (plateau). Outputs go to `write_dir` (a scratch directory on non-chief workers);
-    checkpoints are read from `run_dir/checkpoints`.
+    checkpoints are read from `run_dir/checkpoints`. Callbacks that define `get_state()` /
+    `set_state(state)` (and `checkpoint_variables`, a list of tf.Variables) are checkpointed.
     """
 
     def __init__(self, trainer: Trainer, data, options: LoopOptions, *, run_dir: Path, schedule,
                  write_dir: Path | None = None, is_chief: bool = True, callbacks=()):
         self.trainer, self.data, self.options = trainer, data, options
         self.schedule, self.lr_scale = schedule, schedule.scale
+        self.write_dir = Path(write_dir or run_dir)
         model = trainer.model
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-        tb = Path(write_dir or run_dir) / "tensorboard"
+        tb = self.write_dir / "tensorboard"
         # A deep queue: per-step scalars reach the disk in large writes (flushed at each epoch end).
         writer = ((lambda path: tf.summary.create_file_writer(path, max_queue=1000)) if options.tensorboard
                   else (lambda _: tf.summary.create_noop_writer()))
@@ -74,10 +100,14 @@ class Controller:
         # tf.train.Checkpoint(model=...) skips the states of Keras' SeedGenerators (dropout, noise),
         # so a resumed run would redraw the dropout masks it already used: track them explicitly.
         rng_state = {f"s{i}": v.value for i, v in enumerate(v for v in model.variables if "seed_generator" in v.path)}
+        callback_vars = {f"c{i}": tf.train.Checkpoint(**{f"v{j}": v for j, v in enumerate(cb.checkpoint_variables)})
+                         for i, cb in enumerate(self.callbacks.callbacks) if getattr(cb, "checkpoint_variables", None)}
         self.checkpointer = Checkpointer(Path(run_dir) / "checkpoints", options.keep_checkpoints, is_chief,
                                          model=model, optimizer=trainer.optimizer, epoch_sums=self.epoch_sums,
                                          schedule=tf.train.Checkpoint(**schedule_state),
-                                         rng=tf.train.Checkpoint(**rng_state))
+                                         rng=tf.train.Checkpoint(**rng_state),
+                                         callbacks=tf.train.Checkpoint(**callback_vars))
+        self._signal: int | None = None
 
     @property
     def step(self) -> int:
@@ -87,25 +117,29 @@ class Controller:
 
     def fit(self) -> History:
         history = History()
-        self.callbacks.on_train_begin()  # before restoring: EarlyStopping resets its state here
-        state = self.checkpointer.restore()
+        self.callbacks.on_train_begin()  # before restoring: Keras' EarlyStopping resets its state here
+        state = self.checkpointer.restore(self.options.resume)
         if state is not None:
             self._restore_host_state(state, history)
-            log.info("Resumed from %s: epoch %d, step %d", self.checkpointer.latest,
-                     self.step // self.data.steps_per_epoch + 1, self.step)
+            log.info("Resumed from %s at step %d (epoch %d)", self.checkpointer.restored, self.step,
+                     self.step // self.data.steps_per_epoch + 1)
         elif self.options.nan_recovery:
             self._save(history)  # the initial weights: a divergence in the first steps can recover too
         retries = self.options.nan_recovery
-        while True:
-            try:
-                self._fit_epochs(history)
-                break
-            except DivergenceError as e:
-                if retries == 0 or self.checkpointer.latest is None:
-                    raise
-                retries -= 1
-                history.nan_recoveries += 1
-                self._recover(e, history)
+        previous = self._catch_signals()
+        try:
+            while True:
+                try:
+                    self._fit_epochs(history)
+                    break
+                except DivergenceError as e:
+                    if retries == 0 or self.checkpointer.latest is None:
+                        raise
+                    retries -= 1
+                    history.nan_recoveries += 1
+                    self._recover(e, history)
+        finally:
+            self._restore_signals(previous)
         self.callbacks.on_train_end()
         history.steps = self.step
         self.checkpointer.close()
@@ -116,7 +150,9 @@ class Controller:
         while not history.stopped_early and self.step < epochs * spe:
             epoch, done = divmod(self.step, spe)
             self.callbacks.on_epoch_begin(epoch)
-            logs = self._run_epoch(epoch, done, history)
+            logs, stop = self._run_epoch(epoch, done, history)
+            if logs is None:  # stopped mid-epoch: checkpointed at this step
+                self._preempted(stop)
             history.epochs.append(logs)
             callback_logs = {k: v for k, v in logs.items() if k != "seconds"}
             self.schedule.on_epoch_end(epoch, callback_logs)
@@ -126,12 +162,17 @@ class Controller:
                 log.info("Early stopping after epoch %d", epoch + 1)
             self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
             self._save(history)
+            if stop:  # the signal came during the epoch's last steps: the epoch was completed and saved
+                self._preempted(stop)
 
-    def _run_epoch(self, epoch: int, done: int, history: History) -> dict:
+    def _run_epoch(self, epoch: int, done: int, history: History) -> tuple[dict | None, int]:
+        """The epoch's remaining steps, then validation: (logs, stop signal or 0). A stop request
+        mid-epoch checkpoints at the current step and returns (None, signal)."""
         spe, problem, every = self.data.steps_per_epoch, self.trainer.problem, self.options.checkpoint_every_steps
         progress = Progress(self.options.verbose, self.options.epochs, spe)
         iterator = iter(self.data.train(epoch, done))
         totals = self.epoch_sums.numpy() if done else problem.zeros()
+        stop = 0
         t0 = time.perf_counter()
         with self.train_writer.as_default():
             while done < spe:
@@ -139,19 +180,24 @@ class Controller:
                 if every:
                     n = min(n, every - self.step % every)  # land exactly on checkpoint steps
                 self.callbacks.on_train_batch_begin(done)
-                sums, last_loss, first_bad = self.trainer.train(iterator, n)
+                sums, last_loss, first_bad, stop = self.trainer.train(iterator, n)
                 if not math.isfinite(float(last_loss.numpy())) or int(first_bad.numpy()) >= 0:
                     self._diverged(float(last_loss.numpy()), int(first_bad.numpy()))
                 totals += sums.numpy()
                 done += n
                 history.steps_run += n
+                stop = int(stop.numpy())
                 # Batch hooks run once per compiled call and get the running loss only (the metrics'
                 # results cost a host computation each; the progress line asks for them when it draws).
                 self.callbacks.on_train_batch_end(done - 1, {"loss": float(totals[0] / totals[1])})
                 progress.update(epoch, done, lambda: problem.results(totals))
-                if every and self.step % every == 0 and done < spe:
+                if done < spe and (stop or (every and self.step % every == 0)):
                     self.epoch_sums.assign(totals)
                     self._save(history)
+                    if stop:
+                        progress.clear()
+                        history.train_seconds += time.perf_counter() - t0
+                        return None, stop
         seconds = time.perf_counter() - t0
         history.train_seconds += seconds
         logs = problem.results(totals)
@@ -159,7 +205,45 @@ class Controller:
         logs["learning_rate"] = float(self.trainer.learning_rate().numpy())
         progress.end_epoch(epoch, seconds, logs)
         self._write_epoch_summaries(epoch, logs)
-        return {**logs, "seconds": seconds}
+        return {**logs, "seconds": seconds}, stop
+
+    # ------------------------------------------------------------------ preemption
+
+    def _catch_signals(self) -> dict:
+        """Install the SIGTERM/SIGINT handlers (in the main thread only; elsewhere signals keep
+        their handlers). Returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            if self._signal is not None:  # a second signal: stop now
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self._signal = signum
+            self.trainer.stop_flag.assign(1)
+            log.warning("Received %s: stopping at the end of the current step, after a checkpoint (send it again to "
+                        "stop at once).", signal.Signals(signum).name)
+
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict) -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    def _preempted(self, stop: int):
+        """Raise Preempted: this process got a signal, or (stop > 0 all the same) another worker did."""
+        self.train_writer.flush()
+        self.val_writer.flush()
+        signum = self._signal or signal.SIGTERM
+        name = signal.Signals(signum).name if self._signal else "a stop request from another worker"
+        raise Preempted(f"Stopped on {name} at step {self.step} (epoch {self.step // self.data.steps_per_epoch + 1}) "
+                        f"after writing checkpoint {self.checkpointer.latest}. Fix: rerun the same command with the "
+                        "same run directory to resume from it (no step is lost or repeated).", signum)
 
     # ------------------------------------------------------------------ checkpoints and recovery
 
@@ -168,14 +252,16 @@ class Controller:
         history.stopped_early = state.get("stopped_early", False)
         if "lr_scale" in state:  # lowered by an earlier divergence recovery
             self.lr_scale.assign(state["lr_scale"])
-        _restore_callback_state(self.callbacks, state.get("callbacks", []))
+        for cb, cb_state in zip(self.callbacks.callbacks, state.get("callbacks", [])):
+            if cb_state is not None and hasattr(cb, "set_state"):
+                cb.set_state(cb_state)
 
     def _recover(self, error: DivergenceError, history: History):
         scale = float(self.lr_scale.numpy()) * self.options.nan_lr_factor
         self._restore_host_state(self.checkpointer.restore(), history)
         self.lr_scale.assign(scale)
         log.warning("%s Recovering (trainer.nan_recovery): restored %s at step %d and scaled the learning "
-                    "rate by %g (now x%g).", error, self.checkpointer.latest, self.step, self.options.nan_lr_factor,
+                    "rate by %g (now x%g).", error, self.checkpointer.restored, self.step, self.options.nan_lr_factor,
                     scale)
 
     def _save(self, history: History):
@@ -185,9 +271,12 @@ class Controller:
         self.checkpointer.save(self.step, {
             "history": history.epochs,
             "stopped_early": history.stopped_early,
-            "callbacks": _callback_state(self.callbacks),
+            "callbacks": [cb.get_state() if hasattr(cb, "get_state") else None for cb in self.callbacks.callbacks],
             "lr_scale": float(self.lr_scale.numpy()),
+            "replicas": self.trainer.strategy.num_replicas_in_sync,
         })
+        if self.options.history_csv and self.checkpointer.is_chief:
+            write_history_csv(self.write_dir / "history.csv", history.epochs)
 
     def _diverged(self, loss: float, step: int):
         lr = float(self.trainer.learning_rate().numpy())
@@ -215,16 +304,15 @@ class Controller:
         self.val_writer.flush()
 
 
-# Attributes of Keras callbacks (EarlyStopping, ModelCheckpoint) that decide what they do next.
-_CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch")
-
-
-def _callback_state(callbacks) -> list[dict]:
-    return [{k: float(getattr(cb, k)) for k in _CALLBACK_STATE if isinstance(getattr(cb, k, None), (int, float))}
-            for cb in callbacks.callbacks]
-
-
-def _restore_callback_state(callbacks, states: list[dict]) -> None:
-    for cb, state in zip(callbacks.callbacks, states):
-        for k, v in state.items():
-            setattr(cb, k, type(getattr(cb, k))(v) if isinstance(getattr(cb, k, None), int) else v)
+def write_history_csv(path: Path, epochs: list[dict]) -> None:
+    """history.csv from the checkpointed history (rewritten whole, atomically): one row per epoch,
+    `epoch` then every logged value. Written after each checkpoint rather than by Keras' CSVLogger
+    at the epoch's end, so a kill in between cannot repeat or lose a row on resume."""
+    columns = ["epoch", *[k for k in (epochs[0] if epochs else {}) if k != "seconds"]]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i, logs in enumerate(epochs):
+            writer.writerow([i, *(logs.get(k) for k in columns[1:])])
+    os.replace(tmp, path)

@@ -6,6 +6,7 @@ TensorFlow is imported only after validation, so a bad config fails in well unde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -23,11 +24,21 @@ log = logging.getLogger("tftrain")
 
 
 def run_dir_of(cfg: DictConfig, output_dir: str | None) -> Path:
+    """The run directory (created, and checked writable)."""
+    from tftrain.errors import TftrainError
+
     path = output_dir or cfg.get("output_dir")
     if path is None:
         path = Path("outputs") / "api" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".tftrain-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TftrainError(f"The run directory {path} cannot be written: {e.strerror or e} ({e.filename or path}). Fix: "
+                           "choose a writable directory (hydra.run.dir=... or output_dir=...) with free space.") from None
     return path
 
 
@@ -64,30 +75,44 @@ def setup(cfg: DictConfig):
 
 def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Train the configured model; write outputs to `output_dir`; return the metrics.json dict.
+    Rerun with the same directory to resume (see trainer.resume).
 
     >>> import tftrain
     >>> metrics = tftrain.train(tftrain.compose(["trainer.epochs=2"]))  # doctest: +SKIP
     """
+    from tftrain.build import preflight
+    from tftrain.checkpoints import steps_in
+    from tftrain.resume import RunLock, plan_resume, save_config
+
     t_start = time.perf_counter()
     cfg = validate(cfg)
     run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
+    preflight(cfg)
+    strategy, chief = setup(cfg)
+    # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
+    write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
+    with RunLock(run_dir) if chief else contextlib.nullcontext():
+        has_checkpoints = cfg.trainer.resume != "never" and bool(steps_in(run_dir / "checkpoints"))
+        plan = plan_resume(run_dir, cfg, has_checkpoints)
+        if chief:
+            save_config(cfg, write_dir, plan)
+        metrics = _train(cfg, run_dir, write_dir, strategy, chief, plan, t_start)
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    return metrics
 
+
+def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_start: float) -> dict:
     import numpy as np
 
-    from tftrain.build import (build_data, build_model, build_optimizer, build_problem, build_schedule, preflight,
-                               prepare_problem)
+    from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule, prepare_problem
     from tftrain.callbacks import build_callbacks, write_hparams
     from tftrain.controller import Controller, LoopOptions
     from tftrain.schedules import Scaled
     from tftrain.trainer import Trainer
 
     t = cfg.trainer
-    preflight(cfg)
-    strategy, chief = setup(cfg)
-    # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
-    write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
-    OmegaConf.save(cfg, write_dir / "config.yaml", resolve=True)
     problem = build_problem(cfg)
     data = build_data(cfg, strategy, problem)
     write_preprocessing(data, write_dir)
@@ -95,10 +120,10 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     log.info("Run directory: %s", run_dir.resolve())
     log.info("%d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch", replicas,
              type(strategy).__name__.lstrip("_"), t.batch_size, t.batch_size // replicas, data.steps_per_epoch)
-
     with strategy.scope():
         # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
         schedule = Scaled(build_schedule(cfg, data.steps_per_epoch), float(replicas) if t.scale_lr else 1.0)
+        _check_resume(cfg, plan, run_dir, data.steps_per_epoch, schedule)
         model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
         optimizer = build_optimizer(cfg, schedule)
         prepare_problem(problem, model, data)
@@ -110,7 +135,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     options = LoopOptions(epochs=t.epochs, steps_per_execution=t.steps_per_execution,
                           checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints,
                           nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose,
-                          tensorboard=cfg.callbacks.tensorboard.enabled)
+                          tensorboard=cfg.callbacks.tensorboard.enabled, history_csv=cfg.callbacks.csv_logger.enabled,
+                          resume=t.resume)
     controller = Controller(trainer, data, options, run_dir=run_dir, schedule=schedule,
                             write_dir=write_dir, is_chief=chief, callbacks=build_callbacks(cfg, write_dir))
     from tftrain.layers import data_dependent_init, needs_data_init
@@ -152,8 +178,6 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                  "sync) %.17g", metrics["weights_fingerprint"])
     (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_hparams(cfg, metrics, write_dir)  # HParams dashboard: the config and its final metrics
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
     log.info("%s - %d epochs, %d steps in %.1fs", " - ".join(f"test_{k} {v:.4f}" for k, v in test.items()),
              metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
     if chief:
@@ -162,6 +186,31 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     else:
         log.info("Non-chief worker done; the chief writes the outputs to %s", run_dir.resolve())
     return metrics
+
+
+def _check_resume(cfg, plan, run_dir: Path, steps_per_epoch: int, schedule) -> None:
+    """The run's step against the new trainer.epochs; the accepted changes logged with what they
+    do to the learning rate."""
+    from tftrain.build import build_schedule
+    from tftrain.checkpoints import steps_in
+    from tftrain.resume import ResumeRefused, describe
+
+    if plan.previous is None:
+        return
+    step = next(iter(steps_in(run_dir / "checkpoints")), 0)
+    end = cfg.trainer.epochs * steps_per_epoch
+    if step > end:
+        raise ResumeRefused(f"The run in {run_dir} is already at step {step} (epoch {step // steps_per_epoch + 1}), past "
+                            f"the end of trainer.epochs={cfg.trainer.epochs} ({end} steps): it cannot end there. Fix: "
+                            f"set trainer.epochs to at least {-(-step // steps_per_epoch)}, or start a new run directory.")
+    before = after = None
+    if plan.schedule_changed:
+        try:
+            before = float(build_schedule(validate(plan.previous), steps_per_epoch)(step))
+            after = float(schedule.schedule(step))
+        except Exception:  # noqa: BLE001 - only a note: the old config may not rebuild (a removed option)
+            pass
+    describe(plan, before, after, step)
 
 
 def write_preprocessing(data, directory: Path) -> None:

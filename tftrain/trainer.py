@@ -31,9 +31,12 @@ def _scalar(tag: str, value, step):
 class Trainer:
     """Trains `model` with `optimizer` on `problem` under `strategy`, global batch `global_batch_size`.
 
-    `train(iterator, num_steps)` -> (summed batch states, last loss, first non-finite step or -1);
-    `evaluate(dataset)` -> summed batch states. Per-step scalars (batch_loss, learning_rate,
-    grad_norm, every `update_freq` steps) go to the default summary writer of the caller.
+    `train(iterator, num_steps)` -> (summed batch states, last loss, first non-finite step or -1,
+    stop), where `stop` is the sum of `stop_flag` over every replica and worker: a worker asked to
+    stop (a preemption signal) sets its flag to 1, and all of them see stop > 0 at the end of the
+    same call.
+    `evaluate(dataset)` -> the metrics. Per-step scalars (batch_loss, learning_rate, grad_norm,
+    every `update_freq` steps) go to the default summary writer of the caller.
     """
 
     def __init__(self, strategy, model, optimizer, problem: Problem, *, global_batch_size: int,
@@ -43,6 +46,8 @@ class Trainer:
         self._replica = tf.function(self._replica_step, jit_compile=True) if jit_compile else self._replica_step
         self._train_fns: dict[int, tf.types.experimental.GenericFunction] = {}
         self._eval_fn = tf.function(self._eval_all)
+        # This process' request to stop (set by a signal handler), reduced across workers in the step.
+        self.stop_flag = tf.Variable(0, dtype=tf.int32, trainable=False, name="tftrain_stop")
         with strategy.scope():
             # Slots must exist before a restore, or Keras' optimizer state is silently skipped.
             optimizer.build(model.trainable_variables)
@@ -91,7 +96,8 @@ class Trainer:
                 _scalar("batch_loss", last_loss, step)
                 _scalar("learning_rate", lr, step)
                 _scalar("grad_norm", self._global_grad_norm(grad_norm_sq), step)
-        return totals, last_loss, first_bad
+        stop = self.strategy.reduce(SUM, self.strategy.run(lambda: tf.identity(self.stop_flag)), axis=None)
+        return totals, last_loss, first_bad, stop
 
     def _global_grad_norm(self, replica_norms_sq):
         """Global-batch gradient norm: exact with one replica. With n replicas, n times the RMS of the

@@ -10,6 +10,8 @@ from tftrain.schema import schema
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "one_device", "multi_worker")
+RESUME = ("auto", "never", "must")
+MAX_EPOCHS = 1_000_000
 
 
 @schema("trainer", "default")
@@ -29,13 +31,15 @@ class TrainerConf:
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
     nan_recovery: int = 0  # on a NaN/Inf loss: restore the last checkpoint, scale the rate down, retry N times
     nan_lr_factor: float = 0.5  # the learning-rate scale applied at each NaN recovery
+    resume: str = "auto"  # auto: resume from the run directory's newest loadable checkpoint | never: move them aside, start at step 0 | must: fail when there is none
     verbose: int = 1  # 0 silent, 1 progress bar and one line per epoch, 2 one line per epoch
     objective: Optional[str] = None  # the metric the CLI returns to Hydra sweepers (e.g. Optuna); null: val_ + the problem's first metric
     objective_mode: Optional[str] = None  # max | min; null: from the metric (min for loss, mae, rmse, ...; max for accuracy, auc, r2, ...)
 
     def __post_init__(self):
-        require(self.epochs > 0, "epochs", self.epochs, "an integer > 0")
-        require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0 (the global batch)")
+        require(0 < self.epochs <= MAX_EPOCHS, "epochs", self.epochs, f"an integer in [1, {MAX_EPOCHS:,}]")
+        require(0 < self.batch_size < 2 ** 31, "batch_size", self.batch_size, "an integer > 0 (the global batch)")
+        require(self.resume in RESUME, "resume", self.resume, f"one of {list(RESUME)}")
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         require(self.steps_per_execution > 0, "steps_per_execution", self.steps_per_execution, "an integer > 0")
         require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
