@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 import tftrain.schema  # noqa: F401 - registers the schemas the YAML files extend
 from tftrain.config import config_dir
-from tftrain.errors import TftrainError, UserCodeError, show_tracebacks
+from tftrain.errors import Preempted, TftrainError, UserCodeError, show_tracebacks
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
 
@@ -45,7 +45,7 @@ def error_text(e: BaseException) -> str:
     """How the CLI shows a tftrain error: one paragraph (and, for an error in the user's own
     code, the traceback of their frames)."""
     detail = f"\n{e.detail}" if isinstance(e, UserCodeError) and e.detail else ""
-    return f"tftrain: error: {e}{detail}"
+    return f"tftrain: {'stopped' if isinstance(e, Preempted) else 'error'}: {e}{detail}"
 
 
 def _run_in_sweep(cfg: DictConfig, output_dir: str):
@@ -55,8 +55,6 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
     after its batch, Optuna's beyond max_failure_rate) and the sweep stops before on_multirun_end.
     """
     from tftrain.sweep import record_failure
-
-    from tftrain.controller import Preempted
 
     t0 = time.perf_counter()
     try:
@@ -97,8 +95,6 @@ def main(cfg: DictConfig) -> float | None:
 def exit_status(e: TftrainError) -> int:
     """2 for errors; 128 + the signal's number for a run stopped by a signal (130 for SIGINT, 143
     for SIGTERM), as a shell reports a process the signal ended, so schedulers see a preemption."""
-    from tftrain.controller import Preempted
-
     return 128 + e.signum if isinstance(e, Preempted) else 2
 
 

@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from tftrain.checkpoints import Checkpointer
-from tftrain.errors import DivergenceError, TftrainError
+from tftrain.errors import DivergenceError, Preempted
 from tftrain.progress import Progress
 from tftrain.trainer import Trainer
 
@@ -39,12 +39,43 @@ log = logging.getLogger("tftrain")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Preempted(TftrainError):
-    """The run stopped on a signal after checkpointing; `signum` is the signal's number."""
+@dataclass
+class StopSignals:
+    """SIGTERM and SIGINT while a run is in progress (a context manager around it, in the main
+    thread): the first is remembered, and put into the trainer's stop flag once it has one
+    (`attach`); the second ends the process at once."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self):
+        self.signum: int | None = None
+        self._flag = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, old in self._previous.items():
+            signal.signal(signum, old)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.signum = signum
-        super().__init__(message)
+        if self._flag is not None:
+            self._flag.assign(1)
+        log.warning("Received %s: stopping at the end of the current step, after a checkpoint (send it again to "
+                    "stop at once).", signal.Signals(signum).name)
+
+    def attach(self, flag) -> None:
+        """The trainer's stop flag (a tf.Variable reduced across workers in the step)."""
+        self._flag = flag
+        if self.signum is not None:
+            flag.assign(1)
 
 
 @dataclass
@@ -82,8 +113,10 @@ class Controller:
     """
 
     def __init__(self, trainer: Trainer, data, options: LoopOptions, *, run_dir: Path, schedule,
-                 write_dir: Path | None = None, is_chief: bool = True, callbacks=()):
+                 write_dir: Path | None = None, is_chief: bool = True, callbacks=(), stop: StopSignals | None = None):
         self.trainer, self.data, self.options = trainer, data, options
+        self.stop = stop or StopSignals()
+        self.stop.attach(trainer.stop_flag)
         self.schedule, self.lr_scale = schedule, schedule.scale
         self.write_dir = Path(write_dir or run_dir)
         model = trainer.model
@@ -107,7 +140,6 @@ class Controller:
                                          schedule=tf.train.Checkpoint(**schedule_state),
                                          rng=tf.train.Checkpoint(**rng_state),
                                          callbacks=tf.train.Checkpoint(**callback_vars))
-        self._signal: int | None = None
 
     @property
     def step(self) -> int:
@@ -120,26 +152,30 @@ class Controller:
         self.callbacks.on_train_begin()  # before restoring: Keras' EarlyStopping resets its state here
         state = self.checkpointer.restore(self.options.resume)
         if state is not None:
+            replicas = self.trainer.strategy.num_replicas_in_sync
+            if state.get("replicas", replicas) != replicas:
+                from tftrain.resume import ResumeRefused
+
+                raise ResumeRefused(
+                    f"The run in {self.checkpointer.directory.parent} was training on {state['replicas']} replica(s); this "
+                    f"process has {replicas}: its steps would not continue the same computation. Fix: resume with "
+                    "the same trainer.strategy, trainer.cpu_devices and devices, or train in a new run directory.")
             self._restore_host_state(state, history)
             log.info("Resumed from %s at step %d (epoch %d)", self.checkpointer.restored, self.step,
                      self.step // self.data.steps_per_epoch + 1)
         elif self.options.nan_recovery:
             self._save(history)  # the initial weights: a divergence in the first steps can recover too
         retries = self.options.nan_recovery
-        previous = self._catch_signals()
-        try:
-            while True:
-                try:
-                    self._fit_epochs(history)
-                    break
-                except DivergenceError as e:
-                    if retries == 0 or self.checkpointer.latest is None:
-                        raise
-                    retries -= 1
-                    history.nan_recoveries += 1
-                    self._recover(e, history)
-        finally:
-            self._restore_signals(previous)
+        while True:
+            try:
+                self._fit_epochs(history)
+                break
+            except DivergenceError as e:
+                if retries == 0 or self.checkpointer.latest is None:
+                    raise
+                retries -= 1
+                history.nan_recoveries += 1
+                self._recover(e, history)
         self.callbacks.on_train_end()
         history.steps = self.step
         self.checkpointer.close()
@@ -147,6 +183,8 @@ class Controller:
 
     def _fit_epochs(self, history: History):
         spe, epochs = self.data.steps_per_epoch, self.options.epochs
+        if self.stop.signum is not None and self.step < epochs * spe:  # signalled while the run was being set up
+            self._preempted(1)
         while not history.stopped_early and self.step < epochs * spe:
             epoch, done = divmod(self.step, spe)
             self.callbacks.on_epoch_begin(epoch)
@@ -209,38 +247,12 @@ class Controller:
 
     # ------------------------------------------------------------------ preemption
 
-    def _catch_signals(self) -> dict:
-        """Install the SIGTERM/SIGINT handlers (in the main thread only; elsewhere signals keep
-        their handlers). Returns the previous handlers."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-
-        def handler(signum, frame):
-            if self._signal is not None:  # a second signal: stop now
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                return
-            self._signal = signum
-            self.trainer.stop_flag.assign(1)
-            log.warning("Received %s: stopping at the end of the current step, after a checkpoint (send it again to "
-                        "stop at once).", signal.Signals(signum).name)
-
-        for signum in STOP_SIGNALS:
-            previous[signum] = signal.signal(signum, handler)
-        return previous
-
-    @staticmethod
-    def _restore_signals(previous: dict) -> None:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
     def _preempted(self, stop: int):
         """Raise Preempted: this process got a signal, or (stop > 0 all the same) another worker did."""
         self.train_writer.flush()
         self.val_writer.flush()
-        signum = self._signal or signal.SIGTERM
-        name = signal.Signals(signum).name if self._signal else "a stop request from another worker"
+        signum = self.stop.signum or signal.SIGTERM
+        name = signal.Signals(signum).name if self.stop.signum else "a stop request from another worker"
         raise Preempted(f"Stopped on {name} at step {self.step} (epoch {self.step // self.data.steps_per_epoch + 1}) "
                         f"after writing checkpoint {self.checkpointer.latest}. Fix: rerun the same command with the "
                         "same run directory to resume from it (no step is lost or repeated).", signum)

@@ -57,6 +57,14 @@ class DivergenceError(TftrainError, ArithmeticError):
     """The loss became NaN or Inf."""
 
 
+class Preempted(TftrainError):
+    """The run stopped on a signal (SIGTERM, SIGINT) after checkpointing; `signum` is its number."""
+
+    def __init__(self, message: str, signum: int):
+        self.signum = signum
+        super().__init__(message)
+
+
 class UserCodeError(TftrainError):
     """A user's component (a `_target_` of theirs) failed or returned something unusable.
 

@@ -82,6 +82,7 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """
     from tftrain.build import preflight
     from tftrain.checkpoints import steps_in
+    from tftrain.controller import StopSignals
     from tftrain.resume import RunLock, plan_resume, save_config
 
     t_start = time.perf_counter()
@@ -92,18 +93,18 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     strategy, chief = setup(cfg)
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
-    with RunLock(run_dir) if chief else contextlib.nullcontext():
+    with RunLock(run_dir) if chief else contextlib.nullcontext(), StopSignals() as stop:
         has_checkpoints = cfg.trainer.resume != "never" and bool(steps_in(run_dir / "checkpoints"))
         plan = plan_resume(run_dir, cfg, has_checkpoints)
         if chief:
             save_config(cfg, write_dir, plan)
-        metrics = _train(cfg, run_dir, write_dir, strategy, chief, plan, t_start)
+        metrics = _train(cfg, run_dir, write_dir, strategy, chief, plan, t_start, stop)
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return metrics
 
 
-def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_start: float) -> dict:
+def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_start: float, stop) -> dict:
     import numpy as np
 
     from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule, prepare_problem
@@ -138,7 +139,7 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
                           tensorboard=cfg.callbacks.tensorboard.enabled, history_csv=cfg.callbacks.csv_logger.enabled,
                           resume=t.resume)
     controller = Controller(trainer, data, options, run_dir=run_dir, schedule=schedule,
-                            write_dir=write_dir, is_chief=chief, callbacks=build_callbacks(cfg, write_dir))
+                            write_dir=write_dir, is_chief=chief, callbacks=build_callbacks(cfg, write_dir), stop=stop)
     from tftrain.layers import data_dependent_init, needs_data_init
 
     if needs_data_init(model):

@@ -230,6 +230,18 @@ def _decoded(stream: Stream, records: tf.data.Dataset) -> tf.data.Dataset:
     return records.map(stream.decode, num_parallel_calls=AUTOTUNE)
 
 
+def _first_unreadable_file(stream: Stream) -> str | None:
+    """For a source of files read one by one (images), the first file its decoder fails on."""
+    if stream.arrays is None or stream.batched_decode:
+        return None
+    for record in zip(*stream.arrays):
+        try:
+            stream.decode(*(tf.constant(v) for v in record))
+        except (tf.errors.OpError, ValueError):
+            return str(record[0].decode() if isinstance(record[0], bytes) else record[0])
+    return None
+
+
 @dataclasses.dataclass
 class ScanResult:
     count: int
@@ -263,8 +275,10 @@ def _scan(name: str, stream: Stream, dataset: tf.data.Dataset, limit: int | None
                 xs.append(x)
                 ys.append(y)
     except tf.errors.OpError as e:
+        bad_file = _first_unreadable_file(stream)
+        where = f" The first unreadable file: {bad_file}." if bad_file else ""
         raise DataError(f"data={name}: reading the {stream.split} split ({stream.describe}) failed after {n} "
-                        f"examples: {tf_message(e)}. Fix: correct or remove the offending records (a missing "
+                        f"examples: {tf_message(e)}.{where} Fix: correct or remove the offending records (a missing "
                         "column or feature, a wrong number of values, text where numbers belong, an unreadable "
                         "file).") from None
     if n == 0:

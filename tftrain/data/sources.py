@@ -162,13 +162,19 @@ def synthetic(*, num_train: int, num_val: int, num_test: int, input_shape, num_c
 
 def npz(*, path: str) -> Splits:
     """A user's .npz with x_train, y_train and optionally x_val, y_val, x_test, y_test."""
+    import zipfile
+
     path = Path(path).expanduser()
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy or a pickle, and speak of allow_pickle
+        raise DataError(f"data.path={str(path)!r} is not an .npz file (a zip archive of named arrays). Fix: save "
+                        "it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise DataError(f"data.path={str(path)!r} is not a readable .npz file ({e}). Fix: save it with "
-                        "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        reason = "it holds Python objects, not numeric arrays" if "pickle" in str(e) else str(e)
+        raise DataError(f"data.path={str(path)!r} is not a readable .npz file ({reason}). Fix: save numeric arrays "
+                        "with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).") from None
     return from_arrays(arrays, f"data.path={str(path)!r}")
 
 
