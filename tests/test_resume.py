@@ -1,0 +1,435 @@
+"""Resume you can trust: preemption (SIGTERM) with a checkpoint at the step, damaged checkpoints
+falling back, changed configs refused or noted, one process per run directory, outputs consistent
+with the checkpoint, early stopping's best weights across a kill, environment faults, bounds.
+Signals go to real subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+import tftrain
+from conftest import ROOT, SMALL, compose_small, run_cli
+from tftrain.errors import ConfigError, DataError, TftrainError
+
+TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "run_dir"}
+LONG = ["data=synthetic", "data.num_train=4096", "data.num_val=64", "data.num_test=64", "model.hidden_units=[64]",
+        "model.dropout=0.2", "trainer.epochs=6", "trainer.batch_size=32", "trainer.verbose=2",
+        "trainer.deterministic=true", "callbacks.tensorboard.enabled=false"]
+SPE = 4096 // 32
+
+
+def _metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _same_numbers(a: dict, b: dict):
+    for key in set(a) - TIMING:
+        if key == "history":
+            assert {k: v for k, v in a[key].items() if k != "seconds"} == \
+                   {k: v for k, v in b[key].items() if k != "seconds"}
+        else:
+            assert a[key] == b[key], key
+
+
+def _start(run_dir, *args):
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "tftrain", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def _wait_for(path, proc, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), f"{path} never appeared"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("whole")
+    result = run_cli(*LONG, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _metrics(run_dir)
+
+
+# ---------------------------------------------------------------- 1. preemption
+
+
+def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    proc, log = _start(run_dir, *LONG)
+    _wait_for(run_dir / "checkpoints" / f"ckpt-{SPE}.index", proc)  # epoch 1 done: epoch 2 in progress
+    time.sleep(0.15)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    out = (tmp_path / "run.log").read_text()
+    assert "Received SIGTERM" in out and "tftrain: stopped: Stopped on SIGTERM at step" in out
+    assert "rerun the same command" in out and "Traceback" not in out
+    step = int(out.split("Stopped on SIGTERM at step ")[1].split()[0])
+    assert step % SPE != 0, "stopped on the checkpoint grid: the test did not stop it mid-epoch"
+    assert (run_dir / "checkpoints" / f"ckpt-{step}.index").is_file()
+    resumed = run_cli(*LONG, f"hydra.run.dir={run_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from {run_dir / 'checkpoints' / f'ckpt-{step}'} at step {step}" in resumed.stdout + resumed.stderr
+    _same_numbers(uninterrupted, _metrics(run_dir))
+    with open(run_dir / "history.csv", newline="") as f:  # one row per epoch: none repeated, none lost
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(6))
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    proc, log = _start(run_dir, *LONG)
+    _wait_for(run_dir / "checkpoints" / f"ckpt-{SPE}.index", proc)
+    proc.send_signal(signal.SIGINT)
+    log_file = tmp_path / "run.log"  # two signals sent together can arrive as one: wait for the first
+    deadline = time.monotonic() + 30
+    while "Received SIGINT" not in log_file.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) in (-signal.SIGINT, 128 + signal.SIGINT)
+    if proc.returncode == 128 + signal.SIGINT:  # the run got to its checkpoint before the second signal
+        assert "tftrain: stopped: Stopped on SIGINT" in log_file.read_text()
+
+
+# ---------------------------------------------------------------- 2. damaged checkpoints
+
+
+@pytest.fixture
+def three_checkpoints(tmp_path):
+    """A finished run with checkpoints at steps 8, 12, 16 (every 4 steps, the last 3 kept)."""
+    args = ("trainer.checkpoint_every_steps=4", "trainer.deterministic=true", "callbacks.tensorboard.enabled=false")
+    tftrain.train(compose_small(*args), output_dir=tmp_path)
+    assert sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "checkpoints").glob("*.index")) == [8, 12, 16]
+    return tmp_path, args
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda c: (c / "ckpt-16.index").unlink(), "index file is missing"),
+    (lambda c: _truncate(next(c.glob("ckpt-16.data-*"))), "does not load"),
+    (lambda c: (c / "state-16.json").write_text("{not json"), "state-16.json is unreadable"),
+])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(three_checkpoints, damage, reason, caplog):
+    run_dir, args = three_checkpoints
+    damage(run_dir / "checkpoints")
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small(*args, "trainer.epochs=3"), output_dir=run_dir)
+    assert f"Checkpoint ckpt-16 was skipped: " in caplog.text and reason in caplog.text
+    assert f"Resumed from {run_dir / 'checkpoints' / 'ckpt-12'} at step 12" in caplog.text
+    assert metrics["steps"] == 24 and len(metrics["history"]["loss"]) == 3
+    assert list((run_dir / "checkpoints" / "damaged").glob("*16*"))  # set aside, not deleted
+    kept = sorted(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("*.index"))
+    assert kept == [16, 20, 24] and all((run_dir / "checkpoints" / f"state-{s}.json").is_file() for s in kept)
+
+
+def test_a_missing_bookkeeping_file_does_not_restart_from_zero(three_checkpoints, caplog):
+    run_dir, args = three_checkpoints
+    (run_dir / "checkpoints" / "checkpoint").unlink()
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small(*args, "trainer.epochs=3"), output_dir=run_dir)
+    assert "at step 16" in caplog.text and metrics["steps"] == 24 and "skipped" not in caplog.text
+
+
+def test_when_no_checkpoint_loads_it_fails_listing_the_options(three_checkpoints):
+    run_dir, args = three_checkpoints
+    for state in (run_dir / "checkpoints").glob("state-*.json"):
+        state.write_text("]")
+    result = run_cli(*SMALL, *args, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "None of the 3 checkpoint(s)" in result.stderr and "trainer.resume=never" in result.stderr
+    assert len(list((run_dir / "checkpoints").glob("*.index"))) == 3  # nothing deleted
+
+
+def test_resume_never_moves_the_old_checkpoints_aside_and_must_needs_some(three_checkpoints, tmp_path_factory, caplog):
+    run_dir, args = three_checkpoints
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small(*args, "trainer.resume=never"), output_dir=run_dir)
+    assert "moved the 3 earlier checkpoint(s) aside" in caplog.text and "Resumed" not in caplog.text
+    assert metrics["steps"] == 16 and len(metrics["history"]["loss"]) == 2
+    (aside,) = run_dir.glob("checkpoints.old-*")
+    assert len(list(aside.glob("*.index"))) == 3
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(TftrainError, match="trainer.resume=must but there is no checkpoint"):
+        tftrain.train(compose_small(*args, "trainer.resume=must"), output_dir=empty)
+
+
+# ---------------------------------------------------------------- 3. changed config on resume
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 2-epoch run with the cosine schedule, copied fresh for each test."""
+    source = tmp_path_factory.mktemp("finished")
+    tftrain.train(compose_small("schedule=cosine", "callbacks.tensorboard.enabled=false"), output_dir=source)
+    return source
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    shutil.copytree(finished, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("change, keys", [
+    ("trainer.batch_size=16", ["trainer.batch_size"]),
+    ("optimizer=sgd", ["optimizer._target_"]),
+    ("model.hidden_units=[48]", ["model.hidden_units"]),
+    ("trainer.seed=3", ["trainer.seed"]),
+    ("schedule=step", ["schedule._target_"]),
+    ("data.noise=2.0", ["data.noise"]),
+    ("problem=regression", ["problem._target_"]),
+])
+def test_changes_that_would_corrupt_the_run_are_refused_naming_the_keys(run_copy, change, keys):
+    result = run_cli(*SMALL, "schedule=cosine", "callbacks.tensorboard.enabled=false", change,
+                     f"hydra.run.dir={run_copy}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for key in keys:
+        assert f"`{key}`" in result.stderr
+    assert "a new run directory" in result.stderr and "trainer.resume=never" in result.stderr
+
+
+def test_a_different_replica_count_is_refused(run_copy):
+    result = run_cli(*SMALL, "schedule=cosine", "callbacks.tensorboard.enabled=false", "trainer.cpu_devices=2",
+                     "trainer.strategy=mirrored", f"hydra.run.dir={run_copy}")
+    assert result.returncode == 2 and "on 1 replica(s); this process has 2" in result.stderr
+
+
+def test_legitimate_changes_go_on_with_a_note_and_the_config_history_is_kept(run_copy, caplog):
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small("schedule=cosine", "callbacks.tensorboard.enabled=false",
+                                              "trainer.epochs=4", "trainer.verbose=2"), output_dir=run_copy)
+    assert metrics["steps"] == 32
+    assert "Resuming with changed settings: trainer.epochs 2 -> 4, trainer.verbose 0 -> 2" in caplog.text
+    # cosine over 2 epochs was at its end (rate 0) at step 16; over 4 epochs it is half way up again.
+    assert "at step 16 the learning rate goes from 0 to 0.0005" in caplog.text
+    (old,) = (run_copy / "config_history").glob("*.yaml")
+    assert "epochs: 2" in old.read_text() and "trainer.epochs" in old.read_text().splitlines()[0]
+    assert "epochs: 4" in (run_copy / "config.yaml").read_text()
+
+
+def test_fewer_epochs_than_the_run_has_done_is_refused(run_copy):
+    result = run_cli(*SMALL, "schedule=cosine", "callbacks.tensorboard.enabled=false", "trainer.epochs=1",
+                     f"hydra.run.dir={run_copy}")
+    assert result.returncode == 2 and "already at step 16" in result.stderr and "trainer.epochs" in result.stderr
+
+
+# ---------------------------------------------------------------- 4. one process per run directory
+
+
+def test_a_second_process_on_the_same_run_directory_fails_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    proc, log = _start(run_dir, *LONG, "trainer.epochs=1000")  # still running when the second starts
+    try:
+        _wait_for(run_dir / ".tftrain.lock", proc)
+        _wait_for(run_dir / "checkpoints" / f"ckpt-{SPE}.index", proc)
+        t0 = time.monotonic()
+        second = run_cli(*LONG, f"hydra.run.dir={run_dir}")
+        assert second.returncode == 2 and "is in use" in second.stderr and f"pid {proc.pid}" in second.stderr
+        assert time.monotonic() - t0 < 60
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_stale_lock_is_taken_over(tmp_path, caplog):
+    (tmp_path / ".tftrain.lock").write_text("pid 999999 on gone-host since 2026-01-01 00:00:00")
+    with caplog.at_level("INFO", logger="tftrain"):
+        tftrain.train(compose_small("trainer.epochs=1"), output_dir=tmp_path)
+    assert "Took over the lock of a process that is gone (pid 999999" in caplog.text
+
+
+# ---------------------------------------------------------------- 6. early stopping's best weights
+
+
+def test_early_stopping_killed_after_its_best_epoch_ends_bit_identical(tmp_path):
+    from tftrain.controller import Controller
+
+    args = ("callbacks=early_stopping", "callbacks.early_stopping.patience=2", "optimizer.lr=0.5", "trainer.epochs=8",
+            "trainer.deterministic=true", "callbacks.tensorboard.enabled=false")
+    whole = tftrain.train(compose_small(*args), output_dir=tmp_path / "whole")
+    assert whole["stopped_early"]
+    best = int(np.argmin(whole["history"]["val_loss"]))
+    original = Controller._write_epoch_summaries
+
+    def crash_after_best(self, epoch, logs):
+        if epoch == best + 1:
+            raise KeyboardInterrupt("simulated kill")  # after the best epoch was checkpointed
+        return original(self, epoch, logs)
+
+    with mock.patch.object(Controller, "_write_epoch_summaries", crash_after_best), pytest.raises(KeyboardInterrupt):
+        tftrain.train(compose_small(*args), output_dir=tmp_path / "killed")
+    resumed = tftrain.train(compose_small(*args), output_dir=tmp_path / "killed")
+    _same_numbers(whole, resumed)  # the best epoch's weights restored, tested and saved as in the whole run
+
+
+# ---------------------------------------------------------------- 7. environment faults
+
+
+def _namespaces_available() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _namespaces_available(), reason="needs unshare (a private mount namespace) to mount a tmpfs")
+def test_disk_full_during_a_save_is_a_clear_error_and_the_earlier_checkpoint_resumes(tmp_path):
+    """A 3 MB tmpfs: the first checkpoints fit, a later one does not (ENOSPC); then more room, and
+    the same command resumes from the last good checkpoint."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    tf_args = " ".join([*SMALL, "model.hidden_units=[256,256]", "trainer.epochs=6", "trainer.checkpoint_every_steps=4",
+                        "trainer.keep_checkpoints=10", "callbacks.tensorboard.enabled=false", f"hydra.run.dir={mnt}/run"])
+    python = f"{sys.executable} -m tftrain {tf_args}"
+    script = (f"mount -t tmpfs -o size=3m tmpfs {mnt} && {python}; echo FIRST_EXIT=$?; "
+              f"mount -o remount,size=64m {mnt} && {python}; echo SECOND_EXIT=$?")
+    r = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = r.stdout + r.stderr
+    assert "FIRST_EXIT=2" in out, out[-3000:]
+    assert "Could not write checkpoint" in out and "No space left on device" in out and "Traceback" not in out
+    assert "SECOND_EXIT=0" in out and "Resumed from" in out
+
+
+@pytest.mark.skipif(not _namespaces_available(), reason="needs unshare (a private mount namespace) to mount read-only")
+def test_a_read_only_run_directory_is_a_clear_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = f"mount -t tmpfs -o ro tmpfs {ro} && {sys.executable} -m tftrain {' '.join(SMALL)} hydra.run.dir={ro}/run"
+    r = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 2 and "Read-only file system" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_run_directory_under_a_regular_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run_cli(*SMALL, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "Fix:" in result.stderr
+    with pytest.raises(TftrainError, match="cannot be written"):
+        tftrain.train(compose_small(), output_dir=tmp_path / "file" / "api")
+
+
+# ---------------------------------------------------------------- 8. multi-worker network
+
+
+@pytest.mark.skipif(not _namespaces_available(), reason="needs unshare for a private network namespace")
+def test_local_workers_listen_in_a_private_network_namespace(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "launch_local_workers.py"), "--workers", "2",
+                             "--timeout", "240", "--", *SMALL, "trainer.epochs=3", f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = []
+    reached = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "steps per epoch" in line and not reached:  # the workers' servers are up: try to reach them
+            for port in (20000, 20001):
+                with socket.socket() as s:
+                    s.settimeout(1)
+                    reached.append(s.connect_ex(("127.0.0.1", port)) == 0)
+    assert proc.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    assert "in a private network namespace" in "".join(lines)
+    assert reached == [False, False]  # not reachable from this machine's own network
+    assert _metrics(run_dir)["steps"] == 24
+
+
+def _worker_pid(run_dir, index: int) -> int | None:
+    """The pid of `python -m tftrain` worker `index` on run_dir (the launcher quiets all but worker 0)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        args = [a.decode(errors="replace") for a in cmd]
+        if "tftrain" in args and f"hydra.run.dir={run_dir}" in args and \
+                ("hydra.output_subdir=null" in args) == (index != 0):
+            return int(proc.name)
+    return None
+
+
+def _launch(run_dir, *args):
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "launch_local_workers.py"), "--workers", "2",
+                             "--timeout", "240", "--", *args, f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run_dir.parent,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
+def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step_and_resumes_bit_identical(tmp_path):
+    args = [*LONG, "trainer.epochs=2"]
+    whole = _launch(tmp_path / "whole", *args)
+    out = whole.communicate(timeout=300)[0]
+    assert whole.returncode == 0, out[-3000:]
+
+    run_dir = tmp_path / "run"
+    proc = _launch(run_dir, *args)
+    _wait_for(run_dir / "checkpoints" / f"ckpt-{SPE}.index", proc)
+    pid = _worker_pid(run_dir, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # only worker 1 is preempted; worker 0 must stop at the same step
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, out[-3000:]
+    stopped = {w: [ln for ln in out.splitlines() if ln.startswith(f"[worker {w}]") and "stopped: Stopped on" in ln]
+               for w in (0, 1)}
+    assert "Stopped on SIGTERM at step" in stopped[1][0]
+    assert "Stopped on a stop request from another worker at step" in stopped[0][0]
+    step = int(stopped[1][0].split(" at step ")[1].split()[0])
+    assert int(stopped[0][0].split(" at step ")[1].split()[0]) == step and SPE < step < 2 * SPE
+    assert (run_dir / "checkpoints" / f"ckpt-{step}.index").exists()
+
+    resumed = _launch(run_dir, *args)
+    out = resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, out[-3000:]
+    assert f"Resumed from {run_dir / 'checkpoints' / f'ckpt-{step}'} at step {step}" in out
+    _same_numbers(_metrics(tmp_path / "whole"), _metrics(run_dir))
+
+
+# ---------------------------------------------------------------- 9. bounds and messages
+
+
+def test_epochs_are_bounded():
+    from tftrain.schema import validate
+
+    with pytest.raises(ConfigError, match="trainer.epochs.*1,000,000"):
+        validate(tftrain.compose(["trainer.epochs=99999999999999999999"]))
+
+
+def test_a_corrupt_image_is_named(tmp_path):
+    import tensorflow as tf
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(4):
+            tf.io.write_file(str(tmp_path / "imgs" / c / f"{i}.png"), tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)))
+    bad = tmp_path / "imgs" / "b" / "2.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    with pytest.raises(DataError, match=f"The first unreadable file: {bad}"):
+        from tftrain.build import build_data
+        from tftrain.schema import validate
+
+        build_data(validate(tftrain.compose(["data=image_folder", f"data.path={tmp_path / 'imgs'}",
+                                             "data.image_size=[4,4]", "trainer.batch_size=2"])))
+
+
+def test_a_file_that_is_not_an_npz_is_told_so(tmp_path):
+    path = tmp_path / "data.npz"
+    np.save(path, np.zeros(3))  # a .npy under an .npz name
+    os.replace(str(path) + ".npy", path)
+    with pytest.raises(DataError) as info:
+        tftrain.train(compose_small("data=npz", f"data.path={path}"), output_dir=tmp_path / "run")
+    assert "is not an .npz file" in str(info.value) and "allow_pickle" not in str(info.value)
