@@ -8,7 +8,7 @@ run in alternating order (A B C ..., then ... C B A) so a neighbour's load on th
 hits every variant alike. Reported: medians over the repetitions (min-max in brackets).
 
   tftrain           tftrain.train(cfg) with the defaults (per-step TensorBoard scalars, update_freq 1)
-  tftrain-quiet     the same with callbacks.tensorboard.update_freq=1000000 (no per-step summaries)
+  tftrain-quiet     the same with logger.tensorboard.update_freq=1000000 (no per-step summaries)
   keras             a hand-written model.fit(x, y, batch_size, epochs, validation_data) on the same
                     model, data and optimizer (verbose=0, like trainer.verbose=0)
   pipeline          one child: the same model's compiled train step fed (a) in-memory tensors (a list
@@ -397,7 +397,7 @@ def main():
         modes = {
             "tftrain": lambda: run_child("tftrain", a),
             "keras": lambda: run_child("keras", a),
-            "tftrain-quiet": lambda: run_child("tftrain", a, ["callbacks.tensorboard.update_freq=1000000"]),
+            "tftrain-quiet": lambda: run_child("tftrain", a, ["logger.tensorboard.update_freq=1000000"]),
             "help": time_help,
         }
         results = {k: [] for k in modes}

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["data=synthetic", "data.num_train=4096", "data.num_val=64", "data.num_test=64", "model.hidden_units=[64]",
         "model.dropout=0.2", "schedule=cosine", "trainer.epochs=3", "trainer.batch_size=32", "trainer.verbose=2",
-        "trainer.deterministic=true", "trainer.checkpoint_every_steps=50", "callbacks.tensorboard.enabled=false"]
+        "trainer.deterministic=true", "trainer.checkpoint_every_steps=50", "logger=[]"]
 DAMAGES = ("none", "none", "index", "truncate", "state", "bookkeeping")
 TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "run_dir"}
 

@@ -86,7 +86,7 @@ def child_tftrain(name: str, epochs: int) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         cfg = tftrain.compose([*DATASETS[name], "model=cnn", "trainer.batch_size=128", f"trainer.epochs={epochs}",
-                               "trainer.verbose=0", "callbacks.tensorboard.enabled=false"])
+                               "trainer.verbose=0", "logger=[]"])
         m = tftrain.train(cfg, output_dir=d)
         import keras
 

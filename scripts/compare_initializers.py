@@ -48,7 +48,7 @@ def common_overrides(epochs: int, seed: int) -> list[str]:
     return ["data=digits", "model=mlp", f"model.hidden_units=[{','.join([str(WIDTH)] * DEPTH)}]",
             "optimizer=momentum", "optimizer.lr=0.01", "optimizer.momentum=0.9", f"trainer.epochs={epochs}",
             "trainer.batch_size=64", f"trainer.seed={seed}", "trainer.verbose=0",
-            "callbacks.tensorboard.enabled=false"]
+            "logger=[]"]
 
 
 def at_initialization(cfg) -> dict:

@@ -87,7 +87,7 @@ def ours(option: str, seeds: int) -> dict:
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as d:
             cfg = tftrain.compose([f"data={option}", f"trainer.seed={seed}", "trainer.verbose=0",
-                                   "callbacks.tensorboard.enabled=false", *overrides])
+                                   "logger=[]", *overrides])
             runs.append(tftrain.train(cfg, output_dir=d))
     out = {"name": " ".join(overrides), "seconds": (time.perf_counter() - t0) / seeds}
     for n in names:

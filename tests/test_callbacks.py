@@ -1,5 +1,5 @@
-"""The `callbacks` group: which Keras callbacks a config builds, the per-epoch CSV log and the
-optional weight histograms of a real run."""
+"""The `callbacks` group: which Keras callbacks a config builds; the per-epoch CSV log and the
+TensorBoard logger's optional weight histograms of a real run."""
 
 from __future__ import annotations
 
@@ -21,43 +21,40 @@ def _types(cfg, tmp_path):
 
 def test_default_callbacks(tmp_path):
     cfg = validate(compose_small())
-    assert _types(cfg, tmp_path) == ["HParamsCallback"]  # history.csv: the loop writes it after each checkpoint
+    assert _types(cfg, tmp_path) == []  # history.csv: the loop writes it after each checkpoint; metrics: the loggers
 
 
-def test_options_add_and_remove_callbacks(tmp_path):
+def test_options_add_callbacks(tmp_path):
     from tftrain.callbacks import build_callbacks
 
-    cfg = validate(compose_small("callbacks.tensorboard.histograms=true", "callbacks.early_stopping.enabled=true",
-                                 "callbacks.early_stopping.monitor=val_accuracy", "callbacks.best_checkpoint.enabled=true"))
-    assert _types(cfg, tmp_path) == ["EarlyStopping", "BestCheckpoint", "WeightHistograms", "HParamsCallback"]
+    cfg = validate(compose_small("callbacks.early_stopping.enabled=true", "callbacks.early_stopping.monitor=val_accuracy",
+                                 "callbacks.best_checkpoint.enabled=true"))
+    assert _types(cfg, tmp_path) == ["EarlyStopping", "BestCheckpoint"]
     early = build_callbacks(cfg, tmp_path)[0]
     assert early.monitor == "val_accuracy" and early.mode == "max"
-    cfg = validate(compose_small("callbacks.tensorboard.enabled=false", "callbacks.tensorboard.histograms=true",
-                                 "callbacks.csv_logger.enabled=false"))
-    assert _types(cfg, tmp_path) == []
 
 
 def test_histogram_freq_is_validated():
-    with pytest.raises(ConfigError, match=r"callbacks\.tensorboard\.histogram_freq"):
-        validate(compose_small("callbacks.tensorboard.histogram_freq=0"))
+    with pytest.raises(ConfigError, match=r"logger\.tensorboard\.histogram_freq"):
+        validate(compose_small("logger.tensorboard.histogram_freq=0"))
 
 
-def test_hparams_are_the_flattened_config():
-    from tftrain.callbacks import hparams_of
+def test_params_are_the_flattened_config():
+    from tftrain.loggers import flat_params
 
-    hp = hparams_of(validate(compose_small("optimizer=adam", "optimizer.lr=0.01")))
+    hp = flat_params(validate(compose_small("optimizer=adam", "optimizer.lr=0.01")))
     assert hp["optimizer._target_"] == "keras.optimizers.Adam" and hp["optimizer.lr"] == 0.01
     assert hp["model.hidden_units"] == "[32]" and hp["trainer.batch_size"] == 32
     assert hp["data._target_"] == "tftrain.data.sources.synthetic"
     assert "optimizer.weight_decay" not in hp  # null: left out rather than given a fake value
-    assert not [k for k in hp if k.startswith(("trainer.verbose", "callbacks.tensorboard", "task"))]
+    assert not [k for k in hp if k.startswith(("trainer.verbose", "logger", "task"))]
     assert all(isinstance(v, (bool, int, float, str)) for v in hp.values())
 
 
 @pytest.fixture(scope="module")
 def run_with_histograms(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    metrics = tftrain.train(compose_small("callbacks.tensorboard.histograms=true"), output_dir=run_dir)
+    metrics = tftrain.train(compose_small("logger.tensorboard.histograms=true"), output_dir=run_dir)
     return run_dir, metrics
 
 

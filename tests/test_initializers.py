@@ -23,7 +23,7 @@ RANDOM = [o for o in OPTIONS if o not in ("zeros", "constant", "keep")]
 
 
 # Runs through tftrain.train without the outputs these tests do not read.
-QUIET = ("callbacks.tensorboard.enabled=false", "callbacks.csv_logger.enabled=false")
+QUIET = ("logger=[]",)
 
 
 @functools.lru_cache(maxsize=None)

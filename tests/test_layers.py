@@ -236,7 +236,7 @@ def test_model_saves_and_reloads_in_a_fresh_process_with_only_import_tftrain(tmp
 
 def test_training_with_weight_norm_runs_the_data_init_and_saves_initialized_layers(tmp_path: Path):
     metrics = tftrain.train(compose_small("initializer=weight_norm", "trainer.epochs=1", "model.hidden_units=[16]",
-                                          "callbacks.tensorboard.enabled=false"), output_dir=tmp_path)
+                                          "logger=[]"), output_dir=tmp_path)
     model = keras.models.load_model(tmp_path / "model.keras")
     layers = [layer for layer in model.layers if isinstance(layer, WeightNormDense)]
     assert len(layers) == 2 and metrics["steps"] == 8

@@ -20,8 +20,7 @@ from conftest import compose_small
 
 LR, CLIP = 0.5, 1e-3
 SGD = ("optimizer=sgd", f"optimizer.lr={LR}", "trainer.batch_size=128", "trainer.epochs=1",
-       "trainer.deterministic=true", "trainer.checkpoint_every_steps=1", "callbacks.tensorboard.enabled=false",
-       "callbacks.csv_logger.enabled=false")
+       "trainer.deterministic=true", "trainer.checkpoint_every_steps=1", "logger=[]")
 
 
 def _fresh_model(cfg):
@@ -130,7 +129,7 @@ def test_ema_weights_are_evaluated_and_saved_instead_of_the_raw_ones(baseline, t
 def test_early_stopping_stops_restores_the_best_weights_and_saves_best_keras(tmp_path):
     # Adam at lr 3 makes the validation loss worse from the second epoch on; patience 0 stops there.
     cfg = compose_small("callbacks=early_stopping", "callbacks.early_stopping.patience=0", "optimizer.lr=3.0",
-                        "trainer.epochs=6", "trainer.deterministic=true", "callbacks.tensorboard.enabled=false")
+                        "trainer.epochs=6", "trainer.deterministic=true", "logger=[]")
     metrics = tftrain.train(cfg, output_dir=tmp_path)
     history = metrics["history"]
     assert metrics["stopped_early"] and metrics["epochs"] == 2 < 6

@@ -27,7 +27,7 @@ from tftrain.errors import ConfigError, DataError, TftrainError
 TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "run_dir"}
 LONG = ["data=synthetic", "data.num_train=4096", "data.num_val=64", "data.num_test=64", "model.hidden_units=[64]",
         "model.dropout=0.2", "trainer.epochs=6", "trainer.batch_size=32", "trainer.verbose=2",
-        "trainer.deterministic=true", "callbacks.tensorboard.enabled=false"]
+        "trainer.deterministic=true", "logger=[]"]
 SPE = 4096 // 32
 
 
@@ -110,7 +110,7 @@ def test_a_second_signal_stops_at_once(tmp_path):
 @pytest.fixture
 def three_checkpoints(tmp_path):
     """A finished run with checkpoints at steps 8, 12, 16 (every 4 steps, the last 3 kept)."""
-    args = ("trainer.checkpoint_every_steps=4", "trainer.deterministic=true", "callbacks.tensorboard.enabled=false")
+    args = ("trainer.checkpoint_every_steps=4", "trainer.deterministic=true", "logger=[]")
     tftrain.train(compose_small(*args), output_dir=tmp_path)
     assert sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "checkpoints").glob("*.index")) == [8, 12, 16]
     return tmp_path, args
@@ -176,7 +176,7 @@ def test_resume_never_moves_the_old_checkpoints_aside_and_must_needs_some(three_
 def finished(tmp_path_factory):
     """A finished 2-epoch run with the cosine schedule, copied fresh for each test."""
     source = tmp_path_factory.mktemp("finished")
-    tftrain.train(compose_small("schedule=cosine", "callbacks.tensorboard.enabled=false"), output_dir=source)
+    tftrain.train(compose_small("schedule=cosine", "logger=[]"), output_dir=source)
     return source
 
 
@@ -196,7 +196,7 @@ def run_copy(finished, tmp_path):
     ("problem=regression", ["problem._target_"]),
 ])
 def test_changes_that_would_corrupt_the_run_are_refused_naming_the_keys(run_copy, change, keys):
-    result = run_cli(*SMALL, "schedule=cosine", "callbacks.tensorboard.enabled=false", change,
+    result = run_cli(*SMALL, "schedule=cosine", "logger=[]", change,
                      f"hydra.run.dir={run_copy}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     for key in keys:
@@ -205,14 +205,14 @@ def test_changes_that_would_corrupt_the_run_are_refused_naming_the_keys(run_copy
 
 
 def test_a_different_replica_count_is_refused(run_copy):
-    result = run_cli(*SMALL, "schedule=cosine", "callbacks.tensorboard.enabled=false", "trainer.cpu_devices=2",
+    result = run_cli(*SMALL, "schedule=cosine", "logger=[]", "trainer.cpu_devices=2",
                      "trainer.strategy=mirrored", f"hydra.run.dir={run_copy}")
     assert result.returncode == 2 and "on 1 replica(s); this process has 2" in result.stderr
 
 
 def test_legitimate_changes_go_on_with_a_note_and_the_config_history_is_kept(run_copy, caplog):
     with caplog.at_level("INFO", logger="tftrain"):
-        metrics = tftrain.train(compose_small("schedule=cosine", "callbacks.tensorboard.enabled=false",
+        metrics = tftrain.train(compose_small("schedule=cosine", "logger=[]",
                                               "trainer.epochs=4", "trainer.verbose=2"), output_dir=run_copy)
     assert metrics["steps"] == 32
     assert "Resuming with changed settings: trainer.epochs 2 -> 4, trainer.verbose 0 -> 2" in caplog.text
@@ -224,7 +224,7 @@ def test_legitimate_changes_go_on_with_a_note_and_the_config_history_is_kept(run
 
 
 def test_fewer_epochs_than_the_run_has_done_is_refused(run_copy):
-    result = run_cli(*SMALL, "schedule=cosine", "callbacks.tensorboard.enabled=false", "trainer.epochs=1",
+    result = run_cli(*SMALL, "schedule=cosine", "logger=[]", "trainer.epochs=1",
                      f"hydra.run.dir={run_copy}")
     assert result.returncode == 2 and "already at step 16" in result.stderr and "trainer.epochs" in result.stderr
 
@@ -261,7 +261,7 @@ def test_early_stopping_killed_after_its_best_epoch_ends_bit_identical(tmp_path)
     from tftrain.controller import Controller
 
     args = ("callbacks=early_stopping", "callbacks.early_stopping.patience=2", "optimizer.lr=0.5", "trainer.epochs=8",
-            "trainer.deterministic=true", "callbacks.tensorboard.enabled=false")
+            "trainer.deterministic=true", "logger=[]")
     whole = tftrain.train(compose_small(*args), output_dir=tmp_path / "whole")
     assert whole["stopped_early"]
     best = int(np.argmin(whole["history"]["val_loss"]))
@@ -293,7 +293,7 @@ def test_disk_full_during_a_save_is_a_clear_error_and_the_earlier_checkpoint_res
     mnt = tmp_path / "small"
     mnt.mkdir()
     tf_args = " ".join([*SMALL, "model.hidden_units=[256,256]", "trainer.epochs=6", "trainer.checkpoint_every_steps=4",
-                        "trainer.keep_checkpoints=10", "callbacks.tensorboard.enabled=false", f"hydra.run.dir={mnt}/run"])
+                        "trainer.keep_checkpoints=10", "logger=[]", f"hydra.run.dir={mnt}/run"])
     python = f"{sys.executable} -m tftrain {tf_args}"
     script = (f"mount -t tmpfs -o size=3m tmpfs {mnt} && {python}; echo FIRST_EXIT=$?; "
               f"mount -o remount,size=64m {mnt} && {python}; echo SECOND_EXIT=$?")

@@ -61,7 +61,8 @@ def test_summary_reads_run_dirs_sorts_by_objective_and_lists_failures(tmp_path):
     assert "did not finish" in csv_rows[3]["error"]
 
     md = (tmp_path / "summary.md").read_text()
-    assert "sorted by `val_accuracy` (highest first)" in md and "`trainer.epochs=2`" in md
+    assert "sorted by `val_accuracy` (highest first, ties by `val_loss` (lowest first))" in md
+    assert "`trainer.epochs=2`" in md
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| # | overrides | status |")
     assert lines[1].startswith("| 1 | optimizer=adam | completed | 0.2000 | 0.9500 |")
@@ -80,7 +81,9 @@ def test_multirun_records_failed_runs_and_writes_the_summary(cli, tmp_path):
     # One good run, one whose loss becomes NaN, one with an invalid value: the sweep goes on.
     result = cli("-m", *SMALL, "optimizer=sgd", "optimizer.lr=0.05,1e12,-1", "data.noise=0.0",
                  f"hydra.sweep.dir={sweep}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Every job ran and the summaries are written; then the sweep exits 1 for its failed jobs.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"2 of 3 job(s) failed: see {sweep}/summary.md" in result.stderr
     rows = _rows(sweep)
     assert len(rows) == 3
     by_lr = {r["overrides"].split("optimizer.lr=")[1].split()[0]: r for r in rows}
@@ -88,8 +91,8 @@ def test_multirun_records_failed_runs_and_writes_the_summary(cli, tmp_path):
     assert 0 <= float(by_lr["0.05"]["val_accuracy"]) <= 1 and float(by_lr["0.05"]["test_loss"]) > 0
     assert by_lr["1000000000000.0"]["status"] == "failed" and "loss became nan" in by_lr["1000000000000.0"]["error"]
     assert by_lr["-1"]["status"] == "failed" and "Invalid config `optimizer.lr`" in by_lr["-1"]["error"]
-    for row in rows:  # readable run directories: the job number and its overrides
-        assert row["run"].startswith(("0_", "1_", "2_")) and "optimizer.lr=" in row["run"]
+    for row in rows:  # short readable run directories: the job number and its overrides (keys shortened)
+        assert row["run"].startswith(("0_lr=", "1_lr=", "2_lr=")) and len(row["run"]) <= 66  # the swept key first
     failed = sweep / by_lr["-1"]["run"]
     assert json.loads((failed / "metrics.json").read_text())["status"] == "failed"
     assert "ConfigError" in (failed / "error.txt").read_text()
@@ -113,43 +116,6 @@ def test_parallel_launcher_runs_two_jobs(cli, tmp_path):
         assert json.loads((sweep / row["run"] / "metrics.json").read_text())["epochs"] == 2
 
 
-def test_optuna_search_optimizes_the_objective(cli, tmp_path):
-    pytest.importorskip("optuna")
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    sweep = tmp_path / "sweep"
-    result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *SMALL, f"hydra.sweep.dir={sweep}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Directions: ['maximize']" in result.stdout + result.stderr
-    best = OmegaConf.load(sweep / "optimization_results.yaml")
-    rows = _rows(sweep)
-    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
-    assert float(rows[0]["val_accuracy"]) == pytest.approx(best.best_value)  # the summary agrees with Optuna
-    assert float(rows[0]["val_accuracy"]) >= max(float(r["val_accuracy"]) for r in rows)
-    for row in rows:
-        params = dict(o.split("=", 1) for o in row["overrides"].split())
-        assert 1e-4 <= float(params["optimizer.lr"]) <= 1e-1
-        assert 1e-6 <= float(params["optimizer.weight_decay"]) <= 1e-2
-        assert params["trainer.batch_size"] in ("32", "64", "128")
-
-
-def test_optuna_search_goes_on_after_a_failed_trial(cli, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    sweep = tmp_path / "sweep"
-    # A dimension given on the command line replaces the config's; with this seed the sampler
-    # draws lr 0.05, -1, -1 (Optuna 2.10): one completed trial, then two invalid ones.
-    result = cli("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2",
-                 "optimizer.lr=choice(0.05,-1)", *SMALL, "trainer.epochs=1", f"hydra.sweep.dir={sweep}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = _rows(sweep)
-    assert len(rows) == 3
-    for row in rows:
-        lr = dict(o.split("=", 1) for o in row["overrides"].split())["optimizer.lr"]
-        assert row["status"] == ("failed" if lr == "-1" else "completed"), row
-    assert [r["status"] for r in rows].count("failed") >= 1
-    assert "Invalid config `optimizer.lr`" in rows[-1]["error"]
-    assert OmegaConf.load(sweep / "optimization_results.yaml").best_params["optimizer.lr"] == 0.05
-
-
 def _hydra_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -161,15 +127,6 @@ def _hydra_cfg(*overrides: str):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
-def test_optuna_direction_follows_the_objective_mode():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = _hydra_cfg("hparams_search=optuna")
-    assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.sampler.seed == 0
-    assert cfg.hydra.sweeper.params["optimizer.lr"] == "tag(log, interval(1.0e-4, 1.0e-1))"
-    cfg = _hydra_cfg("hparams_search=optuna", "trainer.objective=val_loss", "trainer.objective_mode=min")
-    assert cfg.hydra.sweeper.direction == "minimize"
-
-
 def test_launcher_configs_compose():
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -179,3 +136,136 @@ def test_launcher_configs_compose():
     assert slurm._target_.endswith("SlurmLauncher")
     assert slurm.partition == "gpu" and slurm.gpus_per_node == 1 and slurm.timeout_min > 0
     assert slurm.submitit_folder.endswith("/.submitit/%j")  # logs inside the sweep directory
+
+
+# ---------------------------------------------------------------- seeds, ties, aggregates
+
+
+def _seed_runs(sweep_dir: Path, config: str, values: list[float], start: int) -> None:
+    for i, v in enumerate(values):
+        num = start + i
+        _fake_run(sweep_dir, f"{num}_{config},seed={i}", num, [config, f"trainer.seed={i}"], _metrics(v, 1.0 - v))
+
+
+def _aggregate(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "aggregate.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_ties_on_the_objective_are_broken_by_the_validation_loss(tmp_path):
+    _fake_run(tmp_path, "0_a", 0, ["optimizer=sgd"], {**_metrics(0.9704, 0.30), "test_accuracy": 0.90})
+    _fake_run(tmp_path, "1_b", 1, ["optimizer=adam"], {**_metrics(0.9704, 0.10), "test_accuracy": 0.97})
+    _fake_run(tmp_path, "2_c", 2, ["optimizer=nadam"], {**_metrics(0.9704, 0.20), "test_accuracy": 0.95})
+    rows = write_summary(tmp_path)
+    assert [r["run"] for r in rows] == ["1_b", "2_c", "0_a"]
+
+
+def test_seeds_of_a_configuration_are_aggregated_with_student_t_intervals(tmp_path):
+    from scipy import stats
+
+    _seed_runs(tmp_path, "optimizer=adam", [0.95, 0.96, 0.97], 0)
+    _seed_runs(tmp_path, "optimizer=sgd", [0.80, 0.82, 0.81], 3)
+    _seed_runs(tmp_path, "optimizer=nadam", [0.93, 0.97, 0.96], 6)  # within noise of adam
+    write_summary(tmp_path)
+    rows = _aggregate(tmp_path)
+    assert [r["config"] for r in rows] == ["optimizer=adam", "optimizer=nadam", "optimizer=sgd"]
+    adam = rows[0]
+    assert adam["n"] == "3" and adam["seeds"] == "0 1 2" and adam["failed"] == "0"
+    half = stats.t.ppf(0.975, 2) * 0.01 / 3 ** 0.5  # std of 0.95, 0.96, 0.97 is 0.01
+    assert float(adam["val_accuracy_mean"]) == pytest.approx(0.96)
+    assert float(adam["val_accuracy_std"]) == pytest.approx(0.01)
+    assert float(adam["val_accuracy_ci95_low"]) == pytest.approx(0.96 - half)
+    assert float(adam["val_accuracy_ci95_high"]) == pytest.approx(0.96 + half)
+    assert {"test_accuracy_mean", "best_val_loss_ci95_high", "wall_time_s_mean"} <= set(adam)
+    # Welch's t-test: nadam is tied with adam, so adam is not called best; sgd is worse.
+    assert adam["verdict"] == "tied for best within noise"
+    assert rows[1]["verdict"].startswith("tied with #1 (p=") and float(rows[1]["p_vs_best"]) > 0.05
+    assert rows[2]["verdict"].startswith("worse (p=") and float(rows[2]["p_vs_best"]) < 0.05
+    md = (tmp_path / "aggregate.md").read_text()
+    assert "tied within noise with 1 other configuration(s)" in md and "0.9600 ± " in md
+
+
+def test_the_best_is_called_best_only_beyond_noise(tmp_path):
+    _seed_runs(tmp_path, "optimizer=adam", [0.95, 0.96, 0.97], 0)
+    _seed_runs(tmp_path, "optimizer=sgd", [0.80, 0.82, 0.81], 3)
+    write_summary(tmp_path)
+    assert _aggregate(tmp_path)[0]["verdict"].startswith("best (beats #2, p <= ")
+    assert "`optimizer=adam` is best on val_accuracy" in (tmp_path / "aggregate.md").read_text()
+
+
+def test_a_2x3_seed_sweep_writes_the_aggregate(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli(*SMALL, "trainer.seeds=3", "optimizer=sgd,adam", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _aggregate(sweep)
+    assert sorted(r["config"].split()[-1] for r in rows) == ["optimizer=adam", "optimizer=sgd"]
+    for row in rows:
+        assert row["n"] == "3" and row["seeds"] == "0 1 2"
+        low, mean, high = (float(row[f"val_accuracy_{k}"]) for k in ("ci95_low", "mean", "ci95_high"))
+        assert low <= mean <= high
+    assert len(_rows(sweep)) == 6 and (sweep / "summary.png").stat().st_size > 0
+    assert "aggregate.md" in result.stdout + result.stderr
+
+
+def test_trainer_seeds_must_be_a_positive_integer(cli, tmp_path):
+    result = cli(*SMALL, "trainer.seeds=0", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 2 and "Invalid config `trainer.seeds`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- resumable sweeps
+
+
+def test_a_rerun_sweep_skips_completed_jobs_resumes_interrupted_ones_and_reruns_failed_ones(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", *SMALL, "optimizer=sgd,adam,nadam", f"hydra.sweep.dir={sweep}")
+    assert cli(*args).returncode == 0
+    by_opt = {r["overrides"].split("optimizer=")[1].split()[0]: sweep / r["run"] for r in _rows(sweep)}
+    kept = (by_opt["nadam"] / "metrics.json").read_text()
+    (by_opt["sgd"] / "metrics.json").unlink()  # interrupted after its last checkpoint
+    record_failure(by_opt["adam"], RuntimeError("out of memory"))
+
+    result = cli(*args)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert f"Job {by_opt['nadam'].name} completed in an earlier run of this sweep: reusing its metrics.json" in out
+    assert f"Job {by_opt['adam'].name} failed in an earlier run of this sweep: running it again" in out
+    assert f"Resumed from {by_opt['sgd'] / 'checkpoints' / 'ckpt-16'} at step 16" in out
+    assert (by_opt["nadam"] / "metrics.json").read_text() == kept  # not run again
+    rows = _rows(sweep)
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+
+
+def test_the_sweep_summary_command_exits_2_on_a_wrong_directory(tmp_path):
+    from tftrain.sweep import main
+
+    assert main([str(tmp_path / "nope")]) == 2
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    assert main([str(run)]) == 2
+    assert main([str(tmp_path / "empty")]) == 2
+
+
+def test_sweep_summary_errors_are_one_paragraph(tmp_path, capsys):
+    from tftrain.sweep import main
+
+    main([str(tmp_path / "nope")])
+    assert f"tftrain: error: {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    (tmp_path / "metrics.json").write_text("{}")
+    main([str(tmp_path)])
+    assert "is the directory of a single run, not of a sweep" in capsys.readouterr().err
+
+
+def test_run_directory_names_stay_short_and_distinct():
+    from tftrain.rundirs import LIMIT, short_dirname
+
+    optuna = ["optimizer.lr=0.0012345678901234567", "optimizer.weight_decay=1.2345678901234e-05",
+              "trainer.batch_size=64", "model.dropout=0.123456789012345", "hydra.sweeper.n_trials=20"]
+    name = short_dirname(optuna)
+    assert name == "dropout=0.1235,lr=0.001235,weight_decay=1.235e-05,batch_size=64"
+    long = [f"data.augment.option_{i}=value_{i}" for i in range(10)]
+    assert len(short_dirname(long)) <= LIMIT and short_dirname(long) != short_dirname(long[:-1] + ["x=1"])
+    assert short_dirname(long) == short_dirname(list(reversed(long)))  # stable: a rerun finds the same directory
+    assert short_dirname(["model.dropout=0.1", "data.dropout=0.2"]) == "data.dropout=0.2,model.dropout=0.1"
+    assert short_dirname(["output_dir=x", "trainer.seed=1"], exclude=["output_dir"]) == "seed=1"

@@ -133,7 +133,7 @@ def test_tuning_practices_apply_to_a_users_model(user_dir, monkeypatch):
     monkeypatch.chdir(user_dir)
     monkeypatch.syspath_prepend(str(user_dir))
     common = ("model=custom", "model._target_=usermod.deep_mlp", "++model.depth=8", *DATA, "trainer.epochs=5",
-              "optimizer=momentum", "optimizer.lr=0.02", "callbacks.tensorboard.enabled=false")
+              "optimizer=momentum", "optimizer.lr=0.02", "logger=[]")
     zeros = tftrain.train(tftrain.compose([*common, "initializer=zeros"]), output_dir=user_dir / "zeros")
     he = tftrain.train(tftrain.compose([*common, "initializer=he_normal"]), output_dir=user_dir / "he")
     assert zeros["val_accuracy"] < 0.5 and zeros["train_loss"] > 0.9 * math.log(3)
@@ -192,8 +192,7 @@ OPTIMIZERS = sorted(p.stem for p in (config_dir() / "optimizer").glob("*.yaml") 
 @pytest.mark.parametrize("option", OPTIMIZERS)
 def test_every_optimizer_trains_with_a_schedule_clipping_and_ema_and_resumes_exactly(option, tmp_path):
     args = ("trainer.epochs=2", f"optimizer={option}", "schedule=cosine", "optimizer.global_clipnorm=1.0",
-            "optimizer.use_ema=true", "trainer.deterministic=true", "callbacks.tensorboard.enabled=false",
-            "callbacks.csv_logger.enabled=false")
+            "optimizer.use_ema=true", "trainer.deterministic=true", "logger=[]")
     from unittest import mock
 
     from tftrain.controller import Controller

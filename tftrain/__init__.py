@@ -1,7 +1,10 @@
 """tftrain: config-driven training for Keras 3 on TensorFlow.
 
 Public API: `compose(overrides) -> DictConfig`, `train(cfg) -> dict`,
-`build_schedule(cfg, steps_per_epoch) -> LearningRateSchedule`.
+`build_schedule(cfg, steps_per_epoch) -> LearningRateSchedule`,
+`compare_runs(run_or_sweep_dirs, out=None, metrics=None) -> Path` (report.md beside report.png and
+report.html: `python -m tftrain.report`), `summarize_sweep(sweep_dir) -> rows` (summary and
+aggregate files: `python -m tftrain.sweep`).
 """
 
 import sys
@@ -9,7 +12,7 @@ import sys
 from tftrain.config import compose
 from tftrain.train import train  # light: TensorFlow is imported inside train(), after validation
 
-__all__ = ["compose", "train", "build_schedule", "__version__"]
+__all__ = ["compose", "train", "build_schedule", "compare_runs", "summarize_sweep", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -18,6 +21,14 @@ def __getattr__(name):  # PEP 562: heavy names load on first use
         from tftrain.build import build_schedule
 
         return build_schedule
+    if name == "compare_runs":  # not `report`: that is the module tftrain.report
+        from tftrain.report import report
+
+        return report
+    if name == "summarize_sweep":
+        from tftrain.sweep import write_summary
+
+        return write_summary
     raise AttributeError(f"module 'tftrain' has no attribute {name!r}")
 
 

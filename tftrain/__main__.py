@@ -4,7 +4,10 @@ One run (`python -m tftrain ...`): a tftrain error, Hydra's own composition erro
 prints one paragraph and exits with status 2 (HYDRA_FULL_ERROR=1: the traceback instead).
 A sweep (`python -m tftrain -m ...`): a run that fails, whatever the error, is recorded in its
 directory (error.txt, metrics.json with "status": "failed") and the sweep goes on; at the end
-tftrain.sweep.SweepSummary (hydra.callbacks) writes summary.csv/.md/.png in the sweep directory.
+tftrain.sweep.SweepSummary (hydra.callbacks) writes summary.csv/.md/.png and aggregate.csv/.md in
+the sweep directory, and the command exits 1 if any job failed. Rerunning a sweep with the same
+hydra.sweep.dir skips the jobs that completed, resumes the interrupted ones from their checkpoints
+and reruns the failed ones. `trainer.seeds=N` is shorthand for a sweep over trainer.seed=0..N-1.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from omegaconf import DictConfig
 
 import tftrain.schema  # noqa: F401 - registers the schemas the YAML files extend
 from tftrain.config import config_dir
-from tftrain.errors import Preempted, TftrainError, UserCodeError, show_tracebacks
+from tftrain.errors import ConfigError, Preempted, TftrainError, UserCodeError, show_tracebacks
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
 
@@ -48,6 +51,37 @@ def error_text(e: BaseException) -> str:
     return f"tftrain: {'stopped' if isinstance(e, Preempted) else 'error'}: {e}{detail}"
 
 
+def _completed_earlier(cfg: DictConfig, output_dir: str) -> dict | None:
+    """The metrics of this job's directory when an earlier run of the same sweep completed it with
+    the same config (a rerun sweep skips it); None otherwise. A failed job's record is removed, so
+    it runs again (resuming from its checkpoints, if it has any)."""
+    import json
+    from pathlib import Path
+
+    from tftrain.resume import changes_from_saved
+    from tftrain.schema import validate
+
+    run_dir = Path(output_dir)
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if metrics.get("status", "completed") not in ("completed", "pruned"):
+        for name in ("metrics.json", "error.txt"):
+            (run_dir / name).unlink(missing_ok=True)
+        log.info("Job %s failed in an earlier run of this sweep: running it again", run_dir.name)
+        return None
+    try:
+        previous, changes = changes_from_saved(run_dir, validate(cfg))
+    except TftrainError:
+        return None  # an invalid config: let the task report it
+    if previous is None or changes:
+        return None  # changed since (e.g. new code defaults): the task resumes or refuses, as for any run
+    log.info("Job %s completed in an earlier run of this sweep: reusing its metrics.json (delete the directory to "
+             "run it again)", run_dir.name)
+    return metrics
+
+
 def _run_in_sweep(cfg: DictConfig, output_dir: str):
     """One job of a sweep: a failure becomes a row of the summary, not the end of the sweep.
 
@@ -58,7 +92,8 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
 
     t0 = time.perf_counter()
     try:
-        return _objective(cfg, run_task(cfg, output_dir))
+        done = _completed_earlier(cfg, output_dir)
+        return _objective(cfg, done if done is not None else run_task(cfg, output_dir))
     except Preempted:
         raise  # the whole sweep was told to stop: rerunning it resumes this job
     except Exception as e:  # any failure of one job, recorded with its traceback
@@ -131,6 +166,36 @@ def _overrides(args: list[str]) -> list[str]:
     return out
 
 
+def expand_seeds(args: list[str]) -> list[str]:
+    """`trainer.seeds=N` -> `trainer.seed=range(0,N)` and multirun: N seeds of every configuration,
+    aggregated at the end of the sweep (aggregate.md)."""
+    seeds = [a for a in args if a.startswith(("trainer.seeds=", "+trainer.seeds="))]
+    if not seeds:
+        return args
+    value = seeds[-1].partition("=")[2]
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError("trainer.seeds", value, "an integer >= 1 (the number of seeds to sweep: trainer.seed=0..N-1)")
+    if any(a.startswith(("trainer.seed=", "+trainer.seed=")) for a in args):
+        raise ConfigError("trainer.seeds", value, "not given together with trainer.seed",
+                          "give either trainer.seeds=N (seeds 0..N-1) or trainer.seed=0,1,2 with -m, not both")
+    rest = [a for a in args if a not in seeds]
+    multirun = [] if any(a in ("-m", "--multirun") for a in rest) else ["--multirun"]
+    return [*multirun, *rest, f"trainer.seed=range(0,{int(value)})"]
+
+
+def _sweep_failures() -> str | None:
+    """After a sweep: a paragraph when some of its jobs failed (the CLI then exits 1)."""
+    from tftrain import sweep
+
+    outcome = sweep.last_outcome
+    if not outcome or not outcome["failed"]:
+        return None
+    where = outcome["sweep_dir"]
+    return (f"tftrain: error: {outcome['failed']} of {outcome['runs']} job(s) failed: see {where}/summary.md (the "
+            f"error column) and each failed job's error.txt. Fix the cause and rerun the same command with "
+            f"hydra.sweep.dir={where}: completed jobs are skipped, failed ones run again.")
+
+
 def cli() -> None:
     """The console entry: `--help` answers fast; everything else goes to Hydra, whose errors are
     reported as tftrain's (one paragraph, exit 2)."""
@@ -147,7 +212,15 @@ def cli() -> None:
         # Hydra prints its own errors and exits 1 unless HYDRA_FULL_ERROR=1, when it raises them:
         # tftrain asks for that and reports them itself (the user's wish is in TFTRAIN_FULL_ERROR).
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        sys.argv[1:] = expand_seeds(args)
+        from tftrain.rundirs import swept_keys
+
+        os.environ["TFTRAIN_SWEPT_KEYS"] = ",".join(swept_keys(sys.argv[1:]))  # named first in run directories
         main()
+        failures = _sweep_failures()
+        if failures:
+            print(failures, file=sys.stderr)
+            sys.exit(1)
     except TftrainError as e:
         if show_tracebacks():
             raise

@@ -383,3 +383,15 @@ def build_extra_callbacks(cfg) -> list:
         out.append(callback)
     return out
 
+
+
+def build_loggers(cfg) -> list:
+    """`logger.<name>` for each chosen logger: tftrain.loggers.Logger instances (a user's own too)."""
+    from tftrain.loggers import Logger
+
+    out = []
+    for name, node in (cfg.get("logger") or {}).items():
+        logger = call_target(f"logger.{name}", node)
+        require_returns(f"logger.{name}._target_", node["_target_"], logger, Logger, "a tftrain.loggers.Logger")
+        out.append(logger)
+    return out

@@ -1,11 +1,11 @@
-"""The outer loop (orbit's Controller): epochs of `Trainer` steps, validation, per-epoch
-summaries and callbacks, checkpoints, resume, preemption, and recovery from a diverged loss.
+"""The outer loop (orbit's Controller): epochs of `Trainer` steps, validation, callbacks, the
+loggers (tftrain.loggers), checkpoints, resume, preemption, and recovery from a diverged loss.
 
 A run resumed from a checkpoint continues exactly: every epoch's data order is a function of
 (seed, epoch), the data pipeline skips the batches already trained on, and the checkpoint holds
 the summed metrics of the epoch in progress, the random-number state and the callbacks' state
-(see tftrain/checkpoints.py). The per-epoch outputs (history.csv) are written from the
-checkpointed history after each checkpoint: a kill between the two cannot repeat a row.
+(see tftrain/checkpoints.py). The per-epoch outputs (history.csv, the loggers' epochs) are written
+after each checkpoint, from the checkpointed history: a kill between the two cannot repeat a row.
 
 Preemption: on SIGTERM (what SLURM, Kubernetes and cloud schedulers send first) or SIGINT the
 loop finishes the compiled call in progress, writes a checkpoint at that step, flushes its
@@ -16,6 +16,7 @@ same step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -23,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -31,6 +32,7 @@ import tensorflow as tf
 
 from tftrain.checkpoints import Checkpointer
 from tftrain.errors import DivergenceError, Preempted
+from tftrain.loggers.base import Loggers, RunInfo
 from tftrain.progress import Progress
 from tftrain.trainer import Trainer
 
@@ -87,7 +89,6 @@ class LoopOptions:
     nan_recovery: int = 0
     nan_lr_factor: float = 0.5
     verbose: int = 1
-    tensorboard: bool = True
     history_csv: bool = True  # <write_dir>/history.csv
     resume: str = "auto"  # auto | never | must (tftrain.checkpoints)
 
@@ -110,10 +111,13 @@ class Controller:
     epoch's logs (plateau). Outputs go to `write_dir` (a scratch directory on non-chief workers);
     checkpoints are read from `run_dir/checkpoints`. Callbacks that define `get_state()` /
     `set_state(state)` (and `checkpoint_variables`, a list of tf.Variables) are checkpointed.
+    `loggers` are started with `run_info` (and the step the run resumes from) once the checkpoint
+    is restored; the caller finishes and closes them.
     """
 
     def __init__(self, trainer: Trainer, data, options: LoopOptions, *, run_dir: Path, schedule,
-                 write_dir: Path | None = None, is_chief: bool = True, callbacks=(), stop: StopSignals | None = None):
+                 write_dir: Path | None = None, is_chief: bool = True, callbacks=(), stop: StopSignals | None = None,
+                 loggers: Loggers | None = None, run_info: RunInfo | None = None):
         self.trainer, self.data, self.options = trainer, data, options
         self.stop = stop or StopSignals()
         self.stop.attach(trainer.stop_flag)
@@ -121,11 +125,8 @@ class Controller:
         self.write_dir = Path(write_dir or run_dir)
         model = trainer.model
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-        tb = self.write_dir / "tensorboard"
-        # A deep queue: per-step scalars reach the disk in large writes (flushed at each epoch end).
-        writer = ((lambda path: tf.summary.create_file_writer(path, max_queue=1000)) if options.tensorboard
-                  else (lambda _: tf.summary.create_noop_writer()))
-        self.train_writer, self.val_writer = writer(str(tb / "train")), writer(str(tb / "validation"))
+        self.loggers = loggers or Loggers([])
+        self.run_info = run_info
         # Summed metric state of the epoch in progress, so a mid-epoch resume reports the same epoch
         # metrics as an uninterrupted run.
         self.epoch_sums = tf.Variable(tf.zeros([trainer.problem.size], tf.float64), trainable=False, name="epoch_sums")
@@ -163,7 +164,9 @@ class Controller:
             self._restore_host_state(state, history)
             log.info("Resumed from %s at step %d (epoch %d)", self.checkpointer.restored, self.step,
                      self.step // self.data.steps_per_epoch + 1)
-        elif self.options.nan_recovery:
+        if self.run_info is not None:
+            self.loggers.start(replace(self.run_info, resumed_at=self.step))
+        if state is None and self.options.nan_recovery:
             self._save(history)  # the initial weights: a divergence in the first steps can recover too
         retries = self.options.nan_recovery
         while True:
@@ -200,6 +203,7 @@ class Controller:
                 log.info("Early stopping after epoch %d", epoch + 1)
             self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
             self._save(history)
+            self.loggers.log_epoch(epoch, logs)  # after the checkpoint: never logged twice across a resume
             if stop:  # the signal came during the epoch's last steps: the epoch was completed and saved
                 self._preempted(stop)
 
@@ -212,16 +216,19 @@ class Controller:
         totals = self.epoch_sums.numpy() if done else problem.zeros()
         stop = 0
         t0 = time.perf_counter()
-        with self.train_writer.as_default():
+        writer, _ = self.loggers.graph_writer()
+        with writer.as_default() if writer is not None else contextlib.nullcontext():
             while done < spe:
                 n = min(self.options.steps_per_execution, spe - done)
                 if every:
                     n = min(n, every - self.step % every)  # land exactly on checkpoint steps
                 self.callbacks.on_train_batch_begin(done)
-                sums, last_loss, first_bad, stop = self.trainer.train(iterator, n)
+                sums, last_loss, first_bad, stop, step_log = self.trainer.train(iterator, n)
                 if not math.isfinite(float(last_loss.numpy())) or int(first_bad.numpy()) >= 0:
                     self._diverged(float(last_loss.numpy()), int(first_bad.numpy()))
                 totals += sums.numpy()
+                if self.loggers.record_steps:
+                    self.loggers.log_steps(step_log.numpy())
                 done += n
                 history.steps_run += n
                 stop = int(stop.numpy())
@@ -242,15 +249,12 @@ class Controller:
         logs.update({f"val_{k}": v for k, v in self.trainer.evaluate(self.data.val).items()})
         logs["learning_rate"] = float(self.trainer.learning_rate().numpy())
         progress.end_epoch(epoch, seconds, logs)
-        self._write_epoch_summaries(epoch, logs)
         return {**logs, "seconds": seconds}, stop
 
     # ------------------------------------------------------------------ preemption
 
     def _preempted(self, stop: int):
         """Raise Preempted: this process got a signal, or (stop > 0 all the same) another worker did."""
-        self.train_writer.flush()
-        self.val_writer.flush()
         signum = self.stop.signum or signal.SIGTERM
         name = signal.Signals(signum).name if self.stop.signum else "a stop request from another worker"
         raise Preempted(f"Stopped on {name} at step {self.step} (epoch {self.step // self.data.steps_per_epoch + 1}) "
@@ -289,6 +293,7 @@ class Controller:
         })
         if self.options.history_csv and self.checkpointer.is_chief:
             write_history_csv(self.write_dir / "history.csv", history.epochs)
+        self.loggers.flush()
 
     def _diverged(self, loss: float, step: int):
         lr = float(self.trainer.learning_rate().numpy())
@@ -299,21 +304,6 @@ class Controller:
             f"rate {lr:.4g}). No checkpoint was written after it; the last good checkpoint is {last}. Fix: lower "
             "optimizer.lr, add warmup (schedule.warmup_epochs) or gradient clipping (optimizer.global_clipnorm=1.0), "
             "or retry automatically with trainer.nan_recovery=2.")
-
-    # ------------------------------------------------------------------ summaries
-
-    def _write_epoch_summaries(self, epoch: int, logs: dict):
-        step = epoch + 1
-        with self.train_writer.as_default():
-            for k, v in logs.items():
-                if not k.startswith("val_"):
-                    tf.summary.scalar(f"epoch_{k}", v, step=step)
-        with self.val_writer.as_default():
-            for k, v in logs.items():
-                if k.startswith("val_"):
-                    tf.summary.scalar(f"epoch_{k[4:]}", v, step=step)
-        self.train_writer.flush()
-        self.val_writer.flush()
 
 
 def write_history_csv(path: Path, epochs: list[dict]) -> None:

@@ -106,15 +106,24 @@ def _matches(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def plan_resume(run_dir: Path, cfg, has_checkpoints: bool) -> ResumePlan:
-    """Compare `cfg` with `run_dir/config.yaml` when the run has checkpoints to resume from."""
+def changes_from_saved(run_dir: Path, cfg) -> tuple[object | None, dict]:
+    """(the run's saved config.yaml or None, {key: (old, new)} for every key `cfg` changes)."""
     path = Path(run_dir) / "config.yaml"
-    if not has_checkpoints or not path.is_file():
-        return ResumePlan()
+    if not path.is_file():
+        return None, {}
     previous = OmegaConf.load(path)
     old, new = _flat(previous), _flat(cfg)
-    changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k) and not k.startswith("hydra")}
+    return previous, {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                      if old.get(k) != new.get(k) and not k.startswith("hydra")}
+
+
+def plan_resume(run_dir: Path, cfg, has_checkpoints: bool) -> ResumePlan:
+    """Compare `cfg` with `run_dir/config.yaml` when the run has checkpoints to resume from."""
+    if not has_checkpoints:
+        return ResumePlan()
+    previous, changes = changes_from_saved(run_dir, cfg)
+    if previous is None:
+        return ResumePlan()
     refused = {k: v for k, v in changes.items() if _matches(k, REFUSED) and not _matches(k, HARMLESS)}
     if refused:
         listing = ", ".join(f"`{k}` {v[0]!r} -> {v[1]!r}" for k, v in refused.items())

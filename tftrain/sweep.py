@@ -4,12 +4,14 @@
 multirun it reads the runs' directories under `hydra.sweep.dir`, so it works with any sweeper
 (basic, Optuna) and launcher (basic, joblib, submitit) and writes there:
 
-- `summary.csv`: every run's overrides, status (completed | failed), final and best validation
-  metrics, test metrics, epochs, wall time and error, sorted by `trainer.objective`
-  (`trainer.objective_mode`), failed runs last;
+- `summary.csv`: every run's overrides, status (completed | pruned | failed), final and best
+  validation metrics, test metrics, epochs, wall time and error, sorted by `trainer.objective`
+  (`trainer.objective_mode`), ties broken by the validation loss, failed runs last;
 - `summary.md`: the same as a Markdown table (overrides common to all runs shown once above it);
-- `summary.png`: per epoch, the validation curve of the objective's metric and of the loss of
-  every completed run.
+- `aggregate.csv`, `aggregate.md`: runs that differ only in `trainer.seed` as one configuration,
+  every metric's mean, std and 95% interval, ranked, best versus tied (tftrain.aggregate);
+- `summary.png`: per epoch, each configuration's mean validation curve of the objective's metric
+  and of the loss, with its 95% band when it has several seeds.
 
 A run is a directory with `.hydra/overrides.yaml`; its outcome is its `metrics.json` (written by
 the task, or by `record_failure` with `"status": "failed"`). A run that left neither (killed,
@@ -37,10 +39,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from tftrain import aggregate
+
 log = logging.getLogger("tftrain")
 
 METRIC_PREFIXES = ("val_", "best_val_", "test_")  # the summary's metric columns: these of every logged metric
-LABELLED = 10  # runs of the figure with a colour and a legend entry (the best ones); others are grey
+LABELLED = 10  # configurations of the figure with a colour and a legend entry (the best ones); others are grey
+STATUS_ORDER = {"completed": 0, "pruned": 1}  # then failed (and anything else)
+
+# The outcome of the last sweep summarized in this process: the CLI exits non-zero when jobs failed.
+last_outcome: dict | None = None
 
 
 def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float | None = None) -> None:
@@ -55,21 +63,51 @@ def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float
 
 
 class SweepSummary(Callback):
-    """Hydra callback: writes summary.csv, summary.md and summary.png when a multirun ends."""
+    """Hydra callback: writes the summaries when a multirun ends; with the MLflow logger, also
+    opens the sweep's parent run before its jobs and logs the summaries to it at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mlflow_conf = OmegaConf.select(config, "logger.mlflow", default=None)
+        if mlflow_conf is None:
+            return
+        from tftrain.loggers.mlflow import open_parent
+
+        try:
+            open_parent(Path(str(config.hydra.sweep.dir)), OmegaConf.to_container(mlflow_conf, resolve=True))
+        except Exception as e:  # noqa: BLE001 - the jobs still log their own runs (or fail with the reason)
+            log.warning("Could not open the sweep's MLflow parent run (%s: %s); the jobs log without a parent.",
+                        type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            rows = write_summary(sweep_dir, OmegaConf.select(config, "trainer.objective"),
-                                 OmegaConf.select(config, "trainer.objective_mode"))
+            rows, configs, objective, mode = summarize(sweep_dir, OmegaConf.select(config, "trainer.objective"),
+                                                       OmegaConf.select(config, "trainer.objective_mode"))
         except Exception:  # the runs are done and saved: a summary bug must not hide that
             log.exception("Could not write the sweep summary in %s", sweep_dir)
             return
-        failed = sum(r["status"] != "completed" for r in rows)
-        log.info("Sweep summary of %d run(s) (%d failed): %s (also summary.csv, summary.png)",
+        global last_outcome
+        failed = sum(r["status"] == "failed" for r in rows)
+        last_outcome = {"sweep_dir": str(sweep_dir), "runs": len(rows), "failed": failed}
+        log.info("Sweep summary of %d run(s) (%d failed): %s (also summary.csv, aggregate.md, summary.png)",
                  len(rows), failed, sweep_dir / "summary.md")
         if rows and rows[0]["status"] == "completed":
             log.info("Best run: %s", sweep_dir / rows[0]["run"])
+            log.info("%s (aggregate.md)", aggregate.conclusion(configs, objective, mode))
+        if (sweep_dir / "mlflow_parent_run.json").is_file():
+            self._close_parent(sweep_dir, rows, objective, failed)
+
+    @staticmethod
+    def _close_parent(sweep_dir: Path, rows: list[dict], objective: str, failed: int) -> None:
+        from tftrain.loggers.mlflow import close_parent
+
+        best = rows[0]["metrics"] if rows and rows[0]["status"] == "completed" else {}
+        files = [sweep_dir / n for n in ("summary.md", "summary.csv", "aggregate.md", "aggregate.csv", "summary.png")]
+        try:
+            close_parent(sweep_dir, files, {f"best_{objective}": best.get(objective)} if best else None, failed)
+        except Exception as e:  # noqa: BLE001 - the summaries are written; only their copy in MLflow is missing
+            log.warning("Could not log the summaries to the sweep's MLflow parent run (%s: %s).", type(e).__name__,
+                        str(e).splitlines()[0][:300] if str(e) else "")
 
 
 # ---------------------------------------------------------------- reading the runs
@@ -127,15 +165,23 @@ def _number(value) -> float | None:
         else None
 
 
+def tiebreak_of(objective: str) -> str | None:
+    """The second metric that orders runs tied on the objective: the validation loss (lower first)."""
+    return None if objective in ("val_loss", "best_val_loss") else "val_loss"
+
+
 def sort_rows(rows: list[dict], objective: str, mode: str) -> list[dict]:
-    """Completed runs by `objective` (best first: descending for mode max), then runs without a
-    value, then failed runs; ties keep job order. Sets each row's `rank` (1 = best)."""
+    """Completed runs by `objective` (best first: descending for mode max), ties by the validation
+    loss, then pruned runs, runs without a value, and failed runs; remaining ties keep job order.
+    Sets each row's `rank` (1 = best)."""
     sign = -1.0 if mode == "max" else 1.0
+    second = tiebreak_of(objective)
 
     def key(row):
         value = _number(row["metrics"].get(objective))
-        failed = row["status"] != "completed"
-        return (failed, value is None, sign * value if value is not None else 0.0)
+        tie = _number(row["metrics"].get(second)) if second else None
+        return (STATUS_ORDER.get(row["status"], 2), value is None, sign * value if value is not None else 0.0,
+                tie is None, tie if tie is not None else 0.0)
 
     ordered = sorted(rows, key=key)
     for i, row in enumerate(ordered, 1):
@@ -160,8 +206,13 @@ def _objective_from_runs(run_dirs: list[Path]) -> tuple[str | None, str | None]:
 
 
 def write_summary(sweep_dir: str | Path, objective: str | None = None, mode: str | None = None) -> list[dict]:
-    """Write summary.csv, summary.md and summary.png in `sweep_dir`; return the sorted rows.
-    `objective`/`mode` default to the runs' `trainer.objective`/`trainer.objective_mode`."""
+    """Write summary.csv/.md, aggregate.csv/.md and summary.png in `sweep_dir`; return the sorted
+    rows. `objective`/`mode` default to the runs' `trainer.objective`/`trainer.objective_mode`."""
+    return summarize(sweep_dir, objective, mode)[0]
+
+
+def summarize(sweep_dir: str | Path, objective: str | None = None, mode: str | None = None):
+    """write_summary's work: returns (rows, ranked configurations, objective, mode)."""
     sweep_dir = Path(sweep_dir)
     run_dirs = find_runs(sweep_dir)
     run_objective, run_mode = _objective_from_runs(run_dirs)
@@ -172,8 +223,13 @@ def write_summary(sweep_dir: str | Path, objective: str | None = None, mode: str
     rows = sort_rows([read_run(r, sweep_dir) for r in run_dirs], objective, mode)
     _write_csv(sweep_dir / "summary.csv", rows, objective)
     (sweep_dir / "summary.md").write_text(to_markdown(rows, objective, mode, sweep_dir))
-    plot_summary(rows, sweep_dir / "summary.png", objective, mode)
-    return rows
+    configs = aggregate.rank(aggregate.group(rows), objective, mode)
+    stats = [*metric_columns(rows, objective), "wall_time_s"]
+    aggregate.write_csv(sweep_dir / "aggregate.csv", configs, stats)
+    (sweep_dir / "aggregate.md").write_text(aggregate.to_markdown(
+        configs, objective, mode, metric_columns(rows, objective), f"Sweep aggregate: `{sweep_dir}`"))
+    plot_summary(configs, sweep_dir / "summary.png", objective, mode)
+    return rows, configs, objective, mode
 
 
 # ---------------------------------------------------------------- writing
@@ -236,10 +292,14 @@ def _own_overrides(row: dict, common: list[str]) -> str:
 
 def to_markdown(rows: list[dict], objective: str, mode: str, sweep_dir: Path | None = None) -> str:
     common = _common_overrides(rows) if len(rows) > 1 else []
-    failed = sum(r["status"] != "completed" for r in rows)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "failed")}
+    second = tiebreak_of(objective)
     lines = [f"# Sweep summary{f': `{sweep_dir}`' if sweep_dir else ''}", "",
-             (f"{len(rows)} run(s), {len(rows) - failed} completed, {failed} failed; sorted by "
-              f"`{objective}` ({'highest' if mode == 'max' else 'lowest'} first), failed runs last.")]
+             (f"{len(rows)} run(s), {counts['completed']} completed, "
+              + (f"{counts['pruned']} pruned, " if counts["pruned"] else "") + f"{counts['failed']} failed; sorted by "
+              f"`{objective}` ({'highest' if mode == 'max' else 'lowest'} first"
+              + (f", ties by `{second}` (lowest first)" if second else "") + "), failed runs last. "
+              "Seeds of one configuration are aggregated in aggregate.md.")]
     if common:
         lines += ["", "Overrides common to all runs: " + " ".join(f"`{o}`" for o in common)]
     shown = metric_columns(rows, objective)
@@ -253,18 +313,20 @@ def to_markdown(rows: list[dict], objective: str, mode: str, sweep_dir: Path | N
     return "\n".join(lines) + "\n"
 
 
-def _label(row: dict, common: list[str]) -> str:
-    """A short legend label: the run's own overrides with floats to 3 significant digits."""
-    def short(override: str) -> str:
-        key, sep, value = override.partition("=")
-        if not sep:
-            return override
-        if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", value) and not value.lstrip("+-").isdigit():
-            value = f"{float(value):.3g}"
-        return f"{key}={value}"
+def _short(override: str) -> str:
+    """An override with a float value shown to 3 significant digits."""
+    key, sep, value = override.partition("=")
+    if sep and re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", value) and not value.lstrip("+-").isdigit():
+        value = f"{float(value):.3g}"
+    return f"{key}={value}" if sep else override
 
-    own = [short(o) for o in row["overrides_list"] if o not in common]
-    return textwrap.fill(f"#{row['rank']} " + " ".join(own), width=42, subsequent_indent="   ")
+
+def _label(config: aggregate.Configuration, common: list[str]) -> str:
+    """A short legend label: rank, the configuration's own overrides, and its number of seeds."""
+    own = [_short(o) for o in config.overrides if o not in common]
+    n = len(config.completed)
+    return textwrap.fill(f"#{config.rank} " + (" ".join(own) or "(base)") + (f" (n={n})" if n > 1 else ""),
+                         width=42, subsequent_indent="   ")
 
 
 def _curve_metric(rows: list[dict], objective: str) -> str:
@@ -280,53 +342,86 @@ def _curve_metric(rows: list[dict], objective: str) -> str:
     return names[0] if names else "loss"
 
 
-def plot_summary(rows: list[dict], path: Path, objective: str, mode: str) -> None:
-    """Per epoch, the validation curve of the objective's metric and of the loss, one line a run."""
+def plot_summary(configs: list[aggregate.Configuration], path: Path, objective: str, mode: str) -> None:
+    """Per epoch, each configuration's mean validation curve of the objective's metric and of the
+    loss, with a 95% band where it has several seeds."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state in Hydra's process
+    from matplotlib.ticker import MaxNLocator
 
-    common = _common_overrides(rows)
+    rows = [r for c in configs for r in c.runs]
+    common = aggregate.common_overrides(configs)
     metric = _curve_metric(rows, objective)
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
-    plotted = 0
-    for row in rows:  # best first: the first LABELLED runs get colours and legend entries
-        history = row["metrics"].get("history") or {}
-        acc, loss = history.get(f"val_{metric}") or [], history.get("val_loss") or []
-        if row["status"] != "completed" or not (acc or loss):
-            continue
-        if plotted < LABELLED:
-            style = {"marker": "o", "markersize": 3, "color": f"C{plotted % 10}", "zorder": 3}
-            label = _label(row, common)
+    shown = [c for c in configs if c.completed]
+    for i, config in enumerate(shown):  # best first: the first LABELLED get colours and legend entries
+        if i < LABELLED:
+            style, label = {"marker": "o", "markersize": 3, "color": f"C{i % 10}", "zorder": 3}, _label(config, common)
         else:
             style = {"color": "0.7", "linewidth": 0.8, "zorder": 2}
-            label = f"{len([r for r in rows if r['status'] == 'completed']) - LABELLED} other runs" \
-                if plotted == LABELLED else None
-        ax_acc.plot(range(1, len(acc) + 1), acc, label=label, **style)
-        ax_loss.plot(range(1, len(loss) + 1), loss, **style)
-        plotted += 1
+            label = f"{len(shown) - LABELLED} other configurations" if i == LABELLED else None
+        for ax, key in ((ax_acc, f"val_{metric}"), (ax_loss, "val_loss")):
+            mean, low, high = aggregate.curve(config, key)
+            epochs = range(1, len(mean) + 1)
+            ax.plot(epochs, mean, label=label if ax is ax_acc else None, **style)
+            if i < LABELLED and any(lo != hi for lo, hi in zip(low, high)):
+                ax.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)
     ax_acc.set(title=f"validation {metric}", xlabel="epoch", ylabel=f"val_{metric}")
     ax_loss.set(title="validation loss", xlabel="epoch", ylabel="val_loss")
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     failed = sum(r["status"] != "completed" for r in rows)
-    fig.suptitle(f"{plotted} run(s), ranked by {objective} ({mode})" + (f"; {failed} failed, not shown" if failed else ""))
-    if plotted:
-        fig.legend(loc="outside right upper", fontsize="small", title="run (rank, overrides)")
+    seeds = max((len(c.completed) for c in shown), default=0)
+    fig.suptitle(f"{len(shown)} configuration(s), ranked by mean {objective} ({mode})"
+                 + ("; mean and 95% band over seeds" if seeds > 1 else "")
+                 + (f"; {failed} run(s) not completed, not shown" if failed else ""))
+    if shown:
+        fig.legend(loc="outside right upper", fontsize="small", title="configuration (rank, overrides)")
     fig.savefig(path, dpi=110)
 
 
+def check_sweep_dir(path: str | Path) -> Path:
+    """`path` as a sweep directory, or a TftrainError saying what it is instead."""
+    from tftrain.errors import TftrainError
+
+    path = Path(path)
+    if not path.exists():
+        raise TftrainError(f"{path} does not exist. Fix: give the directory of a sweep (the hydra.sweep.dir of a "
+                           "`python -m tftrain -m ...` run, e.g. outputs/multirun/<date>/<time>).")
+    if not path.is_dir():
+        raise TftrainError(f"{path} is a file, not a sweep directory. Fix: give the directory of a sweep "
+                           "(e.g. outputs/multirun/<date>/<time>).")
+    if not find_runs(path):
+        if (path / "metrics.json").is_file() or (path / ".hydra").is_dir() or (path / "config.yaml").is_file():
+            raise TftrainError(f"{path} is the directory of a single run, not of a sweep. Fix: give its sweep "
+                               "directory, or compare runs side by side with python -m tftrain.report <run dirs...>.")
+        raise TftrainError(f"{path} holds no runs (no sub-directory with .hydra/overrides.yaml). Fix: give the "
+                           "directory of a sweep (the hydra.sweep.dir of a `python -m tftrain -m ...` run).")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tftrain.sweep SWEEP_DIR [OBJECTIVE [min|max]]`: (re)write a sweep's summary."""
+    """`python -m tftrain.sweep SWEEP_DIR [OBJECTIVE [min|max]]`: (re)write a sweep's summary
+    (summary.csv/.md, aggregate.csv/.md, summary.png) and print summary.md."""
+    from tftrain.errors import TftrainError
+
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(main.__doc__)
         return 0 if argv else 2
-    rows = write_summary(argv[0], *(argv[1:3]))
-    print((Path(argv[0]) / "summary.md").read_text())
-    return 0 if rows else 1
+    try:
+        sweep_dir = check_sweep_dir(argv[0])
+        if len(argv) > 2 and argv[2] not in ("min", "max"):
+            raise TftrainError(f"The mode {argv[2]!r} is not min or max. Fix: python -m tftrain.sweep {argv[0]} "
+                               f"{argv[1]} max (or min).")
+        write_summary(sweep_dir, *(argv[1:3]))
+    except TftrainError as e:
+        print(f"tftrain: error: {e}", file=sys.stderr)
+        return 2
+    print((sweep_dir / "summary.md").read_text())
+    print((sweep_dir / "aggregate.md").read_text())
+    return 0
 
 
 if __name__ == "__main__":

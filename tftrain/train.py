@@ -18,6 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from tftrain.errors import Preempted
 from tftrain.schema import validate
 
 log = logging.getLogger("tftrain")
@@ -85,12 +86,14 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from tftrain.controller import StopSignals
     from tftrain.resume import RunLock, plan_resume, save_config
 
-    t_start = time.perf_counter()
     cfg = validate(cfg)
     run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
     preflight(cfg)
     strategy, chief = setup(cfg)
+    # wall_time_s: from here, not counting the process' start-up and TensorFlow's import (seconds, and
+    # only in a sweep's first job in-process), which would make the first job look slow.
+    t_start = time.perf_counter()
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
     with RunLock(run_dir) if chief else contextlib.nullcontext(), StopSignals() as stop:
@@ -105,11 +108,11 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
 
 def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_start: float, stop) -> dict:
-    import numpy as np
-
-    from tftrain.build import build_data, build_model, build_optimizer, build_problem, build_schedule, prepare_problem
-    from tftrain.callbacks import build_callbacks, write_hparams
+    from tftrain.build import (build_data, build_loggers, build_model, build_optimizer, build_problem, build_schedule,
+                               prepare_problem)
+    from tftrain.callbacks import build_callbacks
     from tftrain.controller import Controller, LoopOptions
+    from tftrain.loggers.base import Loggers, RunInfo, flat_params, sweep_dir_of_job
     from tftrain.schedules import Scaled
     from tftrain.trainer import Trainer
 
@@ -131,21 +134,42 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
         # and a reloaded model can evaluate() or keep training with fit().
         model.compile(optimizer=optimizer, **problem.compile_args())
-    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size,
-                      jit_compile=t.jit_compile, update_freq=cfg.callbacks.tensorboard.update_freq)
+    loggers = Loggers(build_loggers(cfg) if chief else [])  # only the chief logs
+    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=t.jit_compile,
+                      update_freq=loggers.graph_freq(), record_steps=loggers.record_steps)
     options = LoopOptions(epochs=t.epochs, steps_per_execution=t.steps_per_execution,
                           checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints,
-                          nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose,
-                          tensorboard=cfg.callbacks.tensorboard.enabled, history_csv=cfg.callbacks.csv_logger.enabled,
-                          resume=t.resume)
-    controller = Controller(trainer, data, options, run_dir=run_dir, schedule=schedule,
-                            write_dir=write_dir, is_chief=chief, callbacks=build_callbacks(cfg, write_dir), stop=stop)
+                          nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose, resume=t.resume)
+    run_info = RunInfo(write_dir, cfg, model, flat_params(cfg), sweep_dir=sweep_dir_of_job())
+    controller = Controller(trainer, data, options, run_dir=run_dir, schedule=schedule, write_dir=write_dir,
+                            is_chief=chief, callbacks=build_callbacks(cfg, write_dir), stop=stop, loggers=loggers,
+                            run_info=run_info)
     from tftrain.layers import data_dependent_init, needs_data_init
 
     if needs_data_init(model):
         # Weight norm: g and biases from the first training batch; a resumed run's checkpoint
         # restore (in Controller.fit) then overwrites what this computes.
         data_dependent_init(model, strategy, next(iter(data.train(0, 0))))
+    status = "failed"
+    try:
+        metrics, saved = _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, strategy, run_dir,
+                                       write_dir, chief, t_start)
+        loggers.finish(metrics, [write_dir / name for name in (saved, "history.csv", "metrics.json", "config.yaml",
+                                                               "preprocessing.json")])
+        status = metrics.get("status", "completed")
+        return metrics
+    except Preempted:
+        status = "stopped"
+        raise
+    finally:
+        loggers.close(status)
+
+
+def _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, strategy, run_dir: Path, write_dir: Path,
+                  chief: bool, t_start: float) -> tuple[dict, str]:
+    """The loop, then the test evaluation and the outputs: (metrics.json's dict, the model's file name)."""
+    import numpy as np
+
     history = controller.fit()
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
@@ -156,6 +180,7 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     names = problem.names
     last = epochs[-1] if epochs else {}
     metrics = {
+        "status": "completed",
         **{k: last.get(k) for k in names},  # the last epoch's training values, as Keras logs them
         **{f"train_{k}": last.get(k) for k in names},
         **{f"val_{k}": last.get(f"val_{k}") for k in names},
@@ -178,15 +203,24 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
         log.info("weights fingerprint (the sum of squares of every weight: equal on every worker when they are in "
                  "sync) %.17g", metrics["weights_fingerprint"])
     (write_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_hparams(cfg, metrics, write_dir)  # HParams dashboard: the config and its final metrics
     log.info("%s - %d epochs, %d steps in %.1fs", " - ".join(f"test_{k} {v:.4f}" for k, v in test.items()),
              metrics["epochs"], metrics["steps"], metrics["wall_time_s"])
     if chief:
-        log.info("Outputs in %s: metrics.json, %s, checkpoints/, tensorboard/ "
-                 "(tensorboard --logdir %s)", run_dir.resolve(), saved, run_dir)
+        log.info("Outputs in %s: %s", run_dir.resolve(), outputs_of(write_dir))
+        if (write_dir / "tensorboard").is_dir():
+            log.info("TensorBoard: tensorboard --logdir %s", run_dir)
     else:
         log.info("Non-chief worker done; the chief writes the outputs to %s", run_dir.resolve())
-    return metrics
+    return metrics, saved
+
+
+# What the run directory holds, in the order the "Outputs in" line names them.
+OUTPUTS = ("metrics.json", "model.keras", "model.weights.h5", "best.keras", "history.csv", "steps.csv", "config.yaml",
+           "preprocessing.json", "checkpoints/", "tensorboard/", "config_history/", "mlflow_run.json")
+
+
+def outputs_of(run_dir: Path) -> str:
+    return ", ".join(name for name in OUTPUTS if (run_dir / name.rstrip("/")).exists())
 
 
 def _check_resume(cfg, plan, run_dir: Path, steps_per_epoch: int, schedule) -> None:

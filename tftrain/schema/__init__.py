@@ -40,6 +40,10 @@ SCHEMAS: dict[str, dict[str, type]] = {}
 # Top-level keys that are not groups.
 ROOT_KEYS = {"output_dir"}
 
+# Groups whose options are chosen together (`logger=[tensorboard,mlflow]`): the group's node maps
+# each chosen option's name to its node, and may be absent (`logger=[]`).
+MULTI = {"logger"}
+
 
 def schema(group: str, name: str):
     """Class decorator: register a dataclass as the schema `schema/<group>/<name>`."""
@@ -141,6 +145,15 @@ def check_node(prefix: str, node, cls: type):
     return merged
 
 
+def _check_option(prefix: str, group: str, node):
+    cls = schema_of(group, node)
+    if cls is None:  # a user's own target in a group without an open schema: its signature checks it
+        if not hasattr(node, "keys"):
+            raise ConfigError(prefix, node, "a mapping of the option's keys (with `_target_` for your own class)")
+        return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    return check_node(prefix, node, cls)
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Return `cfg` with every group checked against its schema (types, unknown keys, ranges)
     and the interpolations resolved; raise ConfigError naming the key otherwise."""
@@ -154,15 +167,14 @@ def validate(cfg: DictConfig) -> DictConfig:
                               (f"did you mean `{hint}`? " if hint else "") + f"remove `{key}` or correct its spelling")
     out = {}
     for group in SCHEMAS:
+        if group in MULTI:
+            nodes = cfg.get(group) or {}
+            out[group] = {name: _check_option(f"{group}.{name}", group, node) for name, node in nodes.items()}
+            continue
         if group not in cfg:
             raise ConfigError(group, None, "a config group present in conf/config.yaml's defaults",
                               f"add `- {group}: <option>` to the defaults list")
-        node = cfg[group]
-        cls = schema_of(group, node)
-        if cls is None:  # a user's own target in a group without an open schema: its signature checks it
-            out[group] = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
-            continue
-        out[group] = check_node(group, node, cls)
+        out[group] = _check_option(group, group, cfg[group])
     for key in ROOT_KEYS:
         if key in cfg:
             out[key] = cfg[key]
@@ -172,7 +184,23 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 
 # Importing the schema modules registers them (each module: one group family).
-from tftrain.schema import callbacks, data, initializer, model, optimizer, problem, schedule, task, trainer  # noqa: E402,F401,I001
+from tftrain.schema import callbacks, data, initializer, logger, model, optimizer, problem, schedule, task, trainer  # noqa: E402,F401,I001
 
 # ${tftrain_direction:${trainer.objective},${trainer.objective_mode},${problem.metrics}}: maximize | minimize
 OmegaConf.register_new_resolver("tftrain_direction", problem.direction, replace=True)
+
+
+def _dirname(overrides, exclude, params=None) -> str:
+    import os
+
+    from tftrain.rundirs import short_dirname
+
+    # What the sweep varies: its sweeper's params (presets, Optuna's space) and the command line's
+    # sweeps (TFTRAIN_SWEPT_KEYS, set by tftrain's CLI).
+    first = [str(k) for k in (params or {})] + [k for k in os.environ.get("TFTRAIN_SWEPT_KEYS", "").split(",") if k]
+    return short_dirname(list(overrides), list(exclude or ()), first)
+
+
+# ${tftrain_dirname:${hydra.overrides.task},<keys to leave out>,<the sweeper's params>}: a sweep
+# job's short directory name
+OmegaConf.register_new_resolver("tftrain_dirname", _dirname, replace=True)

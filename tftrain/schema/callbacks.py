@@ -1,4 +1,5 @@
-"""Schema of the `callbacks` group: early stopping, the best checkpoint, logs, your own callbacks."""
+"""Schema of the `callbacks` group: early stopping, the best checkpoint, your own callbacks.
+(Where metrics are logged is the `logger` group's.)"""
 
 from __future__ import annotations
 
@@ -9,24 +10,6 @@ from tftrain.errors import require
 from tftrain.schema import schema
 
 MODES = ("auto", "min", "max")
-
-
-@dataclass
-class TensorBoardConf:
-    enabled: bool = True
-    update_freq: int = 1  # write per-step scalars (loss, learning_rate, grad_norm) every N steps
-    histograms: bool = False  # also write weight histograms (tensorboard/train) ...
-    histogram_freq: int = 1  # ... every N epochs
-    hparams: bool = True  # the run's config and final metrics for TensorBoard's HParams dashboard
-
-    def __post_init__(self):
-        require(self.update_freq > 0, "tensorboard.update_freq", self.update_freq, "an integer > 0")
-        require(self.histogram_freq > 0, "tensorboard.histogram_freq", self.histogram_freq, "an integer > 0 (epochs)")
-
-
-@dataclass
-class CsvLoggerConf:
-    enabled: bool = True  # per-epoch metrics in <run>/history.csv
 
 
 @dataclass
@@ -57,10 +40,8 @@ class BestCheckpointConf:
 @schema("callbacks", "default")
 @dataclass
 class CallbacksConf:
-    tensorboard: TensorBoardConf = field(default_factory=TensorBoardConf)
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     best_checkpoint: BestCheckpointConf = field(default_factory=BestCheckpointConf)
-    csv_logger: CsvLoggerConf = field(default_factory=CsvLoggerConf)
     # your own Keras callbacks: [{_target_: mymodule.MyCallback, arg: value}, ...], driven by the loop
     extra: List[Dict[str, Any]] = field(default_factory=list)
 

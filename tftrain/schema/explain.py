@@ -51,6 +51,22 @@ def _value(text: str):
         return text
 
 
+# Keys that moved: the old key's prefix -> what to write instead.
+MOVED = {
+    "callbacks.tensorboard": "TensorBoard is a logger now: `logger.tensorboard.<key>` (e.g. "
+                             "logger.tensorboard.update_freq=10); turn it off with `logger=[]` or choose other loggers "
+                             "with `logger=[csv,mlflow]`",
+    "callbacks.csv_logger": "history.csv is always written now; per-step values go to steps.csv with `logger=csv` "
+                            "(or 'logger=[tensorboard,csv]')",
+    "trainer.seeds": "trainer.seeds=N is a command-line shorthand for a sweep over trainer.seed=0..N-1 "
+                     "(`python -m tftrain trainer.seeds=3 ...`); in a composed config set trainer.seed, one run per seed",
+}
+
+
+def _moved(key: str) -> str | None:
+    return next((fix for old, fix in MOVED.items() if key == old or key.startswith(old + ".")), None)
+
+
 def _hint(key: str, candidates) -> str:
     hint = did_you_mean(key.rsplit(".", 1)[-1], candidates)
     if hint is None:
@@ -124,6 +140,9 @@ def explain(error: BaseException, overrides: list[str]) -> ConfigError | Compose
         key = m.group(1)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         override = _override_of(key, overrides)
+        if _moved(key):
+            return ConfigError(key, _value(override.split("=", 1)[-1]) if "=" in override else None,
+                               "a key of the current config (this one moved)", _moved(key))
         if not parent:
             known = sorted(set(_groups()) | set(_keys_at("", overrides, override)) - {"hydra"})
             return ConfigError(key, _value(override.split("=", 1)[-1]) if "=" in override else None,
