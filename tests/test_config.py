@@ -19,9 +19,10 @@ from tftrain.errors import ConfigError
 from tftrain.schema import MULTI, SCHEMAS, default_target, is_open, validate
 from tftrain.schema.data import PIPELINE_KEYS
 
-# hparams_search is a Hydra-level group (it configures the sweeper): tests/test_sweep.py covers it.
+# hparams_search (it configures the sweeper) and experiment (presets over several groups) are not
+# groups of the run's config: tests/test_search.py and tests/test_experiments.py cover them.
 GROUPS = sorted(p.name for p in config_dir().iterdir()
-                if p.is_dir() and not p.name.startswith(("_", "hydra", "hparams_search")))
+                if p.is_dir() and not p.name.startswith(("_", "hydra", "hparams_search", "experiment")))
 
 
 def options(group):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 import tftrain
 from tftrain.errors import ConfigError
@@ -86,3 +87,22 @@ def test_divergence_stops_the_test_early(lr_find_run):
     assert "diverged" in out["stop_reason"] or "loss became" in out["stop_reason"]
     if "diverged" in out["stop_reason"]:
         assert out["losses"][-1] > out["divergence_threshold"] * out["best_loss"]
+
+
+def test_train_with_find_lr_trains_at_the_suggestion_and_a_resume_reuses_it(tmp_path, caplog):
+    from conftest import compose_small
+
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small("task.find_lr=true", "optimizer=sgd", "trainer.epochs=1"), output_dir=tmp_path)
+    found = json.loads((tmp_path / "lr_find" / "lr_find.json").read_text())
+    assert metrics["found_lr"] == pytest.approx(found["suggested_lr"], rel=5e-3)  # 3 significant digits
+    assert OmegaConf.load(tmp_path / "config.yaml").optimizer.lr == metrics["found_lr"]
+    assert metrics["history"]["learning_rate"][0] == pytest.approx(metrics["found_lr"])
+    assert (tmp_path / "lr_find" / "lr_find.png").is_file()
+    assert f"task.find_lr: training at the range test's suggestion optimizer.lr={metrics['found_lr']:g}" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tftrain"):
+        again = tftrain.train(compose_small("task.find_lr=true", "optimizer=sgd", "trainer.epochs=2"), output_dir=tmp_path)
+    assert "task.find_lr: reusing the range test" in caplog.text and "Resumed from" in caplog.text
+    assert again["found_lr"] == metrics["found_lr"] and again["epochs"] == 2

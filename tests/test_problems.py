@@ -262,4 +262,4 @@ def test_a_sweep_summary_uses_the_problems_metrics(tmp_path):
     assert "val_accuracy" not in rows[0]
     maes = [float(r["val_mae"]) for r in rows]
     assert maes == sorted(maes)  # ranked by the default objective, val_mae, lowest first
-    assert "sorted by `val_mae` (lowest first)" in (sweep / "summary.md").read_text()
+    assert "sorted by `val_mae` (lowest first, ties by `val_loss`" in (sweep / "summary.md").read_text()

@@ -130,7 +130,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(three_checkp
     damage(run_dir / "checkpoints")
     with caplog.at_level("INFO", logger="tftrain"):
         metrics = tftrain.train(compose_small(*args, "trainer.epochs=3"), output_dir=run_dir)
-    assert f"Checkpoint ckpt-16 was skipped: " in caplog.text and reason in caplog.text
+    assert "Checkpoint ckpt-16 was skipped: " in caplog.text and reason in caplog.text
     assert f"Resumed from {run_dir / 'checkpoints' / 'ckpt-12'} at step 12" in caplog.text
     assert metrics["steps"] == 24 and len(metrics["history"]["loss"]) == 3
     assert list((run_dir / "checkpoints" / "damaged").glob("*16*"))  # set aside, not deleted

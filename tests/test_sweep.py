@@ -1,5 +1,6 @@
-"""Sweeps: the summary a Hydra callback writes at the end, failed runs that do not stop the sweep,
-the parallel (joblib) and SLURM (submitit) launchers, and the Optuna search."""
+"""Sweeps: the summary and the seed aggregate a Hydra callback writes at the end, failed runs that
+do not stop the sweep (which then exits 1), rerun sweeps, short run directory names, the parallel
+(joblib) and SLURM (submitit) launchers. (The Optuna search: tests/test_search.py.)"""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import pytest
 import tftrain
 from conftest import ROOT, SMALL, compose_small, run_cli, small
 from tftrain.config import config_dir
-from tftrain.errors import ConfigError, UserCodeError
+from tftrain.errors import ConfigError
 
 USER_MODULE = textwrap.dedent('''
     import keras

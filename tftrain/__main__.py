@@ -85,8 +85,8 @@ def _completed_earlier(cfg: DictConfig, output_dir: str) -> dict | None:
 def _run_in_sweep(cfg: DictConfig, output_dir: str):
     """One job of a sweep: a failure becomes a row of the summary, not the end of the sweep.
 
-    Hydra's launchers catch a job's exception, but its sweepers then re-raise it (the basic one
-    after its batch, Optuna's beyond max_failure_rate) and the sweep stops before on_multirun_end.
+    Hydra's launchers catch a job's exception, but the basic sweeper then re-raises it after its
+    batch and the sweep stops before on_multirun_end.
     """
     from tftrain.sweep import record_failure
 
@@ -102,9 +102,7 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
             log.error("%s (run marked failed; the sweep goes on)", error_text(e))
         else:
             log.exception("Run failed (marked failed; the sweep goes on)")
-        # None: Optuna marks the trial failed (it is not float-castable) without skewing its sampler
-        # and goes on (hparams_search/optuna.yaml: max_failure_rate 1.0); NaN would stop it (Optuna
-        # 2.10 refuses a NaN value, then a failed state with values). The basic sweeper ignores it.
+        # None: a failed job (the Optuna search reads the job's metrics.json and tells the trial FAIL).
         return None
 
 
@@ -178,6 +176,9 @@ def expand_seeds(args: list[str]) -> list[str]:
     if any(a.startswith(("trainer.seed=", "+trainer.seed=")) for a in args):
         raise ConfigError("trainer.seeds", value, "not given together with trainer.seed",
                           "give either trainer.seeds=N (seeds 0..N-1) or trainer.seed=0,1,2 with -m, not both")
+    if any(a.startswith("hparams_search=") for a in args):
+        raise ConfigError("trainer.seeds", value, "not given with hparams_search (the search would tune the seed)",
+                          "search with one seed, then rerun the best trial's overrides with trainer.seeds=N")
     rest = [a for a in args if a not in seeds]
     multirun = [] if any(a in ("-m", "--multirun") for a in rest) else ["--multirun"]
     return [*multirun, *rest, f"trainer.seed=range(0,{int(value)})"]
@@ -193,7 +194,8 @@ def _sweep_failures() -> str | None:
     where = outcome["sweep_dir"]
     return (f"tftrain: error: {outcome['failed']} of {outcome['runs']} job(s) failed: see {where}/summary.md (the "
             f"error column) and each failed job's error.txt. Fix the cause and rerun the same command with "
-            f"hydra.sweep.dir={where}: completed jobs are skipped, failed ones run again.")
+            f"hydra.sweep.dir={where}: completed jobs are skipped and failed ones run again (an Optuna search "
+            "continues its study instead).")
 
 
 def cli() -> None:

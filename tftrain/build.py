@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from tftrain.errors import ArgumentError, ConfigError, DataError, TftrainError, UserCodeError
+from tftrain.errors import ArgumentError, ConfigError, TftrainError, UserCodeError
 from tftrain.schema.data import PIPELINE_KEYS
 
 log = logging.getLogger("tftrain")

@@ -200,7 +200,7 @@ class Controller:
             self.callbacks.on_epoch_end(epoch, callback_logs)
             if getattr(self.trainer.model, "stop_training", False):
                 history.stopped_early = True
-                log.info("Early stopping after epoch %d", epoch + 1)
+                log.info("Training stops after epoch %d (a callback asked: early stopping or pruning)", epoch + 1)
             self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
             self._save(history)
             self.loggers.log_epoch(epoch, logs)  # after the checkpoint: never logged twice across a resume

@@ -127,21 +127,49 @@ def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """
     from tftrain.train import ensure_console_logging, run_dir_of, setup
 
-    t_start = time.perf_counter()
     cfg = validate(cfg)
-    task = cfg.task
-    if "num_steps" not in task:
-        raise ConfigError("task", label(task), "task=lr_find (this function runs the range test)",
+    if "num_steps" not in cfg.task:
+        raise ConfigError("task", label(cfg.task), "task=lr_find (this function runs the range test)",
                           "compose the config with `task=lr_find`")
     run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    strategy, _ = setup(cfg)
+    return range_test(cfg, run_dir, strategy)
 
+
+def with_found_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
+    """`task.find_lr` of task=train: `cfg` with optimizer.lr set to the range test's suggestion.
+    The test (task=lr_find's settings) runs once per run directory, in <run>/lr_find/; a resumed
+    run reuses its lr_find.json."""
+    import keras
+
+    from tftrain.schema.task import LrFindTaskConf
+
+    path = Path(run_dir) / "lr_find" / "lr_find.json"
+    try:
+        result = json.loads(path.read_text())
+        log.info("task.find_lr: reusing the range test in %s", path.parent)
+    except (OSError, ValueError):
+        test_cfg = validate(OmegaConf.merge(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "task"]),
+                                            {"task": OmegaConf.structured(LrFindTaskConf)}))
+        (path.parent).mkdir(parents=True, exist_ok=True)
+        result = range_test(test_cfg, path.parent, strategy)
+        keras.utils.set_random_seed(cfg.trainer.seed)  # training starts from the same random state as without the test
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    cfg.optimizer.lr = float(f"{result['suggested_lr']:.3g}")
+    log.info("task.find_lr: training at the range test's suggestion optimizer.lr=%g (%s; see %s)", cfg.optimizer.lr,
+             result["suggested"], path.parent / "lr_find.png")
+    return cfg
+
+
+def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
+    """The range test of a validated task=lr_find config under `strategy`, written to `run_dir`."""
     from tftrain.build import build_data, build_model, build_optimizer, build_problem, prepare_problem
     from tftrain.trainer import Trainer
 
-    t = cfg.trainer
-    strategy, _ = setup(cfg)
+    t_start = time.perf_counter()
+    task, t = cfg.task, cfg.trainer
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     problem = build_problem(cfg)
     data = build_data(cfg, strategy, problem)  # training's own pipeline and preprocessing
     with strategy.scope():

@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tftrain.errors import Preempted
 from tftrain.schema import validate
@@ -97,6 +97,8 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
     with RunLock(run_dir) if chief else contextlib.nullcontext(), StopSignals() as stop:
+        if cfg.task.get("find_lr"):
+            cfg = _find_lr(cfg, run_dir, strategy)
         has_checkpoints = cfg.trainer.resume != "never" and bool(steps_in(run_dir / "checkpoints"))
         plan = plan_resume(run_dir, cfg, has_checkpoints)
         if chief:
@@ -113,6 +115,7 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     from tftrain.callbacks import build_callbacks
     from tftrain.controller import Controller, LoopOptions
     from tftrain.loggers.base import Loggers, RunInfo, flat_params, sweep_dir_of_job
+    from tftrain.pruning import pruning_callback
     from tftrain.schedules import Scaled
     from tftrain.trainer import Trainer
 
@@ -141,9 +144,10 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
                           checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints,
                           nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose, resume=t.resume)
     run_info = RunInfo(write_dir, cfg, model, flat_params(cfg), sweep_dir=sweep_dir_of_job())
+    pruning = pruning_callback(cfg, strategy)  # an Optuna trial with a pruner (hparams_search=optuna)
+    callbacks = build_callbacks(cfg, write_dir) + ([pruning] if pruning is not None else [])
     controller = Controller(trainer, data, options, run_dir=run_dir, schedule=schedule, write_dir=write_dir,
-                            is_chief=chief, callbacks=build_callbacks(cfg, write_dir), stop=stop, loggers=loggers,
-                            run_info=run_info)
+                            is_chief=chief, callbacks=callbacks, stop=stop, loggers=loggers, run_info=run_info)
     from tftrain.layers import data_dependent_init, needs_data_init
 
     if needs_data_init(model):
@@ -153,7 +157,7 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     status = "failed"
     try:
         metrics, saved = _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, strategy, run_dir,
-                                       write_dir, chief, t_start)
+                                       write_dir, chief, t_start, pruning)
         loggers.finish(metrics, [write_dir / name for name in (saved, "history.csv", "metrics.json", "config.yaml",
                                                                "preprocessing.json")])
         status = metrics.get("status", "completed")
@@ -166,7 +170,7 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
 
 
 def _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, strategy, run_dir: Path, write_dir: Path,
-                  chief: bool, t_start: float) -> tuple[dict, str]:
+                  chief: bool, t_start: float, pruning=None) -> tuple[dict, str]:
     """The loop, then the test evaluation and the outputs: (metrics.json's dict, the model's file name)."""
     import numpy as np
 
@@ -180,7 +184,7 @@ def _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, str
     names = problem.names
     last = epochs[-1] if epochs else {}
     metrics = {
-        "status": "completed",
+        "status": "pruned" if pruning is not None and pruning.pruned else "completed",
         **{k: last.get(k) for k in names},  # the last epoch's training values, as Keras logs them
         **{f"train_{k}": last.get(k) for k in names},
         **{f"val_{k}": last.get(f"val_{k}") for k in names},
@@ -196,6 +200,7 @@ def _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, str
         "history": {k: [e.get(k) for e in epochs] for k in (epochs[0] if epochs else {})},
         # Sum of squares of every weight: identical on every replica and worker when they are in
         # sync, and between runs that should be bit-identical (a resume check).
+        **({"found_lr": float(cfg.optimizer.lr)} if cfg.task.get("find_lr") else {}),  # task.find_lr's rate
         "weights_fingerprint": float(sum(np.sum(np.square(w.astype("float64"))) for w in model.get_weights())),
         "run_dir": str(run_dir.resolve()),
     }
@@ -221,6 +226,16 @@ OUTPUTS = ("metrics.json", "model.keras", "model.weights.h5", "best.keras", "his
 
 def outputs_of(run_dir: Path) -> str:
     return ", ".join(name for name in OUTPUTS if (run_dir / name.rstrip("/")).exists())
+
+
+def _find_lr(cfg, run_dir: Path, strategy):
+    from tftrain.errors import ConfigError
+    from tftrain.lr_find import with_found_lr
+
+    if strategy.extended._in_multi_worker_mode():
+        raise ConfigError("task.find_lr", True, "false under trainer.strategy=multi_worker",
+                          "run the range test once on one machine (task=lr_find), then train with its optimizer.lr")
+    return with_found_lr(cfg, run_dir, strategy)
 
 
 def _check_resume(cfg, plan, run_dir: Path, steps_per_epoch: int, schedule) -> None:

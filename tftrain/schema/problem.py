@@ -146,7 +146,7 @@ def check_outputs(cfg) -> None:
         t.objective = default_objective(names[1:])
     if t.objective not in objectives:
         raise ConfigError("trainer.objective", t.objective, f"a metric the run reports: one of {objectives}",
-                          f"choose one of them, or add the metric to problem.metrics")
+                          "choose one of them, or add the metric to problem.metrics")
     t.objective_mode = _mode(t.objective_mode, t.objective)
     cb = cfg.callbacks
     if cb.best_checkpoint.monitor is None:

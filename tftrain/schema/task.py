@@ -23,6 +23,7 @@ class TrainTaskConf:
     """Train, validate each epoch, test at the end; write metrics.json and model.keras."""
 
     _target_: str = "tftrain.train.train"
+    find_lr: bool = False  # first run the learning-rate range test (task=lr_find's settings, in <run>/lr_find/) and train at its suggested optimizer.lr
 
 
 @schema("task", "lr_find")
