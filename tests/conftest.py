@@ -50,3 +50,23 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+class CrashAtEpoch:
+    """A Keras callback (through the public `callbacks.extra`) that raises KeyboardInterrupt at the
+    end of epoch `epoch` (0-based): after that epoch's steps, before its checkpoint, as a kill then
+    would. Build it with the override `crash_at(epoch)`."""
+
+    def __new__(cls, epoch: int):
+        import keras
+
+        class _Crash(keras.callbacks.Callback):
+            def on_epoch_end(self, e, logs=None):
+                if e == epoch:
+                    raise KeyboardInterrupt(f"simulated kill at the end of epoch {epoch + 1}, before its checkpoint")
+
+        return _Crash()
+
+
+def crash_at(epoch: int) -> str:
+    return f"callbacks.extra=[{{_target_:conftest.CrashAtEpoch,epoch:{epoch}}}]"

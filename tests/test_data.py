@@ -7,6 +7,7 @@ caches in a temporary KERAS_HOME, a stand-in tensorflow_datasets module): nothin
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import subprocess
@@ -276,6 +277,57 @@ def test_tfds_by_name(tmp_path, monkeypatch):
     ds = build("data=tfds", "data.dataset=fake", f"data.data_dir={tmp_path}", "data.val_fraction=0.2")
     assert (ds.num_train, ds.num_val, ds.num_test, ds.input_shape, ds.num_outputs) == (24, 6, 10, (8, 8, 1), 3)
     assert count(ds.test) == 10 and len(batches(ds.train(0))) == 3
+
+
+TINY_DIGITS_BUILDER = """
+import tensorflow_datasets as tfds
+from sklearn.datasets import load_digits
+
+digits = load_digits()
+images = (digits.images * 16).clip(0, 255).astype("uint8")[..., None]
+
+
+class TftrainTinyDigits(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(8, 8, 1)),
+                                                 "label": tfds.features.ClassLabel(num_classes=10)}),
+            supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(0, 300), "test": self._generate_examples(300, 400)}
+
+    def _generate_examples(self, start, stop):
+        for i in range(start, stop):
+            yield i, {"image": images[i], "label": int(digits.target[i])}
+"""
+
+
+def test_the_tfds_extra_trains_on_a_data_set_prepared_in_data_dir(tmp_path):
+    """Real TensorFlow Datasets (the tfds extra): a small data set built here into data_dir, then
+    trained on with data.download=false (nothing is fetched)."""
+    pytest.importorskip("tensorflow_datasets")
+    from conftest import compose_small
+
+    # TFDS looks up a builder's resources by its package: the builder lives in a package made here.
+    package = tmp_path / "tinydigits"
+    package.mkdir()
+    (package / "__init__.py").write_text(TINY_DIGITS_BUILDER)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from tinydigits import TftrainTinyDigits
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    TftrainTinyDigits(data_dir=str(tmp_path)).download_and_prepare()
+    metrics = tftrain.train(compose_small("data=tfds", "data.dataset=tftrain_tiny_digits", f"data.data_dir={tmp_path}",
+                                          "data.download=false", "data.normalize=scale", "trainer.epochs=5", "optimizer.lr=0.01",
+                                          "logger=[]"), output_dir=tmp_path / "run")
+    assert metrics["epochs"] == 5 and metrics["test_accuracy"] > 0.5  # learns (10 classes: chance is 0.1)
+    preprocessing = json.loads((tmp_path / "run" / "preprocessing.json").read_text())
+    assert preprocessing["input_shape"] == [8, 8, 1] and preprocessing["num_outputs"] == 10
 
 
 def test_tfds_missing_is_a_clear_error(monkeypatch):

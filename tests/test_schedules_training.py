@@ -3,15 +3,12 @@ step is the schedule's; the saved model reloads with it; a resumed run continues
 
 from __future__ import annotations
 
-from unittest import mock
-
 import numpy as np
 import pytest
 
 import tftrain
-from conftest import compose_small
+from conftest import compose_small, crash_at
 from tftrain.config import config_dir
-from tftrain.controller import Controller as Loop
 
 SCHEDULES = sorted(p.stem for p in (config_dir() / "schedule").glob("*.yaml"))
 SPE = 256 // 32  # steps per epoch of the SMALL config
@@ -57,15 +54,9 @@ def test_resume_continues_the_schedule_at_the_right_step(name, tmp_path):
     cfg = compose_small(*_overrides(name), "schedule.warmup_epochs=0.5")
     whole = tftrain.train(cfg, output_dir=tmp_path / "whole")
 
-    original = Loop._write_epoch_summaries
-
-    def crash_in_second_epoch(self, epoch, logs):
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated crash")  # after epoch 2's steps, before its checkpoint
-        return original(self, epoch, logs)
-
-    with mock.patch.object(Loop, "_write_epoch_summaries", crash_in_second_epoch), pytest.raises(KeyboardInterrupt):
-        tftrain.train(cfg, output_dir=tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):  # after epoch 2's steps, before its checkpoint
+        tftrain.train(compose_small(*_overrides(name), "schedule.warmup_epochs=0.5", crash_at(1)),
+                      output_dir=tmp_path / "resumed")
     resumed = tftrain.train(cfg, output_dir=tmp_path / "resumed")
     assert resumed["steps"] == whole["steps"] == 3 * SPE
     np.testing.assert_allclose(resumed["history"]["learning_rate"], whole["history"]["learning_rate"], rtol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import tftrain
-from conftest import ROOT, SMALL, compose_small, run_cli, small
+from conftest import ROOT, SMALL, compose_small, crash_at, run_cli, small
 from tftrain.config import config_dir
 from tftrain.errors import ConfigError
 
@@ -193,21 +193,9 @@ OPTIMIZERS = sorted(p.stem for p in (config_dir() / "optimizer").glob("*.yaml") 
 def test_every_optimizer_trains_with_a_schedule_clipping_and_ema_and_resumes_exactly(option, tmp_path):
     args = ("trainer.epochs=2", f"optimizer={option}", "schedule=cosine", "optimizer.global_clipnorm=1.0",
             "optimizer.use_ema=true", "trainer.deterministic=true", "logger=[]")
-    from unittest import mock
-
-    from tftrain.controller import Controller
-
     whole = tftrain.train(compose_small(*args), output_dir=tmp_path / "whole")
-    original = Controller._write_epoch_summaries
-
-    def crash_in_second_epoch(self, epoch, logs):
-        if epoch == 1:
-            raise KeyboardInterrupt("simulated crash")  # after epoch 2's steps, before its checkpoint
-        return original(self, epoch, logs)
-
-    with mock.patch.object(Controller, "_write_epoch_summaries", crash_in_second_epoch), \
-            pytest.raises(KeyboardInterrupt):
-        tftrain.train(compose_small(*args), output_dir=tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):  # after epoch 2's steps, before its checkpoint
+        tftrain.train(compose_small(*args, crash_at(1)), output_dir=tmp_path / "resumed")
     resumed = tftrain.train(compose_small(*args), output_dir=tmp_path / "resumed")  # continues from epoch 1
     assert resumed["steps"] == whole["steps"] == 16
     assert np.all(np.isfinite(whole["history"]["loss"]))

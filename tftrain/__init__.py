@@ -34,9 +34,13 @@ def __getattr__(name):  # PEP 562: heavy names load on first use
 
 def _register_keras_objects() -> None:
     """Import the modules whose Keras classes are registered, so `keras.models.load_model` finds
-    them after a plain `import tftrain` (no custom_objects)."""
-    import tftrain.layers  # noqa: F401
-    import tftrain.schedules  # noqa: F401
+    them after a plain `import tftrain` (no custom_objects). TensorFlow loads here: its start-up
+    lines are kept off the console (tftrain.console)."""
+    from tftrain.console import quiet_tensorflow
+
+    with quiet_tensorflow():
+        import tftrain.layers  # noqa: F401
+        import tftrain.schedules  # noqa: F401
 
 
 # The CLI (`python -m tftrain`, the `tftrain` script) skips this: `--help` and `--cfg job` must

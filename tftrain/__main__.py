@@ -121,8 +121,36 @@ def main(cfg: DictConfig) -> float | None:
         if show_tracebacks():
             raise
         print(error_text(e), file=sys.stderr)
+        clean_failed_start(output_dir, error_text(e))
         sys.exit(exit_status(e))
     return _objective(cfg, metrics)
+
+
+# What a run writes before its first step; removed again when it stops before training.
+BEFORE_TRAINING = (".hydra", "config.yaml", "preprocessing.json", ".tftrain.lock")
+
+
+def clean_failed_start(run_dir: str, error: str) -> None:
+    """A run that stopped before training (a config, data or resume error) leaves only its log,
+    with the error appended, rather than a run directory that looks like a run. A directory holding
+    anything of value (checkpoints, metrics.json) is left as it is."""
+    import shutil
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or any((run_dir / name).exists() for name in ("checkpoints", "metrics.json")):
+        return
+    for name in BEFORE_TRAINING:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+    try:
+        with open(run_dir / "tftrain.log", "a") as f:
+            f.write(error + "\n")
+    except OSError:
+        pass
 
 
 def exit_status(e: TftrainError) -> int:
@@ -144,10 +172,56 @@ def fast_help(overrides: list[str]) -> str:
     for group in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "hydra"))):
         lines.append(f"{group}: {', '.join(sorted(q.stem for q in (root / group).glob('*.yaml')))}")
     cfg = compose(overrides)
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    lines += ["", "== Config (defaults shown; override any key: key=value) ==", OmegaConf.to_yaml(cfg).rstrip(),
-              "", str(top.hydra.help.footer).rstrip(), "Hydra's own help: python -m tftrain --hydra-help"]
+    lines += ["", "== Config (defaults shown, with what each key means; override any key: key=value) =="]
+    lines += described_config(cfg)
+    lines += ["", str(top.hydra.help.footer).rstrip(), "Hydra's own help: python -m tftrain --hydra-help"]
     return "\n".join(lines)
+
+
+def _inline(value) -> str:
+    import yaml
+    from omegaconf import OmegaConf
+
+    if hasattr(value, "keys") or isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        value = OmegaConf.to_container(value, resolve=False) if not isinstance(value, (list, tuple)) else value
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text
+
+
+def described_config(cfg) -> list[str]:
+    """The composed config as YAML, each key followed by its meaning from its schema (comments in
+    tftrain/schema/*.py); nested settings (data.augment, callbacks.early_stopping) likewise."""
+    import dataclasses
+    import typing
+
+    from tftrain.schema import MULTI, meanings, schema_of
+
+    def render(node, cls, indent: str) -> list[str]:
+        notes = meanings(cls) if cls is not None else {}
+        hints = typing.get_type_hints(cls) if cls is not None else {}
+        out = []
+        for key, value in node.items():
+            note = f"  # {notes[key]}" if key in notes else ""
+            sub = hints.get(key)
+            if hasattr(value, "keys") and value and sub is not None and dataclasses.is_dataclass(sub):
+                out += [f"{indent}{key}:{note}", *render(value, sub, indent + "  ")]
+            else:
+                out.append(f"{indent}{key}: {_inline(value)}{note}")
+        return out
+
+    lines = []
+    for group, node in cfg.items():
+        if group == "hydra":
+            continue
+        if not hasattr(node, "keys"):
+            lines.append(f"{group}: {_inline(node)}")
+        elif group in MULTI:  # logger: each chosen option under its name
+            lines.append(f"{group}:" + ("" if node else " {}"))
+            for name, option in node.items():
+                lines += [f"  {name}:", *render(option, schema_of(group, option), "    ")]
+        else:
+            lines += [f"{group}:", *render(node, schema_of(group, node), "  ")]
+    return lines
 
 
 def _overrides(args: list[str]) -> list[str]:

@@ -43,10 +43,14 @@ class CheckpointError(TftrainError):
     """Checkpoints cannot be written or none can be restored."""
 
 
-def _write_json_atomic(path: Path, data) -> None:
+def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    _write_atomic(path, json.dumps(data))
 
 
 def _step_of(name: str) -> int | None:
@@ -97,7 +101,9 @@ class Checkpointer:
             _write_json_atomic(d / f"state-{step}.json", state)
             self.checkpoint.write(str(d / f"ckpt-{step}"))
             # The bookkeeping file of tf.train.latest_checkpoint, for users' own tools (tftrain scans).
-            tf.compat.v1.train.update_checkpoint_state(str(d), f"ckpt-{step}")
+            # Written by hand (a two-line text proto): TensorFlow's writer for it is deprecated.
+            _write_atomic(d / "checkpoint", f'model_checkpoint_path: "ckpt-{step}"\n'
+                                            f'all_model_checkpoint_paths: "ckpt-{step}"\n')
         except (OSError, tf.errors.OpError) as e:
             self._remove(step, d)
             reason = getattr(e, "message", None) or str(e)

@@ -47,10 +47,13 @@ class Run:
         self.facts = json.loads(pre.read_text()) if pre.is_file() else {}
 
     def model(self):
-        import keras
+        from tftrain.console import quiet_tensorflow
 
-        import tftrain.layers  # noqa: F401 - tftrain's registered layers and schedules deserialize
-        import tftrain.schedules  # noqa: F401
+        with quiet_tensorflow():  # TensorFlow's start-up lines off the console (tftrain.console)
+            import keras
+
+            import tftrain.layers  # noqa: F401 - tftrain's registered layers and schedules deserialize
+            import tftrain.schedules  # noqa: F401
 
         path = self.dir / "model.keras"
         if not path.is_file():
@@ -187,11 +190,11 @@ def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     out_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
     run = Run(task.run)
-    x, _, files = read_input(task.input, run, with_targets=False)
-    _check_shape(x, run, task.input)
+    model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     import tensorflow as tf
 
-    model, problem = run.model(), run.problem()
+    x, _, files = read_input(task.input, run, with_targets=False)
+    _check_shape(x, run, task.input)
     outputs = model.predict(x, batch_size=task.batch_size, verbose=0)
     probs = np.asarray(problem.predictions(tf.constant(outputs, tf.float32)))
     columns, table = _prediction_table(problem, outputs, probs, run.facts.get("target_names"))
@@ -240,9 +243,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     out_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
     run = Run(task.run)
+    model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     import tensorflow as tf
 
-    model, problem = run.model(), run.problem()
     if task.input is not None:
         x, y, _ = read_input(task.input, run, with_targets=True)
         _check_shape(x, run, task.input)

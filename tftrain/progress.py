@@ -30,7 +30,7 @@ class Progress:
     def __init__(self, verbose: int, epochs: int, steps_per_epoch: int, stream=None):
         self.verbose, self.epochs, self.steps = verbose, epochs, steps_per_epoch
         self.stream = stream or sys.stdout
-        self.live = verbose == 1 and _is_terminal(self.stream)
+        self.live = verbose in (1, 3) and _is_terminal(self.stream)
         self._shown, self._last = 0, 0.0
 
     def update(self, epoch: int, done: int, metrics) -> None:

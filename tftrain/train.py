@@ -57,20 +57,26 @@ def ensure_console_logging():
 
 def setup(cfg: DictConfig):
     """Seed, determinism, precision policy and the strategy, in that order (devices are fixed by
-    the first TensorFlow operation); returns (strategy, is_chief)."""
-    import keras
-    import tensorflow as tf
+    the first TensorFlow operation); returns (strategy, is_chief). TensorFlow's start-up lines are
+    kept off the console meanwhile (tftrain.console; trainer.verbose=3 shows them)."""
+    from tftrain.console import quiet_known_warnings, quiet_tensorflow
 
-    from tftrain.distribute import is_chief, make_strategy
-
-    for noisy in ("absl", "tensorflow"):  # tf.data's and collectives' per-step INFO lines are noise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     t = cfg.trainer
-    keras.utils.set_random_seed(t.seed)
-    if t.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
-    strategy = make_strategy(t)
+    if t.verbose < 3:
+        quiet_known_warnings()
+    with quiet_tensorflow(t.verbose):
+        import keras
+        import tensorflow as tf
+
+        from tftrain.distribute import is_chief, make_strategy
+
+        for noisy in ("absl", "tensorflow"):  # tf.data's and collectives' per-step INFO lines are noise
+            logging.getLogger(noisy).setLevel(logging.DEBUG if t.verbose >= 3 else logging.WARNING)
+        keras.utils.set_random_seed(t.seed)
+        if t.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
+        strategy = make_strategy(t)
     return strategy, is_chief(strategy)
 
 
@@ -82,15 +88,19 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     >>> metrics = tftrain.train(tftrain.compose(["trainer.epochs=2"]))  # doctest: +SKIP
     """
     from tftrain.build import preflight
-    from tftrain.checkpoints import steps_in
-    from tftrain.controller import StopSignals
     from tftrain.resume import RunLock, plan_resume, save_config
 
-    cfg = validate(cfg)
+    cfg = validate(cfg)  # before TensorFlow is imported: a bad config fails in well under a second
     run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
-    preflight(cfg)
+    from tftrain.console import quiet_tensorflow
+
+    with quiet_tensorflow(cfg.trainer.verbose):  # the targets' modules import Keras, and so TensorFlow
+        preflight(cfg)
     strategy, chief = setup(cfg)
+    from tftrain.checkpoints import steps_in  # these import TensorFlow
+    from tftrain.controller import StopSignals
+
     # wall_time_s: from here, not counting the process' start-up and TensorFlow's import (seconds, and
     # only in a sweep's first job in-process), which would make the first job look slow.
     t_start = time.perf_counter()
@@ -125,8 +135,11 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     write_preprocessing(data, write_dir)
     replicas = strategy.num_replicas_in_sync
     log.info("Run directory: %s", run_dir.resolve())
-    log.info("%d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch", replicas,
-             type(strategy).__name__.lstrip("_"), t.batch_size, t.batch_size // replicas, data.steps_per_epoch)
+    from tftrain.console import device_summary
+
+    log.info("Training on %s: %d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch",
+             device_summary(strategy), replicas, strategy_name(strategy), t.batch_size, t.batch_size // replicas,
+             data.steps_per_epoch)
     with strategy.scope():
         # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
         schedule = Scaled(build_schedule(cfg, data.steps_per_epoch), float(replicas) if t.scale_lr else 1.0)
@@ -140,9 +153,11 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     loggers = Loggers(build_loggers(cfg) if chief else [])  # only the chief logs
     trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=t.jit_compile,
                       update_freq=loggers.graph_freq(), record_steps=loggers.record_steps)
+    # A sweep's jobs print plain lines: live lines of parallel jobs would overwrite each other.
+    verbose = 2 if t.verbose == 1 and sweep_dir_of_job() is not None else t.verbose
     options = LoopOptions(epochs=t.epochs, steps_per_execution=t.steps_per_execution,
                           checkpoint_every_steps=t.checkpoint_every_steps, keep_checkpoints=t.keep_checkpoints,
-                          nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=t.verbose, resume=t.resume)
+                          nan_recovery=t.nan_recovery, nan_lr_factor=t.nan_lr_factor, verbose=verbose, resume=t.resume)
     run_info = RunInfo(write_dir, cfg, model, flat_params(cfg), sweep_dir=sweep_dir_of_job())
     pruning = pruning_callback(cfg, strategy)  # an Optuna trial with a pruner (hparams_search=optuna)
     callbacks = build_callbacks(cfg, write_dir) + ([pruning] if pruning is not None else [])
@@ -226,6 +241,13 @@ OUTPUTS = ("metrics.json", "model.keras", "model.weights.h5", "best.keras", "his
 
 def outputs_of(run_dir: Path) -> str:
     return ", ".join(name for name in OUTPUTS if (run_dir / name.rstrip("/")).exists())
+
+
+def strategy_name(strategy) -> str:
+    """The strategy as users choose it (trainer.strategy), not its class' private name."""
+    return {"_DefaultDistributionStrategy": "default", "MirroredStrategy": "mirrored", "OneDeviceStrategy": "one_device",
+            "MultiWorkerMirroredStrategy": "multi_worker",
+            "CollectiveAllReduceStrategy": "multi_worker"}.get(type(strategy).__name__, type(strategy).__name__)
 
 
 def _find_lr(cfg, run_dir: Path, strategy):

@@ -336,6 +336,10 @@ def tfds(*, dataset: str, data_dir: str | None, download: bool, train_split: str
         info = builder.info
     except DataError:
         raise
+    except ImportError as e:  # a module TFDS needs for this data set, not a wrong name
+        raise DataError(f"data=tfds: TensorFlow Datasets needs the module {e.name or str(e)!r} to load {dataset!r}, and "
+                        f"it is not installed. Fix: pip install {e.name or '<that module>'} (pip install "
+                        "\"tftrain[tfds]\" installs what tftrain's tests use).") from None
     except Exception as e:  # noqa: BLE001 - TFDS raises many kinds (DatasetNotFoundError, download errors)
         raise DataError(f"data=tfds: could not load {dataset!r} (data_dir {data_dir or 'TFDS default'}): "
                         f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}. Fix: check the "

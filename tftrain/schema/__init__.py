@@ -204,3 +204,22 @@ def _dirname(overrides, exclude, params=None) -> str:
 # ${tftrain_dirname:${hydra.overrides.task},<keys to leave out>,<the sweeper's params>}: a sweep
 # job's short directory name
 OmegaConf.register_new_resolver("tftrain_dirname", _dirname, replace=True)
+
+
+def meanings(cls: type) -> dict[str, str]:
+    """Each field's one-line meaning: the comment after it in the schema's source (`lr: float =
+    0.001  # the learning rate`), inherited fields included. `--help` shows them."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, re.M):
+            out[m.group(1)] = m.group(2).strip()
+    return out

@@ -14,7 +14,7 @@ MODES = ("auto", "min", "max")
 
 @dataclass
 class EarlyStoppingConf:
-    enabled: bool = False
+    enabled: bool = False  # stop training once `monitor` has not improved for `patience` epochs
     monitor: str = "val_loss"  # a metric logged at each epoch end (val_<metric>, <metric>, loss, val_loss)
     mode: str = "auto"  # auto (from the metric: min for losses and errors, max for accuracy, auc, ...) | min | max
     patience: int = 5  # epochs without improvement before stopping
@@ -31,7 +31,7 @@ class EarlyStoppingConf:
 class BestCheckpointConf:
     enabled: bool = False  # also save <run>/best.keras whenever `monitor` improves
     monitor: Optional[str] = None  # null: trainer.objective (when it is a val_ metric), else val_loss
-    mode: str = "auto"
+    mode: str = "auto"  # auto (from the metric) | min | max
 
     def __post_init__(self):
         require(self.mode in MODES, "best_checkpoint.mode", self.mode, "auto, min or max")
@@ -42,8 +42,7 @@ class BestCheckpointConf:
 class CallbacksConf:
     early_stopping: EarlyStoppingConf = field(default_factory=EarlyStoppingConf)
     best_checkpoint: BestCheckpointConf = field(default_factory=BestCheckpointConf)
-    # your own Keras callbacks: [{_target_: mymodule.MyCallback, arg: value}, ...], driven by the loop
-    extra: List[Dict[str, Any]] = field(default_factory=list)
+    extra: List[Dict[str, Any]] = field(default_factory=list)  # your own Keras callbacks: [{_target_: mymodule.MyCallback, arg: value}, ...]
 
     def __post_init__(self):
         for i, cb in enumerate(self.extra):

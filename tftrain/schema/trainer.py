@@ -17,7 +17,7 @@ MAX_EPOCHS = 1_000_000
 @schema("trainer", "default")
 @dataclass(kw_only=True)
 class TrainerConf:
-    epochs: int = 30
+    epochs: int = 30  # passes over the training split
     batch_size: int = 64  # global batch, split across replicas
     seed: int = 0  # model init, shuffling, dropout and synthetic data
     steps_per_execution: int = 1  # training steps run per call into the compiled step (raise on GPUs)
@@ -32,7 +32,7 @@ class TrainerConf:
     nan_recovery: int = 0  # on a NaN/Inf loss: restore the last checkpoint, scale the rate down, retry N times
     nan_lr_factor: float = 0.5  # the learning-rate scale applied at each NaN recovery
     resume: str = "auto"  # auto: resume from the run directory's newest loadable checkpoint | never: move them aside, start at step 0 | must: fail when there is none
-    verbose: int = 1  # 0 silent, 1 progress bar and one line per epoch, 2 one line per epoch
+    verbose: int = 1  # 0 no per-epoch lines; 1 a live line per epoch on a terminal, ending as its summary (plain summary lines in a pipe or a sweep); 2 summary lines only; 3 also TensorFlow's own start-up and C++ log lines
     objective: Optional[str] = None  # the metric the CLI returns to Hydra sweepers (e.g. Optuna); null: val_ + the problem's first metric
     objective_mode: Optional[str] = None  # max | min; null: from the metric (min for loss, mae, rmse, ...; max for accuracy, auc, r2, ...)
 
@@ -46,7 +46,7 @@ class TrainerConf:
                 "null, mixed_float16 or mixed_bfloat16")
         require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
         require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "an integer > 0")
-        require(self.verbose in (0, 1, 2), "verbose", self.verbose, "0, 1 or 2")
+        require(self.verbose in (0, 1, 2, 3), "verbose", self.verbose, "0, 1, 2 or 3")
         require(self.cpu_devices >= 1, "cpu_devices", self.cpu_devices, "an integer >= 1")
         require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps,
                 "an integer >= 0 (0: checkpoint at epoch ends only)")
