@@ -38,7 +38,7 @@ def test_two_replicas_agree_with_one(tmp_path):
     one = run_cli(*args, f"hydra.run.dir={tmp_path / 'one'}")
     two = run_cli(*args, "trainer.cpu_devices=2", "trainer.strategy=mirrored", f"hydra.run.dir={tmp_path / 'two'}")
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
-    assert "2 replica(s) (MirroredStrategy), global batch 32 (16 per replica)" in two.stdout + two.stderr
+    assert "2 replica(s) (mirrored), global batch 32 (16 per replica)" in two.stdout + two.stderr
     a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
     for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
         np.testing.assert_allclose(a["history"][key], b["history"][key], rtol=1e-5)

@@ -1,0 +1,71 @@
+"""How many training steps each call into the compiled step runs (`trainer.steps_per_execution`).
+
+Every call costs a fixed host overhead `c` (Python, the dispatch into the graph, reading its
+results, the callbacks' batch hooks, the progress line, the loggers) on top of `n` steps of `s`
+seconds each, so the host's share of the time is c / (c + n s). With `auto`, the loop times a few
+calls of 1 step and of `PROBE` steps early in the run, solves for c and s, and takes the smallest
+n that keeps the host's share under `TARGET_OVERHEAD`, capped so a call still ends every
+`MAX_CALL_SECONDS` (the progress line's cadence, a signal's latency) and within an epoch. Every
+count runs through the same compiled function (the count is a tensor), so calibrating costs no
+retracing. Checkpoint steps stay exact, NaNs are still found at their step, and per-step scalars
+are still written per step: all of that happens inside the call.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+TARGET_OVERHEAD = 0.05
+MAX_CALL_SECONDS = 0.2
+PROBE = 8  # steps per call of the second probe
+REPEATS = 3  # timed calls per probe (their median)
+
+
+class StepsPerCall:
+    """`setting`: a count (fixed) or "auto". `next()` gives the next call's count (before the
+    loop's own limits: epoch end, checkpoint steps); `observe(n, seconds)` records a call."""
+
+    def __init__(self, setting, steps_per_epoch: int):
+        self.auto = setting == "auto"
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.fixed = None if self.auto else int(setting)
+        self.chosen: int | None = self.fixed
+        self._times: dict[int, list[float]] = {1: [], PROBE: []}
+        self._traced = False  # the first call traces the compiled function: not timed
+        self.estimate: tuple[float, float] | None = None  # (host overhead per call, seconds per step)
+
+    def next(self) -> int:
+        if self.chosen is not None:
+            return self.chosen
+        return 1 if not self._traced or len(self._times[1]) < REPEATS else PROBE
+
+    def observe(self, n: int, seconds: float) -> None:
+        """A call of `n` steps took `seconds` (a call the loop shortened to land on an epoch end or a
+        checkpoint step is not a probe)."""
+        if self.chosen is not None:
+            return
+        if not self._traced:
+            self._traced = True
+            return
+        if n in self._times and len(self._times[n]) < REPEATS:
+            self._times[n].append(seconds)
+        if len(self._times[1]) >= REPEATS and len(self._times[PROBE]) >= REPEATS:
+            self.chosen = self._choose(statistics.median(self._times[1]), statistics.median(self._times[PROBE]))
+
+    def _choose(self, t1: float, tk: float) -> int:
+        step = max((tk - t1) / (PROBE - 1), 1e-7)
+        overhead = max(t1 - step, 0.0)
+        self.estimate = (overhead, step)
+        n = math.ceil(overhead * (1 - TARGET_OVERHEAD) / (TARGET_OVERHEAD * step)) if overhead > 0 else 1
+        n = min(n, max(int(MAX_CALL_SECONDS / step), 1), self.steps_per_epoch)
+        return max(n, 1)
+
+    def describe(self) -> str:
+        """A log line for the chosen count."""
+        if self.estimate is None:
+            return f"{self.chosen} step(s) per call"
+        overhead, step = self.estimate
+        share = overhead / (overhead + self.chosen * step) if overhead + step > 0 else 0.0
+        return (f"trainer.steps_per_execution=auto: {self.chosen} step(s) per call (a step takes {1000 * step:.2f} ms, "
+                f"the host {1000 * overhead:.2f} ms per call: {100 * share:.1f}% of the time)")
