@@ -5,7 +5,7 @@ Rows (each in its own child process: fresh TensorFlow state, honest memory numbe
 
   default           the real `python -m tftrain` (digits, MLP; --cpu: 3 epochs instead of 30)
   tftrain ...       model=resnet (ResNet-20) on CIFAR-shaped synthetic data, global batch 512,
-                    3 epochs of 30 steps: float32, mixed_bfloat16, mixed_float16 x XLA off/on x
+                    3 epochs of 40 steps: float32, mixed_bfloat16, mixed_float16 x XLA off/on x
                     steps per execution 1/auto (12 rows; `auto` rows are skipped, with a note,
                     while the schema does not take it)
   model.fit         the same model (tftrain.models.resnet + the same L2) and arrays, compiled with
@@ -33,7 +33,7 @@ import argparse
 import json
 import os
 import platform
-import signal
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,17 +47,19 @@ TAG = "GPU_CHECK_RESULT "
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Sizes per mode. GPU: ResNet-20 at batch 512 runs tens of steps/s on an H200-class GPU, so the
-# 90 steps of a row take seconds; start-up, tracing and XLA compilation dominate each child.
+# 120 steps of a row take seconds; start-up, tracing and XLA compilation dominate each child.
+# Epochs of 30+ steps: steps_per_execution=auto settles within the first epoch (it times 28
+# steps: 1 traced, 3 calls of 1, 3 of 8), so epochs 2-3 measure the count it chose.
 MODES = {
-    "gpu": dict(shape=[32, 32, 3], batch=512, steps_per_epoch=30, epochs=3, model=[],
+    "gpu": dict(shape=[32, 32, 3], batch=512, steps_per_epoch=40, epochs=3, model=[],
                 default_cli=[], timeout=180, budget=460, jobs=1,
                 # Two logical devices on one GPU: memory_limit is required; ResNet-20 at batch 256
                 # holds an estimated 0.6 GiB of activations, and 2 x 8 GiB fits any GPU of 20 GB+.
                 split_mb=8192,
                 # Not measured yet (no GPU so far): TF32 off leaves reduction order and cuDNN's
-                # algorithm choice per batch size as the differences, compounded over 90 Adam steps.
+                # algorithm choice per batch size as the differences, compounded over 120 Adam steps.
                 tolerance=1e-3),
-    "cpu": dict(shape=[8, 8, 3], batch=32, steps_per_epoch=6, epochs=3,
+    "cpu": dict(shape=[8, 8, 3], batch=32, steps_per_epoch=30, epochs=3,
                 model=["model.filters=[4]", "model.blocks_per_stage=1"],
                 default_cli=["trainer.epochs=3"], timeout=150, budget=300,
                 # Two children at a time: TensorFlow's import is single-threaded and most of a
@@ -106,8 +108,9 @@ def child_train(spec: dict) -> None:
 
     m = tftrain.train(tftrain.compose(spec["overrides"]), output_dir=spec["dir"])
     spe = m["steps"] // m["epochs"]
-    _report(steps_per_s=_steady(m["history"]["seconds"], spe) or m["steps_per_s"], first_epoch_s=m["history"]["seconds"][0],
-            loss=m["history"]["loss"], gpu_peak=_gpu_peak_bytes(tf),
+    seconds = m["history"]["seconds"]
+    _report(steps_per_s=_steady(seconds, spe) or m["steps_per_s"], first_epoch_s=seconds[0], loss=m["history"]["loss"],
+            gpu_peak=_gpu_peak_bytes(tf),
             devices=len(tf.config.list_logical_devices("GPU" if gpus else "CPU")))
 
 
@@ -186,7 +189,8 @@ def run_child(cmd: list[str], log_path: Path, timeout: float, env: dict) -> tupl
     than Popen.wait: it returns this child's own rusage (RUSAGE_CHILDREN would be the max over all)."""
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        # In our process group: a Ctrl-C reaches the running children too (tftrain stops cleanly on it).
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     code = None
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -194,7 +198,7 @@ def run_child(cmd: list[str], log_path: Path, timeout: float, env: dict) -> tupl
             code = os.waitstatus_to_exitcode(status)
             break
         if time.perf_counter() - t0 > timeout:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the child and anything it started
+            proc.kill()
             _, _, usage = os.wait4(proc.pid, 0)
             break
         time.sleep(0.1)
@@ -234,6 +238,7 @@ class Check:
         if args.cpu:
             self.env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU check on a GPU machine too
         self.t_start = time.perf_counter()
+        self.stopping = False
 
     def left(self) -> float:
         return self.budget - (time.perf_counter() - self.t_start)
@@ -256,6 +261,9 @@ class Check:
     def execute(self, row: Row, cmd: list[str], run_dir: Path | None = None) -> Row:
         """Run one child; `run_dir`: a CLI run's directory to read its results from."""
         name = row["name"]
+        if self.stopping:
+            row["result"] = "not run: interrupted"
+            return row
         if self.left() < 15:  # too late to start it and still finish within the budget
             row["result"] = f"not run: the {self.budget:.0f} s budget was spent"
             return row
@@ -267,9 +275,15 @@ class Check:
         tagged = [json.loads(ln[len(TAG):]) for ln in out.splitlines() if ln.startswith(TAG)]
         result = tagged[-1] if tagged else {}
         if code == 0 and "error" not in result and run_dir is not None:
-            result = cli_results(run_dir)
+            try:
+                result = cli_results(run_dir)
+            except (OSError, ValueError, KeyError) as e:
+                result = {"error": f"no results in {run_dir}: {e}"}
         if code == 0 and "error" not in result:
             row.update(result, result="ok")
+            chosen = re.search(r"steps_per_execution=auto: (\d+) step", out)  # what `auto` settled on (tftrain's log)
+            if chosen:
+                row["spe"] = f"auto: {chosen.group(1)}"
         else:
             row["result"] = "FAILED: " + (result.get("error") or why_failed(code, out, timeout))
         print(f"[{time.perf_counter() - self.t_start:5.0f} s] {name}: {row['result']} ({wall:.0f} s)", flush=True)
@@ -299,15 +313,21 @@ class Check:
             for precision in PRECISIONS:
                 for xla in (False, True):
                     name = f"tftrain {precision} xla={'on' if xla else 'off'} spe={spe}"
-                    row, cmd = self.train(name, [f"trainer.mixed_precision={'null' if precision == 'float32' else precision}",
-                                                 f"trainer.jit_compile={str(xla).lower()}",
-                                                 f"trainer.steps_per_execution={spe}"], precision=precision, xla=xla, spe=spe)
+                    mp = "null" if precision == "float32" else precision
+                    row, cmd = self.train(name, [f"trainer.mixed_precision={mp}", f"trainer.jit_compile={xla}".lower(),
+                                                 f"trainer.steps_per_execution={spe}"],
+                                          precision=precision, xla=xla, spe=spe)
                     if spe == "auto" and refused:
-                        row["result"] = f"skipped: not accepted yet ({refused.split('. Fix:')[0][:150]})"
+                        reason = refused.split("`: ", 1)[-1].split(". Fix:")[0][:120]
+                        row["result"] = f"skipped: trainer.steps_per_execution=auto not accepted yet ({reason})"
                     matrix.append((row, cmd))
 
-        def run_all(jobs):  # skipped rows already hold their result
-            list(pool.map(lambda job: job[0] if "result" in job[0] else self.execute(*job), jobs))
+        def run_all(jobs):
+            futures = [pool.submit(self.execute, *job) for job in jobs if "result" not in job[0]]  # not skipped
+            while not all(f.done() for f in futures):
+                time.sleep(0.2)  # not blocked in f.result(): the main thread must stay able to take a Ctrl-C
+            for f in futures:
+                f.result()  # an error in execute() itself
 
         # Order of work (not of the table): should the budget run out, the `auto` rows are the ones
         # left out, not model.fit or the device comparison.
@@ -367,11 +387,12 @@ def header(check: Check, total: float) -> list[str]:
     if gpu and check.mode == "cpu":
         gpu += " (hidden by --cpu)"
     return [f"# tftrain device check ({'--cpu, shrunk' if check.mode == 'cpu' else 'GPU'})", "",
-            f"- device: {gpu or 'no GPU (nvidia-smi not found or no GPU)'}; {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPU cores",
+            f"- device: {gpu or 'no GPU (nvidia-smi not found or no GPU)'}; "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
             f"- {', '.join(versions)}, Python {platform.python_version()}",
             f"- resnet rows: synthetic {shape} images, 10 classes, global batch {m['batch']}, {m['epochs']} epochs of "
-            f"{m['steps_per_epoch']} steps; steps/s from epochs 2-{m['epochs']} (epoch 1 holds tracing and compilation)",
+            f"{m['steps_per_epoch']} steps; steps/s from epochs 2-{m['epochs']} (epoch 1 holds tracing and "
+            "compilation)",
             f"- total time {total:.0f} s (budget {check.budget:.0f} s)", ""]
 
 
@@ -387,7 +408,8 @@ def table(rows: list[Row]) -> list[str]:
     for r in rows:
         sps = r.get("steps_per_s")
         cells = [r["name"], r.get("precision", ""), {True: "on", False: "off"}.get(r.get("xla"), ""), r.get("spe", ""),
-                 _fmt(sps), _fmt(sps * r["batch"] if sps and r.get("batch") else None, ".0f"), _fmt(r.get("first_epoch_s")),
+                 _fmt(sps), _fmt(sps * r["batch"] if sps and r.get("batch") else None, ".0f"),
+                 _fmt(r.get("first_epoch_s")),
                  _fmt(r["gpu_peak"] / 2 ** 20, ".0f") if r.get("gpu_peak") is not None else
                  ("n/a" if r["result"] == "ok" and "wall" in r else ""),
                  _fmt(r["rss"] / 2 ** 20 if r.get("rss") else None, ".0f"),
@@ -398,7 +420,7 @@ def table(rows: list[Row]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu", action="store_true", help="shrunk, on the CPU (GPUs hidden): keeps the script working")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     p.add_argument("--budget", type=float, help="seconds after which no child starts and "
@@ -412,7 +434,12 @@ def main(argv=None) -> int:
         return child_main(json.loads(args.child))
 
     check = Check(args)
-    rows, ok = check.run()
+    try:
+        rows, ok = check.run()
+    except KeyboardInterrupt:
+        check.stopping = True  # the pool's threads start no further child before Python exits
+        print(f"Interrupted (the running children got the Ctrl-C too); their logs: {check.work}", file=sys.stderr)
+        return 130
     text = "\n".join(header(check, time.perf_counter() - check.t_start) + table(rows)) + "\n"
     print("\n" + text)
     if args.out:

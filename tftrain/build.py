@@ -194,20 +194,27 @@ def pipeline_of(cfg):
                     shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d))
 
 
-def build_data(cfg, strategy=None, problem=None, batch_size: int | None = None):
+def build_data(cfg, strategy=None, problem=None):
     """The configured data's checked and split pipelines (tftrain.data.Datasets); `problem`
-    (default: the configured one) checks the targets."""
-    from tftrain.data.pipeline import build_datasets
+    (default: the configured one) checks the targets. With trainer.accumulate_steps=N the
+    pipeline's batches are batch_size / N and its steps count updates of N batches."""
+    from tftrain.data.pipeline import accumulated, build_datasets
 
     problem = problem or build_problem(cfg)
     source = call_target("data", cfg.data, skip=PIPELINE_KEYS)
+    t = cfg.trainer
+    n = int(t.get("accumulate_steps", 1))
     try:
-        return build_datasets(source, pipeline_of(cfg), batch_size=batch_size or cfg.trainer.batch_size,
-                              seed=cfg.trainer.seed, strategy=strategy, targets=problem)
+        data = build_datasets(source, pipeline_of(cfg), batch_size=t.batch_size // n, seed=t.seed, strategy=strategy,
+                              targets=problem)
+        return accumulated(data, n)
     except ArgumentError as e:
-        key = {"batch_size": "trainer.batch_size"}.get(e.arg, f"data.{e.arg}")
-        value = cfg.trainer.batch_size if key == "trainer.batch_size" else e.value
-        raise ConfigError(key, value, e.requirement) from None
+        key = {"batch_size": "trainer.batch_size", "accumulate_steps": "trainer.accumulate_steps"}.get(
+            e.arg, f"data.{e.arg}")
+        value = {"trainer.batch_size": t.batch_size, "trainer.accumulate_steps": n}.get(key, e.value)
+        requirement = e.requirement + (f" (each of the {n} batches of an update holds batch_size / {n} = "
+                                       f"{t.batch_size // n})" if key == "trainer.batch_size" and n > 1 else "")
+        raise ConfigError(key, value, requirement) from None
 
 
 # ---------------------------------------------------------------- model

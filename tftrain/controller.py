@@ -33,6 +33,7 @@ import tensorflow as tf
 from tftrain.checkpoints import Checkpointer
 from tftrain.errors import DivergenceError, Preempted
 from tftrain.loggers.base import Loggers, RunInfo
+from tftrain.pacing import StepsPerCall
 from tftrain.progress import Progress
 from tftrain.trainer import Trainer
 
@@ -83,7 +84,7 @@ class StopSignals:
 @dataclass
 class LoopOptions:
     epochs: int
-    steps_per_execution: int = 1
+    steps_per_execution: int | str = 1  # or "auto" (tftrain.pacing)
     checkpoint_every_steps: int = 0  # 0: at epoch ends only
     keep_checkpoints: int = 3
     nan_recovery: int = 0
@@ -127,6 +128,8 @@ class Controller:
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
         self.loggers = loggers or Loggers([])
         self.run_info = run_info
+        self.pacer = StepsPerCall(options.steps_per_execution, data.steps_per_epoch)
+        self.first_call_done: float | None = None  # perf_counter time the first training call returned
         # Summed metric state of the epoch in progress, so a mid-epoch resume reports the same epoch
         # metrics as an uninterrupted run.
         self.epoch_sums = tf.Variable(tf.zeros([trainer.problem.size], tf.float64), trainable=False, name="epoch_sums")
@@ -219,14 +222,18 @@ class Controller:
         writer, _ = self.loggers.graph_writer()
         with writer.as_default() if writer is not None else contextlib.nullcontext():
             while done < spe:
-                n = min(self.options.steps_per_execution, spe - done)
+                n = min(self.pacer.next(), spe - done)
                 if every:
                     n = min(n, every - self.step % every)  # land exactly on checkpoint steps
+                t_call = time.perf_counter()
                 self.callbacks.on_train_batch_begin(done)
-                sums, last_loss, first_bad, stop, step_log = self.trainer.train(iterator, n)
+                sums, last_loss, first_bad, stop, step_log = self.trainer.train(iterator, n, totals)
+                if self.first_call_done is None:
+                    last_loss.numpy()
+                    self.first_call_done = time.perf_counter()
                 if not math.isfinite(float(last_loss.numpy())) or int(first_bad.numpy()) >= 0:
                     self._diverged(float(last_loss.numpy()), int(first_bad.numpy()))
-                totals += sums.numpy()
+                totals = sums.numpy()  # the epoch's running sums, this call's steps added
                 if self.loggers.record_steps:
                     self.loggers.log_steps(step_log.numpy())
                 done += n
@@ -236,6 +243,10 @@ class Controller:
                 # results cost a host computation each; the progress line asks for them when it draws).
                 self.callbacks.on_train_batch_end(done - 1, {"loss": float(totals[0] / totals[1])})
                 progress.update(epoch, done, lambda: problem.results(totals))
+                if self.pacer.chosen is None:
+                    self.pacer.observe(n, time.perf_counter() - t_call)
+                    if self.pacer.chosen is not None:
+                        log.info("%s", self.pacer.describe())
                 if done < spe and (stop or (every and self.step % every == 0)):
                     self.epoch_sums.assign(totals)
                     self._save(history)

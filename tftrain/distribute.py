@@ -79,3 +79,17 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if "chief" in cluster:
         return resolver.task_type == "chief"
     return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def use_xla(setting, deterministic: bool) -> tuple[bool, str]:
+    """`trainer.jit_compile` resolved: (whether to XLA-compile the step, why). `auto` compiles with
+    a GPU (fusing a step's many small kernels is where XLA pays) unless op determinism is on
+    (XLA's GPU kernels are not all deterministic); on CPUs it stays off: measured no faster there
+    (README, Performance)."""
+    if setting != "auto":
+        return bool(setting), f"trainer.jit_compile={str(setting).lower()}"
+    if deterministic:
+        return False, "trainer.jit_compile=auto, with trainer.deterministic"
+    if tf.config.list_logical_devices("GPU"):
+        return True, "trainer.jit_compile=auto, with a GPU"
+    return False, "trainer.jit_compile=auto, without a GPU"

@@ -177,7 +177,10 @@ def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
         optimizer = build_optimizer(cfg, _ramp_schedule(task.min_lr, task.max_lr, task.num_steps))
         prepare_problem(problem, model, data)
     # The training step itself, one step per call (the loss of every step is read).
-    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=t.jit_compile)
+    from tftrain.distribute import use_xla
+
+    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size,
+                      jit_compile=use_xla(t.jit_compile, t.deterministic)[0], accumulate=t.accumulate_steps)
 
     def batches():
         for epoch in itertools.count():

@@ -31,33 +31,38 @@ class StepsPerCall:
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.fixed = None if self.auto else int(setting)
         self.chosen: int | None = self.fixed
-        self._times: dict[int, list[float]] = {1: [], PROBE: []}
+        self._single: list[float] = []  # seconds of 1-step calls
+        self._multi: list[tuple[int, float]] = []  # (steps, seconds) of calls of several steps
         self._traced = False  # the first call traces the compiled function: not timed
         self.estimate: tuple[float, float] | None = None  # (host overhead per call, seconds per step)
 
     def next(self) -> int:
         if self.chosen is not None:
             return self.chosen
-        return 1 if not self._traced or len(self._times[1]) < REPEATS else PROBE
+        return 1 if not self._traced or len(self._single) < REPEATS else PROBE
 
     def observe(self, n: int, seconds: float) -> None:
-        """A call of `n` steps took `seconds` (a call the loop shortened to land on an epoch end or a
-        checkpoint step is not a probe)."""
+        """A call of `n` steps took `seconds` (the loop may have shortened a probe to land on an
+        epoch end or a checkpoint step: any count above 1 serves)."""
         if self.chosen is not None:
             return
         if not self._traced:
             self._traced = True
             return
-        if n in self._times and len(self._times[n]) < REPEATS:
-            self._times[n].append(seconds)
-        if len(self._times[1]) >= REPEATS and len(self._times[PROBE]) >= REPEATS:
-            self.chosen = self._choose(statistics.median(self._times[1]), statistics.median(self._times[PROBE]))
+        if n == 1 and len(self._single) < REPEATS:
+            self._single.append(seconds)
+        elif n > 1 and len(self._single) >= REPEATS:
+            self._multi.append((n, seconds))
+        if len(self._single) >= REPEATS and len(self._multi) >= REPEATS:
+            self.chosen = self._choose()
 
-    def _choose(self, t1: float, tk: float) -> int:
-        step = max((tk - t1) / (PROBE - 1), 1e-7)
+    def _choose(self) -> int:
+        t1 = statistics.median(self._single)
+        step = max(statistics.median((t - t1) / (n - 1) for n, t in self._multi), 1e-7)
         overhead = max(t1 - step, 0.0)
         self.estimate = (overhead, step)
-        n = math.ceil(overhead * (1 - TARGET_OVERHEAD) / (TARGET_OVERHEAD * step)) if overhead > 0 else 1
+        # The fewest steps with overhead / (overhead + n * step) <= TARGET_OVERHEAD (1e-9: float noise).
+        n = math.ceil(overhead * (1 - TARGET_OVERHEAD) / (TARGET_OVERHEAD * step) - 1e-9) if overhead > 0 else 1
         n = min(n, max(int(MAX_CALL_SECONDS / step), 1), self.steps_per_epoch)
         return max(n, 1)
 

@@ -89,15 +89,20 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """
     from tftrain.build import preflight
     from tftrain.resume import RunLock, plan_resume, save_config
+    from tftrain.startup import Phases
 
+    phases = Phases()
     cfg = validate(cfg)  # before TensorFlow is imported: a bad config fails in well under a second
+    phases.mark("validate")
     run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
     ensure_console_logging()
     from tftrain.console import quiet_tensorflow
 
     with quiet_tensorflow(cfg.trainer.verbose):  # the targets' modules import Keras, and so TensorFlow
         preflight(cfg)
+    phases.mark("import_tensorflow_and_check_targets")
     strategy, chief = setup(cfg)
+    phases.mark("devices_and_strategy")
     from tftrain.checkpoints import steps_in  # these import TensorFlow
     from tftrain.controller import StopSignals
 
@@ -113,17 +118,19 @@ def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         plan = plan_resume(run_dir, cfg, has_checkpoints)
         if chief:
             save_config(cfg, write_dir, plan)
-        metrics = _train(cfg, run_dir, write_dir, strategy, chief, plan, t_start, stop)
+        phases.mark("run_directory")
+        metrics = _train(cfg, run_dir, write_dir, strategy, chief, plan, t_start, stop, phases)
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return metrics
 
 
-def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_start: float, stop) -> dict:
+def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_start: float, stop, phases) -> dict:
     from tftrain.build import (build_data, build_loggers, build_model, build_optimizer, build_problem, build_schedule,
                                prepare_problem)
     from tftrain.callbacks import build_callbacks
     from tftrain.controller import Controller, LoopOptions
+    from tftrain.distribute import use_xla
     from tftrain.loggers.base import Loggers, RunInfo, flat_params, sweep_dir_of_job
     from tftrain.pruning import pruning_callback
     from tftrain.schedules import Scaled
@@ -133,13 +140,16 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     problem = build_problem(cfg)
     data = build_data(cfg, strategy, problem)
     write_preprocessing(data, write_dir)
+    phases.mark("data")
     replicas = strategy.num_replicas_in_sync
     log.info("Run directory: %s", run_dir.resolve())
     from tftrain.console import device_summary
 
-    log.info("Training on %s: %d replica(s) (%s), global batch %d (%d per replica), %d steps per epoch",
+    accumulate = f", {t.accumulate_steps} batches of {t.batch_size // t.accumulate_steps} per update" \
+        if t.accumulate_steps > 1 else ""
+    log.info("Training on %s: %d replica(s) (%s), global batch %d (%d per replica%s), %d steps per epoch",
              device_summary(strategy), replicas, strategy_name(strategy), t.batch_size, t.batch_size // replicas,
-             data.steps_per_epoch)
+             accumulate, data.steps_per_epoch)
     with strategy.scope():
         # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
         schedule = Scaled(build_schedule(cfg, data.steps_per_epoch), float(replicas) if t.scale_lr else 1.0)
@@ -150,9 +160,14 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
         # and a reloaded model can evaluate() or keep training with fit().
         model.compile(optimizer=optimizer, **problem.compile_args())
+    phases.mark("model_and_optimizer")
     loggers = Loggers(build_loggers(cfg) if chief else [])  # only the chief logs
-    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=t.jit_compile,
-                      update_freq=loggers.graph_freq(), record_steps=loggers.record_steps)
+    xla, why = use_xla(t.jit_compile, t.deterministic)
+    log.info("XLA %s (%s); steps per call: %s", "on" if xla else "off", why,
+             "chosen early in the run (trainer.steps_per_execution=auto)" if t.steps_per_execution == "auto"
+             else t.steps_per_execution)
+    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size, jit_compile=xla,
+                      update_freq=loggers.graph_freq(), record_steps=loggers.record_steps, accumulate=t.accumulate_steps)
     # A sweep's jobs print plain lines: live lines of parallel jobs would overwrite each other.
     verbose = 2 if t.verbose == 1 and sweep_dir_of_job() is not None else t.verbose
     options = LoopOptions(epochs=t.epochs, steps_per_execution=t.steps_per_execution,
@@ -171,8 +186,9 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
         data_dependent_init(model, strategy, next(iter(data.train(0, 0))))
     status = "failed"
     try:
+        phases.mark("loop_setup")
         metrics, saved = _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, strategy, run_dir,
-                                       write_dir, chief, t_start, pruning)
+                                       write_dir, chief, t_start, pruning, phases)
         loggers.finish(metrics, [write_dir / name for name in (saved, "history.csv", "metrics.json", "config.yaml",
                                                                "preprocessing.json")])
         status = metrics.get("status", "completed")
@@ -185,11 +201,16 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
 
 
 def _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, strategy, run_dir: Path, write_dir: Path,
-                  chief: bool, t_start: float, pruning=None) -> tuple[dict, str]:
+                  chief: bool, t_start: float, pruning=None, phases=None) -> tuple[dict, str]:
     """The loop, then the test evaluation and the outputs: (metrics.json's dict, the model's file name)."""
     import numpy as np
 
-    history = controller.fit()
+    try:
+        history = controller.fit()
+    finally:
+        trainer.restore_clipping()  # model.keras keeps the optimizer's settings as configured
+    if phases is not None and controller.first_call_done is not None:  # restore, loggers, tracing, the first call
+        phases.mark("first_step", at=controller.first_call_done)
     if cfg.optimizer.use_ema:
         optimizer.finalize_variable_values(model.trainable_variables)  # evaluate and save the EMA weights
     test = trainer.evaluate(data.test)
@@ -216,6 +237,7 @@ def _fit_and_test(cfg, controller, data, problem, model, optimizer, trainer, str
         # Sum of squares of every weight: identical on every replica and worker when they are in
         # sync, and between runs that should be bit-identical (a resume check).
         **({"found_lr": float(cfg.optimizer.lr)} if cfg.task.get("find_lr") else {}),  # task.find_lr's rate
+        "startup_s": phases.seconds if phases is not None else None,  # launch to first step, by phase
         "weights_fingerprint": float(sum(np.sum(np.square(w.astype("float64"))) for w in model.get_weights())),
         "run_dir": str(run_dir.resolve()),
     }

@@ -28,6 +28,27 @@ def _scalar(tag: str, value, step):
     tf.summary.write(tag, tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
 
 
+CLIPPING = ("clipvalue", "clipnorm", "global_clipnorm")
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer wraps the configured one
+
+
+def _take_clipping(optimizer) -> dict:
+    """The optimizer's clipping settings, taken off it (the Trainer clips instead: `_clipped`)."""
+    inner = _inner(optimizer)
+    taken = {k: getattr(inner, k, None) for k in CLIPPING if getattr(inner, k, None)}
+    for k in taken:
+        setattr(inner, k, None)
+    return taken
+
+
+def _put_clipping(optimizer, settings: dict) -> None:
+    for k, v in settings.items():
+        setattr(_inner(optimizer), k, v)
+
+
 class Trainer:
     """Trains `model` with `optimizer` on `problem` under `strategy`, global batch `global_batch_size`.
 
@@ -42,11 +63,15 @@ class Trainer:
     """
 
     def __init__(self, strategy, model, optimizer, problem: Problem, *, global_batch_size: int,
-                 jit_compile: bool = False, update_freq: int = 1, record_steps: bool = False):
+                 jit_compile: bool = False, update_freq: int = 1, record_steps: bool = False, accumulate: int = 1):
         self.strategy, self.model, self.optimizer, self.problem = strategy, model, optimizer, problem
         self.global_batch_size, self.update_freq, self.record_steps = global_batch_size, update_freq, record_steps
-        self._replica = tf.function(self._replica_step, jit_compile=True) if jit_compile else self._replica_step
-        self._train_fns: dict[int, tf.types.experimental.GenericFunction] = {}
+        self.accumulate = int(accumulate)
+        self._clipping = _take_clipping(optimizer) if strategy.num_replicas_in_sync > 1 else {}
+        replica = self._replica_step if self.accumulate == 1 else self._replica_accumulated_step
+        self._replica = tf.function(replica, jit_compile=True) if jit_compile else replica
+        # One trace for every count of steps per call: the count is a tensor argument.
+        self._train_fn = tf.function(self._steps)
         self._eval_fn = tf.function(self._eval_all)
         # This process' request to stop (set by a signal handler), reduced across workers in the step.
         self.stop_flag = tf.Variable(0, dtype=tf.int32, trainable=False, name="tftrain_stop")
@@ -75,25 +100,76 @@ class Trainer:
         grads = tape.gradient(scaled_loss, model.trainable_variables)
         # Squared norm of this replica's share of the global-batch gradient, without loss scaling.
         grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
-        optimizer.apply(grads, model.trainable_variables)
+        optimizer.apply(self._clipped(grads), model.trainable_variables)
         return loss, self.problem.batch_state(y, outputs, per_example), grad_norm_sq
+
+    def _replica_accumulated_step(self, xs, ys):
+        """One update from `accumulate` micro-batches (stacked: [accumulate, batch, ...]): their
+        gradients summed, in sequence (a while loop: one micro-batch's activations alive at a
+        time), then applied once. The loss of each is averaged over the whole update's global
+        batch, so the sum is the gradient of that batch in one go: the same update, the schedule,
+        clipping and EMA seeing one step."""
+        model, optimizer, variables = self.model, self.optimizer, self.model.trainable_variables
+        grads = [tf.zeros_like(v) for v in variables]
+        loss, state = tf.constant(0.0), tf.zeros([self.problem.size])
+        for i in tf.range(self.accumulate):
+            x, y = xs[i], ys[i]
+            with tf.GradientTape() as tape:
+                outputs = model(x, training=True)
+                per_example = self.problem.per_example_loss(y, outputs)
+                micro = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+                if model.losses:  # the regularizers once per update, not once per micro-batch
+                    micro += tf.nn.scale_regularization_loss(tf.add_n(model.losses)) / self.accumulate
+                scaled = optimizer.scale_loss(micro)
+            grads = [g if d is None else g + tf.convert_to_tensor(d) for g, d in zip(grads, tape.gradient(scaled, variables))]
+            loss += micro
+            state += self.problem.batch_state(y, outputs, per_example)
+        grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
+        optimizer.apply(self._clipped(grads), variables)
+        return loss, state, grad_norm_sq
+
+    def _clipped(self, grads):
+        """With several replicas and clipping: the gradient all-reduced and clipped here, since
+        Keras 3 clips before it all-reduces (BaseOptimizer._backend_apply_gradients clips, then
+        TFOptimizer._backend_update_step sums the replicas), which clips each replica's share
+        rather than the global batch's gradient. Divided by the replicas, which Keras then sums."""
+        if not self._clipping:
+            return grads
+        replicas = float(self.strategy.num_replicas_in_sync)
+        scale = tf.cast(self.optimizer.scale_loss(1.0), tf.float32)  # clip the unscaled gradient
+        dense = [tf.convert_to_tensor(g) / scale for g in grads]
+        dense = tf.distribute.get_replica_context().all_reduce(SUM, dense)
+        c = self._clipping
+        if c.get("clipvalue"):
+            dense = [tf.clip_by_value(g, -c["clipvalue"], c["clipvalue"]) for g in dense]
+        if c.get("clipnorm"):
+            dense = [tf.clip_by_norm(g, c["clipnorm"]) for g in dense]
+        if c.get("global_clipnorm"):
+            dense, _ = tf.clip_by_global_norm(dense, c["global_clipnorm"])
+        return [g * scale / replicas for g in dense]
+
+    def restore_clipping(self) -> None:
+        """Put the optimizer's clipping settings back (before it is saved with the model)."""
+        _put_clipping(self.optimizer, self._clipping)
 
     def _replica_eval(self, x, y):
         return self.problem.batch_state(y, self.model(x, training=False))
 
     # ------------------------------------------------------------------ compiled loops
 
-    def _steps(self, iterator, num_steps: int):
-        totals = tf.zeros([self.problem.size])
+    def _steps(self, iterator, num_steps, totals):
+        # `totals` carries the epoch's running sums in, in float64, added one step at a time: the
+        # epoch's metrics come out the same however its steps are grouped into calls (and after a
+        # mid-epoch resume, which feeds the checkpointed sums back in).
         last_loss = tf.constant(0.0)
         first_bad = tf.constant(-1, tf.int64)
         steps_log = tf.TensorArray(tf.float64, size=num_steps if self.record_steps else 0, element_shape=[4])
         for i in tf.range(num_steps):
             step = tf.identity(self.optimizer.iterations)  # read now: apply() increments it
             lr = self.learning_rate()
-            loss, state, grad_norm_sq = self.strategy.run(self._replica, args=next(iterator))
+            loss, state, grad_norm_sq = self.strategy.run(self._replica, args=self._next_update(iterator))
             last_loss = self.strategy.reduce(SUM, loss, axis=None)
-            totals += self.strategy.reduce(SUM, state, axis=None)
+            totals += tf.cast(self.strategy.reduce(SUM, state, axis=None), tf.float64)
             first_bad = tf.where((first_bad < 0) & ~tf.math.is_finite(last_loss), step, first_bad)
             grad_norm = self._global_grad_norm(grad_norm_sq)
             with tf.summary.record_if(step % self.update_freq == 0):
@@ -104,6 +180,14 @@ class Trainer:
                 steps_log = steps_log.write(i, tf.stack([tf.cast(v, tf.float64) for v in (step, last_loss, lr, grad_norm)]))
         stop = self.strategy.reduce(SUM, self.strategy.run(lambda: tf.identity(self.stop_flag)), axis=None)
         return totals, last_loss, first_bad, stop, steps_log.stack() if self.record_steps else tf.zeros([0, 4], tf.float64)
+
+    def _next_update(self, iterator):
+        """The next update's input: one batch, or `accumulate` micro-batches stacked."""
+        if self.accumulate == 1:
+            return next(iterator)
+        batches = [next(iterator) for _ in range(self.accumulate)]
+        stack = lambda *parts: tf.stack(parts)  # noqa: E731 - per replica
+        return tuple(self.strategy.run(stack, args=[b[k] for b in batches]) for k in (0, 1))
 
     def _global_grad_norm(self, replica_norms_sq):
         """Global-batch gradient norm: exact with one replica. With n replicas, n times the RMS of the
@@ -120,11 +204,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ host side
 
-    def train(self, iterator, num_steps: int):
-        """`num_steps` training steps in one graph call (one trace per distinct count)."""
-        if num_steps not in self._train_fns:
-            self._train_fns[num_steps] = tf.function(lambda it: self._steps(it, num_steps))
-        return self._train_fns[num_steps](iterator)
+    def train(self, iterator, num_steps: int, totals=None):
+        """`num_steps` training steps in one graph call (traced once, whatever the count), their
+        summed metric state added to `totals` (float64; zeros by default)."""
+        totals = tf.zeros([self.problem.size], tf.float64) if totals is None else tf.constant(totals, tf.float64)
+        return self._train_fn(iterator, tf.constant(num_steps, tf.int32), totals)
 
     def evaluate(self, dataset) -> dict[str, float]:
         """The problem's loss and metrics over a whole (distributed) dataset."""

@@ -127,6 +127,20 @@ class Datasets:
     batch_at: Callable[[Any], tuple] | None = None
 
 
+def accumulated(data: Datasets, n: int) -> Datasets:
+    """`data` (batches of global_batch / n) seen as updates of `n` consecutive batches each: its
+    steps per epoch count updates (the epoch's leftover batches unused, as a batch of the whole
+    size would drop them), and resuming after `skip` updates skips `skip * n` batches."""
+    if n == 1:
+        return data
+    if data.steps_per_epoch < n:
+        raise ArgumentError("accumulate_steps", n, f"at most the {data.steps_per_epoch} batches of "
+                            f"{data.global_batch_size} in an epoch (the training split is too small)")
+    return dataclasses.replace(data, train=lambda epoch, skip=0: data.train(epoch, skip * n),
+                               steps_per_epoch=data.steps_per_epoch // n, global_batch_size=data.global_batch_size * n,
+                               batch_at=None)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The shuffle seed of one epoch: a function of (seed, epoch) alone, so a resumed run replays
     exactly the order an uninterrupted one would have seen."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from tftrain.errors import require
 from tftrain.schema import schema
@@ -19,9 +19,10 @@ MAX_EPOCHS = 1_000_000
 class TrainerConf:
     epochs: int = 30  # passes over the training split
     batch_size: int = 64  # global batch, split across replicas
+    accumulate_steps: int = 1  # an update from N consecutive batches of batch_size / N, gradients summed: the same update, 1/N of the activation memory
     seed: int = 0  # model init, shuffling, dropout and synthetic data
-    steps_per_execution: int = 1  # training steps run per call into the compiled step (raise on GPUs)
-    jit_compile: bool = False  # XLA-compile the training step
+    steps_per_execution: Any = "auto"  # training steps per call into the compiled step; auto: timed early in the run, the fewest that keep the host's overhead under 5%
+    jit_compile: Any = "auto"  # XLA-compile the training step: true | false | auto (on with a GPU, unless trainer.deterministic; off on CPUs)
     mixed_precision: Optional[str] = None  # null | mixed_float16 (with loss scaling) | mixed_bfloat16
     strategy: str = "auto"  # auto | default | mirrored | one_device | multi_worker (TF_CONFIG)
     cpu_devices: int = 1  # split the CPU into N logical devices (mirrored training without GPUs)
@@ -40,8 +41,16 @@ class TrainerConf:
         require(0 < self.epochs <= MAX_EPOCHS, "epochs", self.epochs, f"an integer in [1, {MAX_EPOCHS:,}]")
         require(0 < self.batch_size < 2 ** 31, "batch_size", self.batch_size, "an integer > 0 (the global batch)")
         require(self.resume in RESUME, "resume", self.resume, f"one of {list(RESUME)}")
+        require(self.accumulate_steps >= 1, "accumulate_steps", self.accumulate_steps, "an integer >= 1")
+        require(self.batch_size % self.accumulate_steps == 0, "accumulate_steps", self.accumulate_steps,
+                f"a divisor of trainer.batch_size ({self.batch_size}): each update is accumulate_steps batches of "
+                "batch_size / accumulate_steps")
         require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        require(self.steps_per_execution > 0, "steps_per_execution", self.steps_per_execution, "an integer > 0")
+        require(self.steps_per_execution == "auto" or (isinstance(self.steps_per_execution, int)
+                                                        and not isinstance(self.steps_per_execution, bool)
+                                                        and self.steps_per_execution > 0),
+                "steps_per_execution", self.steps_per_execution, "auto or an integer > 0")
+        require(self.jit_compile in ("auto", True, False), "jit_compile", self.jit_compile, "auto, true or false")
         require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
                 "null, mixed_float16 or mixed_bfloat16")
         require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
