@@ -16,7 +16,7 @@ import pytest
 import tftrain
 from conftest import ROOT, SMALL, compose_small, run_cli
 
-TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "run_dir"}
+TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "startup_s", "run_dir"}
 
 
 def _metrics(run_dir):

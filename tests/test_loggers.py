@@ -133,11 +133,11 @@ def test_a_users_own_logger_gets_every_hook(tmp_path):
     (tmp_path / "recorder.py").write_text(USER_LOGGER)
     out = tmp_path / "calls.json"
     result = run_cli(*SMALL, "logger=[]", "+logger.mine._target_=recorder.Recorder", f"+logger.mine.path={out}",
-                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+                     "trainer.steps_per_execution=4", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     calls = json.loads(out.read_text())
     assert calls[0] == ["start", 0, 0.001]
-    # 8 steps per epoch, a row every 4th step (its step_freq), after the compiled call that ran it
+    # 8 steps per epoch in calls of 4, a row every 4th step (its step_freq), after the call that ran it
     assert [c[0] if c[0] != "steps" else c[1] for c in calls[1:7]] == [[0], [4], "epoch", [8], [12], "epoch"]
     assert calls[3][1] == 0 and {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(calls[3][2])
     assert calls[-2] == ["finish", 2, ["config.yaml", "history.csv", "metrics.json", "model.keras",

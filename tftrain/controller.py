@@ -128,7 +128,7 @@ class Controller:
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
         self.loggers = loggers or Loggers([])
         self.run_info = run_info
-        self.pacer = StepsPerCall(options.steps_per_execution, data.steps_per_epoch)
+        self.pacer = StepsPerCall(options.steps_per_execution, data.steps_per_epoch, agree=trainer.agree)
         self.first_call_done: float | None = None  # perf_counter time the first training call returned
         # Summed metric state of the epoch in progress, so a mid-epoch resume reports the same epoch
         # metrics as an uninterrupted run.

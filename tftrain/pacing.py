@@ -26,7 +26,8 @@ class StepsPerCall:
     """`setting`: a count (fixed) or "auto". `next()` gives the next call's count (before the
     loop's own limits: epoch end, checkpoint steps); `observe(n, seconds)` records a call."""
 
-    def __init__(self, setting, steps_per_epoch: int):
+    def __init__(self, setting, steps_per_epoch: int, agree=None):
+        self.agree = agree  # list[float] -> the same list on every worker (Trainer.agree); None: as is
         self.auto = setting == "auto"
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.fixed = None if self.auto else int(setting)
@@ -58,7 +59,10 @@ class StepsPerCall:
 
     def _choose(self) -> int:
         t1 = statistics.median(self._single)
-        step = max(statistics.median((t - t1) / (n - 1) for n, t in self._multi), 1e-7)
+        step = statistics.median((t - t1) / (n - 1) for n, t in self._multi)
+        if self.agree is not None:
+            t1, step = self.agree([t1, step])
+        step = max(step, 1e-7)
         overhead = max(t1 - step, 0.0)
         self.estimate = (overhead, step)
         # The fewest steps with overhead / (overhead + n * step) <= TARGET_OVERHEAD (1e-9: float noise).

@@ -73,6 +73,7 @@ class Trainer:
         # One trace for every count of steps per call: the count is a tensor argument.
         self._train_fn = tf.function(self._steps)
         self._eval_fn = tf.function(self._eval_all)
+        self._agree_fn = None
         # This process' request to stop (set by a signal handler), reduced across workers in the step.
         self.stop_flag = tf.Variable(0, dtype=tf.int32, trainable=False, name="tftrain_stop")
         with strategy.scope():
@@ -196,9 +197,12 @@ class Trainer:
         n = float(self.strategy.num_replicas_in_sync)
         return tf.sqrt(self.strategy.reduce(SUM, replica_norms_sq, axis=None) / n) * n
 
-    def _eval_all(self, dataset):
+    def _eval_all(self, iterator):
+        # An iterator argument, not the dataset: a dataset passed into a tf.function is rebuilt
+        # inside the graph on every call (on 2 cores 35-50 ms for a 2-batch split, 3x the cost
+        # of iter(); it was most of a small dataset's epoch).
         totals = tf.zeros([self.problem.size])
-        for x, y in dataset:
+        for x, y in iterator:  # autograph: get_next_as_optional until the end
             totals += self.strategy.reduce(SUM, self.strategy.run(self._replica_eval, args=(x, y)), axis=None)
         return totals
 
@@ -210,6 +214,22 @@ class Trainer:
         totals = tf.zeros([self.problem.size], tf.float64) if totals is None else tf.constant(totals, tf.float64)
         return self._train_fn(iterator, tf.constant(num_steps, tf.int32), totals)
 
+    def agree(self, values: list[float]) -> list[float]:
+        """`values` as the chief's first replica has them, on every worker: a decision taken from
+        host timings (the steps per call) must be the same everywhere, or the workers' collectives
+        stop matching and the run hangs. A collective itself: every worker calls it at the same
+        point. Exact: every other replica adds zeros."""
+        if not self.strategy.extended._in_multi_worker_mode():
+            return list(values)
+        if self._agree_fn is None:
+            def first_replica(v):
+                ctx = tf.distribute.get_replica_context()
+                return tf.where(tf.equal(ctx.replica_id_in_sync_group, 0), v, tf.zeros_like(v))
+
+            self._agree_fn = tf.function(lambda v: self.strategy.reduce(
+                SUM, self.strategy.run(first_replica, args=(v,)), axis=None))
+        return [float(v) for v in self._agree_fn(tf.constant(values, tf.float64)).numpy()]
+
     def evaluate(self, dataset) -> dict[str, float]:
         """The problem's loss and metrics over a whole (distributed) dataset."""
-        return self.problem.results(self._eval_fn(dataset).numpy())
+        return self.problem.results(self._eval_fn(iter(dataset)).numpy())
