@@ -14,10 +14,10 @@ which goes first, so a neighbour's load on a shared machine hits both alike):
   tftrain      `python -m tftrain <row> trainer.verbose=0`: the real command with every default
                (steps_per_execution=auto, jit_compile=auto, TensorBoard per-step scalars, a
                checkpoint per epoch, model.keras, metrics.json)
-  model.fit    a hand-written script: the same Keras model (tftrain.models' function with the
-               same keys and a Normalization layer from the training split's statistics), the
-               same split arrays (written by this script to an .npz the child loads), Adam with
-               the same rate, model.fit(validation_data=...), evaluate on the test split, save.
+  model.fit    a hand-written script that imports no tftrain: the model tftrain builds for the
+               row (same layers, initial weights, L2, normalization layers; saved by this script
+               as .keras and loaded), the same split arrays (an .npz), Adam with the same rate,
+               model.fit(validation_data=...), evaluate on the test split, save.
 
 Measured: whole-process wall time (launch to exit: imports, data, tracing, training, evaluation,
 saving), training time (the sum of the epochs' training steps, validation excluded), and their
@@ -74,13 +74,13 @@ def _report(**values):
 
 
 def prepare(row: str, folder: Path) -> dict:
-    """The row's split arrays (as tftrain splits them) in an .npz, and what the hand-written
-    script needs to build the same model: the model function, its keys, the problem, the rates."""
+    """The row's split arrays (as tftrain splits them) in an .npz, and the model tftrain builds for
+    it (its layers, initial weights, L2 and normalization layers) saved as .keras, so the
+    hand-written script starts from the same weights without importing tftrain."""
     import numpy as np
-    from omegaconf import OmegaConf
 
     import tftrain
-    from tftrain.build import build_problem, call_target, pipeline_of
+    from tftrain.build import build_data, build_model, build_problem, call_target, pipeline_of
     from tftrain.data.sources import hold_out
     from tftrain.schema import validate
     from tftrain.schema.data import PIPELINE_KEYS
@@ -92,51 +92,35 @@ def prepare(row: str, folder: Path) -> dict:
     path = folder / f"{row}.npz"
     np.savez(path, x_train=s.x_train, y_train=s.y_train, x_val=s.x_val, y_val=s.y_val, x_test=s.x_test,
              y_test=s.y_test)
-    model = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("_target_", "l2")}
-    return {"npz": str(path), "model_fn": cfg.model._target_, "model": model, "l2": float(cfg.model.get("l2", 0.0)),
-            "problem": cfg.problem._target_, "normalize": cfg.data.get("normalize"),
-            "normalize_target": bool(cfg.data.get("normalize_target", False)), "lr": float(cfg.optimizer.lr),
-            "batch": int(cfg.trainer.batch_size), "epochs": int(cfg.trainer.epochs), "seed": int(cfg.trainer.seed)}
+    data = build_data(cfg)
+    model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
+    model.save(folder / f"{row}.keras")
+    return {"npz": str(path), "model": str(folder / f"{row}.keras"), "problem": cfg.problem._target_,
+            "lr": float(cfg.optimizer.lr), "batch": int(cfg.trainer.batch_size), "epochs": int(cfg.trainer.epochs),
+            "seed": int(cfg.trainer.seed)}
 
 
 # ---------------------------------------------------------------- the hand-written child
 
 
 def child_fit(job: dict, out: str) -> None:
-    """A hand-written Keras script. From tftrain only the model function (the same layers)."""
-    import importlib
-
+    """A hand-written Keras script (no tftrain import): load, compile, fit, evaluate, save."""
     import keras
     import numpy as np
 
-    from tftrain.initializers import add_l2
-    from tftrain.models import with_preprocessing
-
     d = np.load(job["npz"])
-    x, y = d["x_train"].astype("float32"), d["y_train"]
     keras.utils.set_random_seed(job["seed"])
-    module, name = job["model_fn"].rsplit(".", 1)
+    model = keras.models.load_model(job["model"], compile=False)
     loss, metric = PROBLEMS[job["problem"]]
-    num_outputs = int(y.max()) + 1 if loss == "sparse_ce" else (y.shape[-1] if y.ndim > 1 else 1)
-    core = getattr(importlib.import_module(module), name)(x.shape[1:], num_outputs, **job["model"])
-    add_l2(core, job["l2"])
-    axes = tuple(range(x.ndim - 1))  # per channel
-    norm = None
-    if job["normalize"] == "standardize":
-        norm = {"offset": x.mean(axis=axes), "scale": 1.0 / np.maximum(x.std(axis=axes), 1e-7)}
-    elif job["normalize"] == "scale":
-        lo, hi = x.min(axis=axes), x.max(axis=axes)
-        norm = {"offset": lo, "scale": 1.0 / np.maximum(hi - lo, 1e-7)}
-    target = {"mean": y.mean(axis=0, keepdims=True).reshape(-1), "std": y.std(axis=0).reshape(-1)} \
-        if job["normalize_target"] else None
-    model = with_preprocessing(core, x.shape[1:], norm, target)
     losses = {"sparse_ce": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
               "binary_ce": keras.losses.BinaryCrossentropy(from_logits=True), "mse": "mse"}
     metrics = {"accuracy": [keras.metrics.SparseCategoricalAccuracy(name="accuracy") if loss == "sparse_ce"
                             else keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
                "mae": [keras.metrics.MeanAbsoluteError(name="mae")]}
     model.compile(optimizer=keras.optimizers.Adam(job["lr"]), loss=losses[loss], metrics=metrics[metric])
-    y_fit = y.reshape(len(y), -1).astype("float32") if loss != "sparse_ce" else y
+
+    def targets(y):
+        return y if loss == "sparse_ce" else y.reshape(len(y), -1).astype("float32")
 
     class Timer(keras.callbacks.Callback):  # the training steps of each epoch, as tftrain's history counts them
         def __init__(self):
@@ -152,11 +136,11 @@ def child_fit(job: dict, out: str) -> None:
                 self.t0 = None
 
     timer = Timer()
-    yv = d["y_val"].reshape(len(d["y_val"]), -1).astype("float32") if loss != "sparse_ce" else d["y_val"]
-    yt = d["y_test"].reshape(len(d["y_test"]), -1).astype("float32") if loss != "sparse_ce" else d["y_test"]
-    model.fit(x, y_fit, batch_size=job["batch"], epochs=job["epochs"], validation_data=(d["x_val"], yv),
-              shuffle=True, verbose=0, callbacks=[timer])
-    result = model.evaluate(d["x_test"], yt, batch_size=job["batch"], verbose=0, return_dict=True)
+    model.fit(d["x_train"].astype("float32"), targets(d["y_train"]), batch_size=job["batch"], epochs=job["epochs"],
+              validation_data=(d["x_val"].astype("float32"), targets(d["y_val"])), shuffle=True, verbose=0,
+              callbacks=[timer])
+    result = model.evaluate(d["x_test"].astype("float32"), targets(d["y_test"]), batch_size=job["batch"], verbose=0,
+                            return_dict=True)
     model.save(Path(out) / "model.keras")
     _report(seconds=timer.seconds, test=float(result[metric]), metric=metric)
 

@@ -41,7 +41,7 @@ def _auto():
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     # Several GPUs (or a split CPU): mirror across them. One GPU or the CPU: the default strategy.
-    return _mirrored() if len(gpus) >= 2 or (not gpus and len(cpus) >= 2) else tf.distribute.get_strategy()
+    return _made("mirrored") if len(gpus) >= 2 or (not gpus and len(cpus) >= 2) else tf.distribute.get_strategy()
 
 
 def _one_device():
@@ -65,9 +65,23 @@ STRATEGIES = {
 }
 
 
+# One strategy object per kind for the life of the process. A second MirroredStrategy over the
+# same devices numbers its collectives from the same keys as the first, and TensorFlow's collective
+# executor still holds the first run's shapes under them: a second tftrain.train() in a notebook
+# failed with "Shape mismatch in the collective instance" (and TensorFlow allows one
+# MultiWorkerMirroredStrategy per process anyway). The devices cannot change within a process.
+_MADE: dict[str, tf.distribute.Strategy] = {}
+
+
+def _made(kind: str) -> tf.distribute.Strategy:
+    if kind not in _MADE:
+        _MADE[kind] = STRATEGIES[kind]()
+    return _MADE[kind]
+
+
 def make_strategy(cfg_trainer) -> tf.distribute.Strategy:
     configure_cpu_devices(cfg_trainer.cpu_devices)
-    return STRATEGIES[cfg_trainer.strategy]()
+    return _made(cfg_trainer.strategy)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -49,6 +49,8 @@ def _put_clipping(optimizer, settings: dict) -> None:
         setattr(_inner(optimizer), k, v)
 
 
+_NOT_CONVERTED = tf.autograph.experimental.do_not_convert
+
 class Trainer:
     """Trains `model` with `optimizer` on `problem` under `strategy`, global batch `global_batch_size`.
 
@@ -68,7 +70,11 @@ class Trainer:
         self.global_batch_size, self.update_freq, self.record_steps = global_batch_size, update_freq, record_steps
         self.accumulate = int(accumulate)
         self._clipping = _take_clipping(optimizer) if strategy.num_replicas_in_sync > 1 else {}
-        replica = self._replica_step if self.accumulate == 1 else self._replica_accumulated_step
+        # The replica step has no tensor-dependent Python control flow: autograph need not
+        # convert it (nor the model, problem and schedule code it calls), which saves tracing time
+        # (Keras' own train step is do_not_convert too). The accumulating step loops with tf.range.
+        replica = _NOT_CONVERTED(self._replica_step) if self.accumulate == 1 \
+            else self._replica_accumulated_step
         self._replica = tf.function(replica, jit_compile=True) if jit_compile else replica
         # One trace for every count of steps per call: the count is a tensor argument.
         self._train_fn = tf.function(self._steps)
@@ -203,7 +209,8 @@ class Trainer:
         # of iter(); it was most of a small dataset's epoch).
         totals = tf.zeros([self.problem.size])
         for x, y in iterator:  # autograph: get_next_as_optional until the end
-            totals += self.strategy.reduce(SUM, self.strategy.run(self._replica_eval, args=(x, y)), axis=None)
+            totals += self.strategy.reduce(SUM, self.strategy.run(_NOT_CONVERTED(self._replica_eval), args=(x, y)),
+                                           axis=None)
         return totals
 
     # ------------------------------------------------------------------ host side
