@@ -199,13 +199,19 @@ def steady(epochs: list[float]) -> float:
 
 
 def machine() -> str:
+    from importlib.metadata import version
+
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
-    import keras
-    import tensorflow as tf
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {version('tensorflow')}, "
+            f"Keras {version('keras')}; load average at start {os.getloadavg()[0]:.2f}")
 
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, "
-            f"Keras {keras.__version__}; load average at start {os.getloadavg()[0]:.2f}")
+
+def prepare_in_child(rows: list[str], folder: Path) -> dict:
+    """prepare() in a child process: this parent must stay small, since a child's peak RSS counts
+    the memory it inherits from the parent before exec (1 GB once TensorFlow is imported here)."""
+    _, _, out = run([sys.executable, __file__, "--prepare", ",".join(rows), "--out", str(folder)], ROOT)
+    return json.loads([ln for ln in out.splitlines() if ln.startswith(TAG)][-1][len(TAG):])
 
 
 def main():
@@ -215,10 +221,13 @@ def main():
     p.add_argument("--no-extras", action="store_true", help="skip the XLA, steps-per-call and memory rows")
     p.add_argument("--markdown", help="also write the tables to this file")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--prepare", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         return child_fit(json.loads(a.child), a.out)
+    if a.prepare:
+        return _report(**{row: prepare(row, Path(a.out)) for row in a.prepare.split(",")})
 
     t_start = time.perf_counter()
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
@@ -231,7 +240,7 @@ def main():
     extras = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        jobs = {row: prepare(row, folder) for row in rows}
+        jobs = prepare_in_child(rows, folder)
         for rep in range(a.reps):
             for i, row in enumerate(rows):
                 order = ("tftrain", "fit") if (rep + i) % 2 == 0 else ("fit", "tftrain")

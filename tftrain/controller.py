@@ -246,6 +246,7 @@ class Controller:
                 if self.pacer.chosen is None:
                     self.pacer.observe(n, time.perf_counter() - t_call)
                     if self.pacer.chosen is not None:
+                        progress.clear()  # the log line in place of the live bar, not after it
                         log.info("%s", self.pacer.describe())
                 if done < spe and (stop or (every and self.step % every == 0)):
                     self.epoch_sums.assign(totals)
