@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,3 +71,21 @@ class CrashAtEpoch:
 
 def crash_at(epoch: int) -> str:
     return f"callbacks.extra=[{{_target_:conftest.CrashAtEpoch,epoch:{epoch}}}]"
+
+
+# metrics.json keys that hold wall-clock times (or the directory): they differ between equal runs.
+TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "startup_s", "run_dir"}
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def same_numbers(a: dict, b: dict) -> None:
+    """Every metric but wall-clock ones is identical, history included (minus epoch seconds)."""
+    for key in set(a) - TIMING:
+        if key == "history":
+            assert {k: v for k, v in a[key].items() if k != "seconds"} == \
+                   {k: v for k, v in b[key].items() if k != "seconds"}
+        else:
+            assert a[key] == b[key], key

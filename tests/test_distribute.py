@@ -3,7 +3,6 @@ devices (a split CPU, multi-worker) run in subprocesses."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,22 +14,8 @@ import pytest
 
 import tftrain
 from conftest import ROOT, SMALL, compose_small, run_cli
+from conftest import metrics_of as _metrics, same_numbers as _same_numbers
 
-TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "startup_s", "run_dir"}
-
-
-def _metrics(run_dir):
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def _same_numbers(a: dict, b: dict):
-    """Every metric but wall-clock ones is identical, history included (minus epoch seconds)."""
-    for key in set(a) - TIMING:
-        if key == "history":
-            assert {k: v for k, v in a[key].items() if k != "seconds"} == \
-                   {k: v for k, v in b[key].items() if k != "seconds"}
-        else:
-            assert a[key] == b[key], key
 
 
 def test_two_replicas_agree_with_one(tmp_path):

@@ -6,7 +6,6 @@ Signals go to real subprocesses."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import signal
@@ -21,26 +20,13 @@ import pytest
 
 import tftrain
 from conftest import ROOT, SMALL, compose_small, crash_at, run_cli
+from conftest import metrics_of as _metrics, same_numbers as _same_numbers
 from tftrain.errors import ConfigError, DataError, TftrainError
 
-TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "startup_s", "run_dir"}
 LONG = ["data=synthetic", "data.num_train=4096", "data.num_val=64", "data.num_test=64", "model.hidden_units=[64]",
         "model.dropout=0.2", "trainer.epochs=6", "trainer.batch_size=32", "trainer.verbose=2",
         "trainer.deterministic=true", "logger=[]"]
 SPE = 4096 // 32
-
-
-def _metrics(run_dir):
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def _same_numbers(a: dict, b: dict):
-    for key in set(a) - TIMING:
-        if key == "history":
-            assert {k: v for k, v in a[key].items() if k != "seconds"} == \
-                   {k: v for k, v in b[key].items() if k != "seconds"}
-        else:
-            assert a[key] == b[key], key
 
 
 def _start(run_dir, *args):

@@ -179,18 +179,24 @@ def _check_shape(x: np.ndarray, run: Run, path: str) -> None:
 # ---------------------------------------------------------------- the tasks
 
 
+def _open_run(cfg: DictConfig, output_dir):
+    """A task's start: the validated config, its output directory, and `task.run`'s run, model
+    and problem."""
+    from tftrain.train import ensure_console_logging, run_dir_of
+
+    cfg = validate(cfg)
+    out_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
+    ensure_console_logging()
+    run = Run(cfg.task.run)
+    return cfg, out_dir, run, run.model(), run.problem()  # TensorFlow loads here, quietly
+
+
 def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Predict `task.input` with the model of `task.run`; write `task.output` (a CSV: `prediction`,
     or `prediction_<i>` for several outputs; `prob_<class>` for classification)."""
-    from tftrain.train import ensure_console_logging, run_dir_of
-
     t0 = time.perf_counter()
-    cfg = validate(cfg)
+    cfg, out_dir, run, model, problem = _open_run(cfg, output_dir)
     task = cfg.task
-    out_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
-    ensure_console_logging()
-    run = Run(task.run)
-    model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     import tensorflow as tf
 
     x, _, files = read_input(task.input, run, with_targets=False)
@@ -235,15 +241,9 @@ def _prediction_table(problem, outputs, probs, names):
 def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Score the model of `task.run` on `task.input` (a file with targets) or on its data's
     `task.split`; write evaluation.json (loss and every metric of the run's problem)."""
-    from tftrain.train import ensure_console_logging, run_dir_of
-
     t0 = time.perf_counter()
-    cfg = validate(cfg)
+    cfg, out_dir, run, model, problem = _open_run(cfg, output_dir)
     task = cfg.task
-    out_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
-    ensure_console_logging()
-    run = Run(task.run)
-    model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     import tensorflow as tf
 
     if task.input is not None:

@@ -9,11 +9,8 @@ with so far is kept in `config_history/` rather than overwritten.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tftrain.errors import TftrainError
+from tftrain.locks import HolderLock
 
 log = logging.getLogger("tftrain")
 
@@ -40,42 +38,18 @@ class ResumeRefused(TftrainError):
     """The new config would corrupt the run in this directory."""
 
 
-class RunLock:
-    """An exclusive lock on `<run_dir>/.tftrain.lock` (fcntl.flock): held while this process trains
-    there. The kernel releases it when the process dies, so a lock left by a killed process is
-    taken over; a live holder makes the second process fail at once, naming it."""
+class RunLock(HolderLock):
+    """`<run_dir>/.tftrain.lock`, held while this process trains there."""
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".tftrain.lock"
-        self._file = None
+        super().__init__(Path(run_dir) / ".tftrain.lock")
 
-    def __enter__(self) -> "RunLock":
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise RunDirBusy(f"{self.path.parent} is in use: {holder} is training there. Fix: wait for it to end (or "
-                             "stop it), or train in another run directory (hydra.run.dir=... or output_dir=...).") from None
-        self._file.seek(0)
-        previous = self._file.read().strip()
-        if previous:
-            log.info("Took over the lock of a process that is gone (%s)", previous)
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        self._file.flush()
-        return self
+    def busy(self, holder: str) -> Exception:
+        return RunDirBusy(f"{self.path.parent} is in use: {holder} is training there. Fix: wait for it to end (or "
+                          "stop it), or train in another run directory (hydra.run.dir=... or output_dir=...).")
 
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+    def took_over(self, previous: str) -> None:
+        log.info("Took over the lock of a process that is gone (%s)", previous)
 
 
 def _flat(node, prefix: str = "") -> dict:

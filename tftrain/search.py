@@ -25,19 +25,16 @@ sweeper and by a trial's job, not by every command.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
-import os
-import socket
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from tftrain.errors import ConfigError, TftrainError
+from tftrain.locks import HolderLock
 from tftrain.search_space import SYNTAX, SearchSpace, parse_search_space
 
 log = logging.getLogger("tftrain")
@@ -72,35 +69,16 @@ def quiet_optuna() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-class SweepLock:
-    """An exclusive lock on `<sweep dir>/.optuna.lock` while a sweeper runs there: a second sweeper
-    on the same directory would count the first one's running trials as left by a killed sweep."""
+class SweepLock(HolderLock):
+    """`<sweep dir>/.optuna.lock` while a sweeper runs there: a second sweeper on the same
+    directory would count the first one's running trials as left by a killed sweep."""
 
     def __init__(self, sweep_dir: Path):
-        self.path = sweep_dir / ".optuna.lock"
-        self._file = None
+        super().__init__(Path(sweep_dir) / ".optuna.lock")
 
-    def __enter__(self) -> "SweepLock":
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
-            raise TftrainError(f"The Optuna search in {self.path.parent} is already running ({holder}). Fix: wait for "
-                               "it to end (rerun then to continue it), or search in another hydra.sweep.dir.") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        self._file.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+    def busy(self, holder: str) -> Exception:
+        return TftrainError(f"The Optuna search in {self.path.parent} is already running ({holder}). Fix: wait for "
+                            "it to end (rerun then to continue it), or search in another hydra.sweep.dir.")
 
 
 def _absolute(url: str) -> str:
