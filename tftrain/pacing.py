@@ -28,10 +28,8 @@ class StepsPerCall:
 
     def __init__(self, setting, steps_per_epoch: int, agree=None):
         self.agree = agree  # list[float] -> the same list on every worker (Trainer.agree); None: as is
-        self.auto = setting == "auto"
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
-        self.fixed = None if self.auto else int(setting)
-        self.chosen: int | None = self.fixed
+        self.chosen: int | None = None if setting == "auto" else int(setting)  # None: still calibrating
         self._single: list[float] = []  # seconds of 1-step calls
         self._multi: list[tuple[int, float]] = []  # (steps, seconds) of calls of several steps
         self._traced = False  # the first call traces the compiled function: not timed

@@ -51,6 +51,7 @@ def _put_clipping(optimizer, settings: dict) -> None:
 
 _NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
+
 class Trainer:
     """Trains `model` with `optimizer` on `problem` under `strategy`, global batch `global_batch_size`.
 
@@ -76,6 +77,7 @@ class Trainer:
         replica = _NOT_CONVERTED(self._replica_step) if self.accumulate == 1 \
             else self._replica_accumulated_step
         self._replica = tf.function(replica, jit_compile=True) if jit_compile else replica
+        self._replica_eval_step = _NOT_CONVERTED(self._replica_eval)
         # One trace for every count of steps per call: the count is a tensor argument.
         self._train_fn = tf.function(self._steps)
         self._eval_fn = tf.function(self._eval_all)
@@ -95,20 +97,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ replica context
 
-    def _replica_step(self, x, y):
+    def _loss_and_grads(self, x, y, parts: int = 1):
+        """One batch's loss (averaged over the global batch, plus the regularizers: counted once
+        over all replicas and, for one of an update's `parts` micro-batches, 1/parts of them), its
+        metric state, and the gradient of the loss as the optimizer scales it."""
         model, optimizer = self.model, self.optimizer
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
             per_example = self.problem.per_example_loss(y, outputs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-            if model.losses:  # kernel regularizers: counted once over all replicas
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            if model.losses:
+                regularization = tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                loss += regularization / parts if parts > 1 else regularization
             scaled_loss = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled_loss, model.trainable_variables)
-        # Squared norm of this replica's share of the global-batch gradient, without loss scaling.
+        return loss, self.problem.batch_state(y, outputs, per_example), grads
+
+    def _apply(self, grads):
+        """Apply `grads` (`_clipped`); returns the squared norm of this replica's share of the
+        global-batch gradient, without loss scaling."""
+        optimizer = self.optimizer
         grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
-        optimizer.apply(self._clipped(grads), model.trainable_variables)
-        return loss, self.problem.batch_state(y, outputs, per_example), grad_norm_sq
+        optimizer.apply(self._clipped(grads), self.model.trainable_variables)
+        return grad_norm_sq
+
+    def _replica_step(self, x, y):
+        loss, state, grads = self._loss_and_grads(x, y)
+        return loss, state, self._apply(grads)
 
     def _replica_accumulated_step(self, xs, ys):
         """One update from `accumulate` micro-batches (stacked: [accumulate, batch, ...]): their
@@ -116,24 +131,14 @@ class Trainer:
         time), then applied once. The loss of each is averaged over the whole update's global
         batch, so the sum is the gradient of that batch in one go: the same update, the schedule,
         clipping and EMA seeing one step."""
-        model, optimizer, variables = self.model, self.optimizer, self.model.trainable_variables
-        grads = [tf.zeros_like(v) for v in variables]
+        grads = [tf.zeros_like(v) for v in self.model.trainable_variables]
         loss, state = tf.constant(0.0), tf.zeros([self.problem.size])
         for i in tf.range(self.accumulate):
-            x, y = xs[i], ys[i]
-            with tf.GradientTape() as tape:
-                outputs = model(x, training=True)
-                per_example = self.problem.per_example_loss(y, outputs)
-                micro = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-                if model.losses:  # the regularizers once per update, not once per micro-batch
-                    micro += tf.nn.scale_regularization_loss(tf.add_n(model.losses)) / self.accumulate
-                scaled = optimizer.scale_loss(micro)
-            grads = [g if d is None else g + tf.convert_to_tensor(d) for g, d in zip(grads, tape.gradient(scaled, variables))]
+            micro, micro_state, micro_grads = self._loss_and_grads(xs[i], ys[i], parts=self.accumulate)
+            grads = [g if d is None else g + tf.convert_to_tensor(d) for g, d in zip(grads, micro_grads)]
             loss += micro
-            state += self.problem.batch_state(y, outputs, per_example)
-        grad_norm_sq = tf.square(tf.linalg.global_norm(grads) / tf.cast(optimizer.scale_loss(1.0), tf.float32))
-        optimizer.apply(self._clipped(grads), variables)
-        return loss, state, grad_norm_sq
+            state += micro_state
+        return loss, state, self._apply(grads)
 
     def _clipped(self, grads):
         """With several replicas and clipping: the gradient all-reduced and clipped here, since
@@ -209,8 +214,7 @@ class Trainer:
         # of iter(); it was most of a small dataset's epoch).
         totals = tf.zeros([self.problem.size])
         for x, y in iterator:  # autograph: get_next_as_optional until the end
-            totals += self.strategy.reduce(SUM, self.strategy.run(_NOT_CONVERTED(self._replica_eval), args=(x, y)),
-                                           axis=None)
+            totals += self.strategy.reduce(SUM, self.strategy.run(self._replica_eval_step, args=(x, y)), axis=None)
         return totals
 
     # ------------------------------------------------------------------ host side
