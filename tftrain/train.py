@@ -129,6 +129,7 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     from tftrain.build import (build_data, build_loggers, build_model, build_optimizer, build_problem, build_schedule,
                                prepare_problem)
     from tftrain.callbacks import build_callbacks
+    from tftrain.console import device_summary
     from tftrain.controller import Controller, LoopOptions
     from tftrain.distribute import use_xla
     from tftrain.loggers.base import Loggers, RunInfo, flat_params, sweep_dir_of_job
@@ -143,8 +144,6 @@ def _train(cfg, run_dir: Path, write_dir: Path, strategy, chief: bool, plan, t_s
     phases.mark("data")
     replicas = strategy.num_replicas_in_sync
     log.info("Run directory: %s", run_dir.resolve())
-    from tftrain.console import device_summary
-
     accumulate = f", {t.accumulate_steps} batches of {t.batch_size // t.accumulate_steps} per update" \
         if t.accumulate_steps > 1 else ""
     log.info("Training on %s: %d replica(s) (%s), global batch %d (%d per replica%s), %d steps per epoch",
