@@ -35,7 +35,7 @@ def _arrays(overrides):
     import numpy as np
 
     import tftrain
-    from tftrain.build import build_data
+    from tftrain.config.factory import build_data
     from tftrain.schema import validate
 
     data = build_data(validate(tftrain.compose([*overrides, "trainer.batch_size=128"])))

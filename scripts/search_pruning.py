@@ -82,7 +82,7 @@ def main() -> None:
     print(f"\npruned / unpruned: epochs {pruned['epochs'] / base['epochs']:.2f}, wall time "
           f"{pruned['wall_s'] / base['wall_s']:.2f}, best value {pruned['best'] - base['best']:+.4f}")
     if not pruned["states"].get("PRUNED"):
-        print("\nNo trial was pruned: does tftrain/train.py add tftrain.pruning.pruning_callback to the run's callbacks?")
+        print("\nNo trial was pruned: does tftrain/train.py add tftrain.sweep.pruning.pruning_callback to the run's callbacks?")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from tftrain.schema import validate
 
 
 def _types(cfg, tmp_path):
-    from tftrain.callbacks import build_callbacks
+    from tftrain.loop.callbacks import build_callbacks
 
     return [type(cb).__name__ for cb in build_callbacks(cfg, tmp_path)]
 
@@ -25,7 +25,7 @@ def test_default_callbacks(tmp_path):
 
 
 def test_options_add_callbacks(tmp_path):
-    from tftrain.callbacks import build_callbacks
+    from tftrain.loop.callbacks import build_callbacks
 
     cfg = validate(compose_small("callbacks.early_stopping.enabled=true", "callbacks.early_stopping.monitor=val_accuracy",
                                  "callbacks.best_checkpoint.enabled=true"))
@@ -40,7 +40,7 @@ def test_histogram_freq_is_validated():
 
 
 def test_params_are_the_flattened_config():
-    from tftrain.loggers import flat_params
+    from tftrain.config.run_info import flat_params
 
     hp = flat_params(validate(compose_small("optimizer=adam", "optimizer.lr=0.01")))
     assert hp["optimizer._target_"] == "keras.optimizers.Adam" and hp["optimizer.lr"] == 0.01

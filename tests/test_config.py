@@ -14,7 +14,7 @@ import yaml
 from omegaconf import MISSING
 
 import tftrain
-from tftrain.config import config_dir
+from tftrain.config.files import config_dir
 from tftrain.errors import ConfigError
 from tftrain.schema import MULTI, SCHEMAS, default_target, is_open, validate
 from tftrain.schema.data import PIPELINE_KEYS
@@ -170,7 +170,7 @@ def test_schemas_match_their_targets_signatures(group, cls):
 def test_every_optimizer_builds_with_its_settings(option):
     import keras
 
-    from tftrain.build import build_optimizer
+    from tftrain.config.factory import build_optimizer
 
     cfg = validate(tftrain.compose([f"optimizer={option}", "optimizer.lr=0.02", "optimizer.clipnorm=1.0"]))
     opt = build_optimizer(cfg, cfg.optimizer.lr)
@@ -191,7 +191,7 @@ def test_the_option_is_chosen_by_the_group_choice_alone():
 def test_mixed_float16_wraps_optimizer_in_loss_scaling():
     import keras
 
-    from tftrain.build import build_optimizer
+    from tftrain.config.factory import build_optimizer
 
     cfg = validate(tftrain.compose(["optimizer=sgd", "trainer.mixed_precision=mixed_float16"]))
     assert isinstance(build_optimizer(cfg, 0.1), keras.optimizers.LossScaleOptimizer)
@@ -199,7 +199,7 @@ def test_mixed_float16_wraps_optimizer_in_loss_scaling():
 
 @pytest.mark.parametrize("option", ["mlp", "cnn", "resnet"])
 def test_every_builtin_model_builds(option):
-    from tftrain.build import build_model
+    from tftrain.config.factory import build_model
 
     cfg = validate(tftrain.compose([f"model={option}"]))
     model = build_model(cfg, (32, 32, 3), 10)

@@ -24,7 +24,7 @@ from tftrain.schema import validate
 
 tf = pytest.importorskip("tensorflow")
 
-from tftrain.build import build_data  # noqa: E402
+from tftrain.config.factory import build_data  # noqa: E402
 
 
 def build(*overrides: str, batch: int = 8, strategy=None):
@@ -567,7 +567,7 @@ def test_mirrored_replicas_split_the_same_global_batches(tmp_path):
     code = """
 import numpy as np, tensorflow as tf, tftrain
 from tftrain.schema import validate
-from tftrain.build import build_data
+from tftrain.config.factory import build_data
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

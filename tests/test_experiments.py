@@ -8,7 +8,7 @@ import csv
 import pytest
 import yaml
 
-from tftrain.config import config_dir
+from tftrain.config.files import config_dir
 
 PRESETS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 # Each preset's swept group, shrunk to two of its options.

@@ -34,13 +34,13 @@ def _cfg(*overrides: str):
 
 def _kernel(*overrides: str, seed: int = 0):
     """The option's initializer for one layer (the one with seed `seed`)."""
-    from tftrain.build import initializer_of
+    from tftrain.config.factory import initializer_of
 
     return initializer_of(_cfg(*overrides))(seed)
 
 
 def _build(*overrides: str, seed: int = 0, input_shape=(8,), num_classes: int = 3):
-    from tftrain.build import build_model
+    from tftrain.config.factory import build_model
 
     return build_model(_cfg(*overrides, f"trainer.seed={seed}"), input_shape, num_classes)
 

@@ -1,5 +1,5 @@
 """The lower layers (schedules, layers, initializers, data, models, the loop) import nothing from
-the config layer (tftrain.schema, tftrain.build, tftrain.config, Hydra, OmegaConf): they raise their
+the config layer (tftrain.schema, tftrain.config.factory, tftrain.config, Hydra, OmegaConf): they raise their
 own errors, and the config layer maps them to keys."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from conftest import ROOT
 LOWER = ["tftrain/schedules", "tftrain/data", "tftrain/layers.py", "tftrain/initializers.py", "tftrain/models.py",
          "tftrain/problems.py", "tftrain/trainer.py", "tftrain/controller.py", "tftrain/checkpoints.py",
          "tftrain/progress.py"]
-CONFIG_LAYER = ("tftrain.schema", "tftrain.build", "tftrain.config", "hydra", "omegaconf")
+CONFIG_LAYER = ("tftrain.schema", "tftrain.config.factory", "tftrain.config", "hydra", "omegaconf")
 
 
 def _modules():

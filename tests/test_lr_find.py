@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 import tftrain
 from tftrain.errors import ConfigError
-from tftrain.lr_find import minimum, ramp_lrs, steepest, suggest, valley
+from tftrain.tasks.range_test import minimum, ramp_lrs, steepest, suggest, valley
 from tftrain.schema import validate
 
 

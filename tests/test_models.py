@@ -31,7 +31,7 @@ def _cfg(*overrides: str):
 
 
 def _build(*overrides: str, input_shape=IMAGE, num_classes: int = 10, seed: int = 0):
-    from tftrain.build import build_model
+    from tftrain.config.factory import build_model
 
     return build_model(_cfg(*overrides, f"trainer.seed={seed}"), input_shape, num_classes)
 

@@ -13,7 +13,7 @@ import pytest
 import tftrain
 from conftest import SMALL, compose_small, crash_at, run_cli
 from tftrain.errors import ConfigError
-from tftrain.pacing import MAX_CALL_SECONDS, PROBE, REPEATS, TARGET_OVERHEAD, StepsPerCall
+from tftrain.loop.pacing import MAX_CALL_SECONDS, PROBE, REPEATS, TARGET_OVERHEAD, StepsPerCall
 from tftrain.schema import validate
 
 EXACT = ("trainer.deterministic=true", "logger=[]")
@@ -64,7 +64,7 @@ def test_auto_steps_per_call_trains_exactly_like_one_step_per_call(tmp_path, cap
 
 
 def test_xla_is_off_by_default_on_a_cpu_and_logged(tmp_path, caplog):
-    from tftrain.distribute import use_xla
+    from tftrain.loop.distribute import use_xla
 
     assert use_xla("auto", deterministic=False) == (False, "trainer.jit_compile=auto, without a GPU")
     assert use_xla("auto", deterministic=True)[0] is False and use_xla(True, deterministic=False)[0] is True

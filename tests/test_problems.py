@@ -16,7 +16,7 @@ import pytest
 import tftrain
 from conftest import ROOT, run_cli
 from tftrain.errors import ConfigError, DataError
-from tftrain.predict import evaluate, predict
+from tftrain.tasks.predict import evaluate, predict
 from tftrain.schema import validate
 
 QUICK = ["trainer.verbose=2", "trainer.batch_size=32", "model.hidden_units=[32]"]

@@ -24,14 +24,14 @@ SGD = ("optimizer=sgd", f"optimizer.lr={LR}", "trainer.batch_size=128", "trainer
 
 
 def _fresh_model(cfg):
-    from tftrain.build import build_data, build_model
+    from tftrain.config.factory import build_data, build_model
 
     data = build_data(cfg)
     return build_model(cfg, data.input_shape, data.num_outputs)
 
 
 def _val_arrays(cfg):
-    from tftrain.build import build_data
+    from tftrain.config.factory import build_data
 
     batches = list(build_data(validate(cfg)).val)
     return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])

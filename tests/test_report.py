@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, SMALL, run_cli
-from tftrain.report import main, report
+from tftrain.report.compare import main, report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -133,7 +133,7 @@ def test_failed_unfinished_and_running_runs_are_shown_with_their_status(tmp_path
     fake_run(tmp_path / "stopped", {"optimizer": {"lr": 0.2}}, history_csv=csv_rows)  # killed: no metrics.json
     running = fake_run(tmp_path / "running", {"optimizer": {"lr": 0.3}}, history_csv=csv_rows)
     with open(running / ".tftrain.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as tftrain.resume.RunLock holds it while training
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as tftrain.tasks.resume.RunLock holds it while training
         lock.write("pid 4242 on node7 since 2025-01-01 10:00:00")
         lock.flush()
         md = report([tmp_path / n for n in ("failed", "stopped", "running", "done")], out=tmp_path / "out").read_text()
@@ -193,7 +193,7 @@ def test_metrics_to_draw_objective_and_mode(tmp_path, capsys):
 
 def test_the_report_module_does_not_import_tensorflow(tmp_path):
     fake_run(tmp_path / "a", {}, metrics_of(0.9, 0.5))
-    code = ("import sys; sys.argv[0] = '-m'; from tftrain.report import report; report(['a']); "
+    code = ("import sys; sys.argv[0] = '-m'; from tftrain.report.compare import report; report(['a']); "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -397,7 +397,7 @@ def test_a_corrupt_image_is_named(tmp_path):
     bad = tmp_path / "imgs" / "b" / "2.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     with pytest.raises(DataError, match=f"The first unreadable file: {bad}"):
-        from tftrain.build import build_data
+        from tftrain.config.factory import build_data
         from tftrain.schema import validate
 
         build_data(validate(tftrain.compose(["data=image_folder", f"data.path={tmp_path / 'imgs'}",

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 import tftrain
 from conftest import ROOT
 from tftrain import schedules as S
-from tftrain.config import config_dir
+from tftrain.config.files import config_dir
 from tftrain.errors import ConfigError
 from tftrain.schema import validate
 from tftrain.schema import SCHEMAS
@@ -409,7 +409,7 @@ def test_every_option_builds_from_its_defaults(option, warmup):
 
 
 def test_build_schedule_is_exported_by_the_package():
-    from tftrain.build import build_schedule
+    from tftrain.config.factory import build_schedule
 
     assert tftrain.build_schedule is build_schedule
 

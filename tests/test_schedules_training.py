@@ -8,7 +8,7 @@ import pytest
 
 import tftrain
 from conftest import compose_small, crash_at
-from tftrain.config import config_dir
+from tftrain.config.files import config_dir
 
 SCHEDULES = sorted(p.stem for p in (config_dir() / "schedule").glob("*.yaml"))
 SPE = 256 // 32  # steps per epoch of the SMALL config

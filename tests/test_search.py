@@ -20,7 +20,7 @@ optuna = pytest.importorskip("optuna")
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from tftrain.search_space import parse_search_space  # noqa: E402
+from tftrain.sweep.search_space import parse_search_space  # noqa: E402
 
 SEARCH = ["-m", "hparams_search=optuna", *SMALL, "trainer.epochs=1"]
 
@@ -167,7 +167,7 @@ def _pruning_wired() -> bool:
     return "pruning_callback" in train
 
 
-@pytest.mark.skipif(not _pruning_wired(), reason="needs tftrain/train.py to add tftrain.pruning.pruning_callback")
+@pytest.mark.skipif(not _pruning_wired(), reason="needs tftrain/train.py to add tftrain.sweep.pruning.pruning_callback")
 def test_a_median_pruner_stops_the_clearly_bad_trials(cli, tmp_path):
     sweep = tmp_path / "sweep"
     # Seed 0 draws lr 1e-7 (learns nothing), 0.05, 1e-7, 1e-7: after the first two complete, a
@@ -198,7 +198,7 @@ def _hydra_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tftrain.config import config_dir
+    from tftrain.config.files import config_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

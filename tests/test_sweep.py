@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import SMALL
-from tftrain.sweep import record_failure, write_summary
+from tftrain.sweep.summary import record_failure, write_summary
 
 
 def _rows(sweep_dir: Path) -> list[dict]:
@@ -121,7 +121,7 @@ def _hydra_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tftrain.config import config_dir
+    from tftrain.config.files import config_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -238,7 +238,7 @@ def test_a_rerun_sweep_skips_completed_jobs_resumes_interrupted_ones_and_reruns_
 
 
 def test_the_sweep_summary_command_exits_2_on_a_wrong_directory(tmp_path):
-    from tftrain.sweep import main
+    from tftrain.sweep.summary import main
 
     assert main([str(tmp_path / "nope")]) == 2
     run = tmp_path / "run"
@@ -249,7 +249,7 @@ def test_the_sweep_summary_command_exits_2_on_a_wrong_directory(tmp_path):
 
 
 def test_sweep_summary_errors_are_one_paragraph(tmp_path, capsys):
-    from tftrain.sweep import main
+    from tftrain.sweep.summary import main
 
     main([str(tmp_path / "nope")])
     assert f"tftrain: error: {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
@@ -259,7 +259,7 @@ def test_sweep_summary_errors_are_one_paragraph(tmp_path, capsys):
 
 
 def test_run_directory_names_stay_short_and_distinct():
-    from tftrain.rundirs import LIMIT, short_dirname
+    from tftrain.sweep.rundirs import LIMIT, short_dirname
 
     optuna = ["optimizer.lr=0.0012345678901234567", "optimizer.weight_decay=1.2345678901234e-05",
               "trainer.batch_size=64", "model.dropout=0.123456789012345", "hydra.sweeper.n_trials=20"]

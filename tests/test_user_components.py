@@ -17,7 +17,7 @@ import pytest
 
 import tftrain
 from conftest import ROOT, SMALL, compose_small, crash_at, run_cli, small
-from tftrain.config import config_dir
+from tftrain.config.files import config_dir
 from tftrain.errors import ConfigError
 
 USER_MODULE = textwrap.dedent('''
@@ -139,7 +139,7 @@ def test_tuning_practices_apply_to_a_users_model(user_dir, monkeypatch):
     assert zeros["val_accuracy"] < 0.5 and zeros["train_loss"] > 0.9 * math.log(3)
     assert he["val_accuracy"] > 0.8 and he["train_loss"] < 0.5 * zeros["train_loss"]
 
-    from tftrain.build import build_model
+    from tftrain.config.factory import build_model
     from tftrain.layers import WeightNormConv1D, WeightNormDense
     from tftrain.schema import validate
 
@@ -236,7 +236,7 @@ def test_user_datasets_go_through_the_same_pipeline(user_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(user_dir))
     cfg = compose_small("data=custom", "data._target_=usermod.blobs_as_datasets", "data.val_fraction=0.25",
                         "data.normalize=standardize")
-    from tftrain.build import build_data
+    from tftrain.config.factory import build_data
     from tftrain.schema import validate
 
     data = build_data(validate(cfg))

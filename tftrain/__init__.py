@@ -9,8 +9,8 @@ aggregate files: `python -m tftrain.sweep`).
 
 import sys
 
-from tftrain.config import compose
-from tftrain.train import train  # light: TensorFlow is imported inside train(), after validation
+from tftrain.config.compose import compose
+from tftrain.tasks.train import train  # light: TensorFlow is imported inside train(), after validation
 
 __all__ = ["compose", "train", "build_schedule", "compare_runs", "summarize_sweep", "__version__"]
 __version__ = "0.1.0"
@@ -18,15 +18,15 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # PEP 562: heavy names load on first use
     if name == "build_schedule":
-        from tftrain.build import build_schedule
+        from tftrain.config.factory import build_schedule
 
         return build_schedule
     if name == "compare_runs":  # not `report`: that is the module tftrain.report
-        from tftrain.report import report
+        from tftrain.report.compare import report
 
         return report
     if name == "summarize_sweep":
-        from tftrain.sweep import write_summary
+        from tftrain.sweep.summary import write_summary
 
         return write_summary
     raise AttributeError(f"module 'tftrain' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Errors tftrain reports to users as one paragraph, without a traceback.
 
 Lower layers (schedules, layers, initializers, data) raise `ArgumentError` (a plain ValueError
-naming their own argument) or `DataError`; the config layer (tftrain.schema, tftrain.build)
+naming their own argument) or `DataError`; the config layer (tftrain.schema, tftrain.config.factory)
 maps them to config keys as `ConfigError`s.
 """
 
@@ -63,6 +63,15 @@ class Preempted(TftrainError):
     def __init__(self, message: str, signum: int):
         self.signum = signum
         super().__init__(message)
+
+
+class RunDirBusy(TftrainError):
+    """Another process trains in this run directory (a refused process changes nothing there)."""
+
+
+class ResumeRefused(TftrainError):
+    """The run directory cannot be resumed by this process as configured (changed config, other
+    replicas, a step past the end): the message says what to change."""
 
 
 class UserCodeError(TftrainError):

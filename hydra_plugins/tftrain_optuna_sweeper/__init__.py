@@ -3,7 +3,7 @@
 
 Hydra imports every module under `hydra_plugins` when it starts, for any command and any app in
 this environment: this one only registers the config (a dataclass in Hydra's ConfigStore) and a
-thin Sweeper whose constructor imports the implementation, `tftrain.search` (and optuna), once the
+thin Sweeper whose constructor imports the implementation, `tftrain.sweep.search` (and optuna), once the
 sweeper is actually chosen. Hydra instantiates plugins only from the `hydra_plugins` package,
 hence the wrapper rather than a `_target_` in tftrain.
 """
@@ -60,7 +60,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="tftrain_optuna", node=
 
 
 class TftrainOptunaSweeper(Sweeper):
-    """The Hydra plugin; the search itself is `tftrain.search.OptunaSearch`."""
+    """The Hydra plugin; the search itself is `tftrain.sweep.search.OptunaSearch`."""
 
     def __init__(self, **config: Any) -> None:
         self.arguments = config  # hydra.sweeper.*, checked by OptunaSearch in setup
@@ -70,7 +70,7 @@ class TftrainOptunaSweeper(Sweeper):
         # Built here, not in __init__, which Hydra's instantiate calls: it would wrap a config
         # error (OptunaSearch validates its arguments at once) in its own InstantiationException.
         # Hydra calls setup right after, before anything runs.
-        from tftrain.search import OptunaSearch
+        from tftrain.sweep.search import OptunaSearch
 
         self.search = OptunaSearch(**self.arguments)
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 MODES = ("auto", "min", "max")
 

@@ -19,7 +19,7 @@ from omegaconf import MISSING
 
 from tftrain.data.files import COLOR_MODES, expand_paths
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 NORMALIZE = (None, "standardize", "scale")
 FLIPS = (None, "horizontal", "vertical", "horizontal_and_vertical")

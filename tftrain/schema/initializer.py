@@ -13,7 +13,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 BIASES = ("zeros", "ones")
 MODES = ("fan_in", "fan_out", "fan_avg")

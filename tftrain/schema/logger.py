@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 
 @schema("logger", "tensorboard")

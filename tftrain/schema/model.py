@@ -14,7 +14,7 @@ from typing import ClassVar, List
 from omegaconf import MISSING
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 # Keras activation names (checked against keras.activations by a test; not imported here,
 # because validation runs before TensorFlow is loaded).

@@ -13,7 +13,7 @@ from typing import ClassVar, List, Optional
 from omegaconf import MISSING
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 
 def _unit_interval(conf, *keys: str) -> None:

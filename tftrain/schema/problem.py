@@ -15,11 +15,10 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 from tftrain.errors import ConfigError, require
-from tftrain.schema import schema
+from tftrain.problems.direction import mode_of
+from tftrain.schema.registry import schema
 
 # Metrics (and losses) where lower is better; every other metric is better higher (accuracy, auc, r2, ...).
-LOWER_IS_BETTER = ("loss", "mae", "mse", "rmse", "mape", "msle", "error", "crossentropy", "hinge", "logcosh",
-                   "divergence", "poisson", "huber")
 PREFIXES = ("", "train_", "val_", "best_val_", "test_")
 
 
@@ -105,10 +104,6 @@ def metric_names(metrics) -> list[str]:
     return out
 
 
-def lower_is_better(name: str) -> bool:
-    return any(part in name for part in LOWER_IS_BETTER)
-
-
 def logged(cfg) -> list[str]:
     """What each epoch logs: loss, every metric, their val_ versions, and the learning rate."""
     names = ["loss", *metric_names(cfg.problem.get("metrics") or [])]
@@ -130,9 +125,7 @@ def direction(objective, mode, metrics) -> str:
 
 def _mode(mode, monitor: str):
     """`mode` with auto/null resolved from the monitored metric's direction."""
-    if mode in (None, "auto"):
-        return "min" if lower_is_better(monitor) else "max"
-    return mode
+    return mode_of(monitor) if mode in (None, "auto") else mode
 
 
 def check_outputs(cfg) -> None:

@@ -15,7 +15,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 ANNEALS = ("cos", "linear")

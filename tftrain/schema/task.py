@@ -12,7 +12,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.schema.registry import schema
 
 SUGGESTIONS = ("valley", "steepest", "minimum")
 
@@ -22,7 +22,7 @@ SUGGESTIONS = ("valley", "steepest", "minimum")
 class TrainTaskConf:
     """Train, validate each epoch, test at the end; write metrics.json and model.keras."""
 
-    _target_: str = "tftrain.train.train"
+    _target_: str = "tftrain.tasks.train.train"
     find_lr: bool = False  # first run the learning-rate range test (task=lr_find's settings, in <run>/lr_find/) and train at its suggested optimizer.lr
 
 
@@ -31,7 +31,7 @@ class TrainTaskConf:
 class LrFindTaskConf:
     """The learning-rate range test (tftrain/lr_find.py)."""
 
-    _target_: str = "tftrain.lr_find.lr_find"
+    _target_: str = "tftrain.tasks.lr_find.lr_find"
     min_lr: float = 1e-7  # the rate of the first step
     max_lr: float = 10.0  # the rate of the last step
     num_steps: int = 100
@@ -54,7 +54,7 @@ class LrFindTaskConf:
 class PredictTaskConf:
     """Predictions of a finished run's model for raw inputs (tftrain/predict.py)."""
 
-    _target_: str = "tftrain.predict.predict"
+    _target_: str = "tftrain.tasks.predict.predict"
     run: str = MISSING  # the run's directory (with config.yaml and model.keras)
     input: str = MISSING  # a .npz (x), a .csv with the run's feature columns, or a folder of images
     output: Optional[str] = None  # the CSV to write; null: predictions.csv in this task's run directory
@@ -69,7 +69,7 @@ class PredictTaskConf:
 class EvaluateTaskConf:
     """A finished run's model scored on a file or one of its data's splits (tftrain/predict.py)."""
 
-    _target_: str = "tftrain.predict.evaluate"
+    _target_: str = "tftrain.tasks.evaluate.evaluate"
     run: str = MISSING  # the run's directory (with config.yaml and model.keras)
     input: Optional[str] = None  # a .npz (x, y), a .csv with the run's feature and label columns, or an image folder; null: task.split
     split: str = "test"  # with input null: the run's own train | val | test split

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tftrain.errors import require
-from tftrain.schema import schema
+from tftrain.loop.distribute import STRATEGIES as STRATEGY_FACTORIES
+from tftrain.schema.registry import schema
 
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "default", "mirrored", "one_device", "multi_worker")
+STRATEGIES = tuple(STRATEGY_FACTORIES)
 RESUME = ("auto", "never", "must")
 MAX_EPOCHS = 1_000_000
 

@@ -9,7 +9,7 @@ multirun it reads the runs' directories under `hydra.sweep.dir`, so it works wit
   (`trainer.objective_mode`), ties broken by the validation loss, failed runs last;
 - `summary.md`: the same as a Markdown table (overrides common to all runs shown once above it);
 - `aggregate.csv`, `aggregate.md`: runs that differ only in `trainer.seed` as one configuration,
-  every metric's mean, std and 95% interval, ranked, best versus tied (tftrain.aggregate);
+  every metric's mean, std and 95% interval, ranked, best versus tied (tftrain.sweep.aggregate);
 - `summary.png`: per epoch, each configuration's mean validation curve of the objective's metric
   and of the loss, with its 95% band when it has several seeds.
 
@@ -39,7 +39,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tftrain import aggregate
+from tftrain.sweep import aggregate
 
 log = logging.getLogger("tftrain")
 
@@ -216,10 +216,10 @@ def summarize(sweep_dir: str | Path, objective: str | None = None, mode: str | N
     sweep_dir = Path(sweep_dir)
     run_dirs = find_runs(sweep_dir)
     run_objective, run_mode = _objective_from_runs(run_dirs)
-    from tftrain.schema.problem import lower_is_better
+    from tftrain.problems.direction import mode_of
 
     objective = objective or run_objective or "val_loss"
-    mode = mode or run_mode or ("min" if lower_is_better(objective) else "max")
+    mode = mode or run_mode or mode_of(objective)
     rows = sort_rows([read_run(r, sweep_dir) for r in run_dirs], objective, mode)
     _write_csv(sweep_dir / "summary.csv", rows, objective)
     (sweep_dir / "summary.md").write_text(to_markdown(rows, objective, mode, sweep_dir))

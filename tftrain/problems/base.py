@@ -1,6 +1,5 @@
-"""What is learned and how it is scored: a `Problem` owns the loss, the metrics and what the
-targets must look like (TF Model Garden's Task). The `problem` options' targets:
-`Classification`, `Binary`, `Multilabel`, `Regression`.
+"""The `Problem` base class: what is learned and how it is scored (TF Model Garden's Task); the
+kinds are in tftrain.problems.kinds.
 
 The model outputs raw values: logits for the classification problems (the loss takes them
 `from_logits`; the metrics get probabilities, `predictions`), values for regression.
@@ -22,13 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftrain.data.labels import ClassLabels, Labels
+from tftrain.data.labels import Labels
 from tftrain.errors import ArgumentError, DataError
-
-
-def _top_k(name: str):
-    k = int(name.split("_")[1]) if name.split("_")[1].isdigit() else 5
-    return keras.metrics.SparseTopKCategoricalAccuracy(k=k, name=name)
+from tftrain.problems.direction import lower_is_better
 
 
 class Problem:
@@ -192,135 +187,29 @@ class Problem:
         """Keras compile() arguments for model.keras, so a reloaded model can evaluate() or fit()."""
         return {"loss": self.loss, "metrics": []}
 
+    # ------------------------------------------------------------------ directions and predictions
 
-class Classification(Problem):
-    """Single-label classification: an integer label 0..K-1 per example, K logits (softmax).
-    Metric names: accuracy, top_5_accuracy (any k), and Keras' own."""
+    @staticmethod
+    def lower_is_better(name: str) -> bool:
+        """Whether a lower value of the logged metric `name` is better (tftrain.problems.direction)."""
+        return lower_is_better(name)
 
-    label_dtype = "int64"
-    stratify = True
-    from_logits = True
-    aliases = {"accuracy": lambda name: keras.metrics.SparseCategoricalAccuracy(name=name)}
+    def best(self, name: str, values: list) -> float | None:
+        """The best of an epoch series of metric `name` (None values left out)."""
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        return min(values) if self.lower_is_better(name) else max(values)
 
-    def __init__(self, *, loss, metrics, num_outputs: int | None, label_smoothing: float):
-        super().__init__(loss=loss, metrics=metrics, num_outputs=num_outputs, label_smoothing=label_smoothing)
+    def columns(self, outputs: np.ndarray, names: list[str] | None) -> tuple[list[str], list[list]]:
+        """What `task=predict` writes for the model's raw `outputs` ([n, k]): (column names, rows).
+        `names`: the targets' names from training, if any. Here: the values, `prediction` or
+        `prediction_<i>`."""
+        values = np.asarray(outputs).reshape(len(outputs), -1)
+        if values.shape[1] == 1:
+            return ["prediction"], [[f"{v[0]:.6g}"] for v in values]
+        return [f"prediction_{i}" for i in range(values.shape[1])], [[f"{v:.6g}" for v in row] for row in values]
 
-    def _resolve_metric(self, metric):
-        if isinstance(metric, str) and metric.startswith("top_") and metric.endswith("_accuracy"):
-            return metric, _top_k(metric)
-        return super()._resolve_metric(metric)
-
-    def _resolve_loss(self, loss):
-        if loss == "sparse_categorical_crossentropy" and self.label_smoothing:
-            # Keras' sparse cross-entropy has no label smoothing: the categorical one on one-hot labels.
-            smoothing = self.label_smoothing
-            return lambda y, logits: keras.losses.categorical_crossentropy(
-                tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), tf.shape(logits)[-1]), logits, from_logits=True,
-                label_smoothing=smoothing)
-        return super()._resolve_loss(loss)
-
-    def targets(self, y):
-        return tf.reshape(tf.convert_to_tensor(y), [-1])
-
-    def predictions(self, outputs):
-        return tf.nn.softmax(outputs)
-
-    def check(self, labels, num_classes):
-        return self._outputs(ClassLabels().check(labels, num_classes or self.num_outputs))
-
-    def compile_args(self):
-        return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "metrics": ["accuracy"]}
-
-
-class _ZeroOne(Problem):
-    """0/1 targets with one logit each (sigmoid)."""
-
-    from_logits = True
-    aliases = {"accuracy": lambda name: keras.metrics.BinaryAccuracy(name=name),
-               "auc": lambda name: keras.metrics.AUC(name=name),
-               "precision": lambda name: keras.metrics.Precision(name=name),
-               "recall": lambda name: keras.metrics.Recall(name=name)}
-
-    def __init__(self, *, loss, metrics, num_outputs: int | None, label_smoothing: float):
-        super().__init__(loss=loss, metrics=metrics, num_outputs=num_outputs, label_smoothing=label_smoothing)
-
-    def predictions(self, outputs):
-        return tf.sigmoid(outputs)
-
-    def _check_zero_one(self, labels) -> None:
-        self._finite(labels)
-        for s in labels.values():
-            if not s.binary:
-                raise DataError(f"y_{s.split} holds values other than 0 and 1 (range {s.minimum:g}..{s.maximum:g}): "
-                                f"problem={self.kind} needs 0/1 labels. Fix: for class labels 0..K-1 use "
-                                "problem=classification; for numeric targets problem=regression.")
-
-    def compile_args(self):
-        return {"loss": keras.losses.BinaryCrossentropy(from_logits=True),
-                "metrics": [keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
-                            keras.metrics.AUC(from_logits=True, name="auc")]}
-
-
-class Binary(_ZeroOne):
-    """Binary classification: a 0/1 label per example, one logit. Metrics: accuracy, auc,
-    precision, recall (on the sigmoid probability), and Keras' own."""
-
-    kind = "binary"
-    stratify = True
-
-    def check(self, labels, num_classes):
-        self._check_zero_one(labels)
-        for s in labels.values():
-            if s.shape not in ((), (1,)):
-                raise DataError(f"y_{s.split} has {s.shape} labels per example; problem=binary needs one 0/1 label. "
-                                "Fix: for several 0/1 labels per example use problem=multilabel.")
-        return self._outputs(1)
-
-
-class Multilabel(_ZeroOne):
-    """Multi-label classification: an (n, k) matrix of 0/1 labels, k logits (a sigmoid each).
-    Metrics: accuracy (over every label), auc (per label, averaged), precision, recall."""
-
-    kind = "multilabel"
-    aliases = {**_ZeroOne.aliases, "auc": lambda name: keras.metrics.AUC(multi_label=True, name=name)}
-
-    def check(self, labels, num_classes):
-        self._check_zero_one(labels)
-        shape = labels["train"].shape
-        if len(shape) != 1:
-            raise DataError(f"y_train has {shape or 'one'} label(s) per example; problem=multilabel needs an (n, k) "
-                            "matrix of 0/1 labels. Fix: for one label per example use problem=binary or "
-                            "problem=classification.")
-        return self._outputs(shape[0])
-
-
-class Regression(Problem):
-    """Regression: a value per example (n,) or several (n, d), as many outputs. Metrics: mae, mse,
-    rmse, r2_score, mape, and Keras' own. With the data's `normalize_target`, the loss is computed
-    on targets and outputs standardized by the training split's statistics (the model's outputs
-    stay in the targets' units: its last layer undoes the standardization)."""
-
-    aliases = {"rmse": lambda name: keras.metrics.RootMeanSquaredError(name=name),
-               "mae": lambda name: keras.metrics.MeanAbsoluteError(name=name),
-               "mse": lambda name: keras.metrics.MeanSquaredError(name=name),
-               "r2": lambda name: keras.metrics.R2Score(name=name)}
-
-    def check(self, labels, num_classes):
-        self._finite(labels)
-        shape = labels["train"].shape
-        if len(shape) > 1:
-            raise DataError(f"y_train has targets of shape {shape} per example; regression takes one value or a "
-                            "vector per example. Fix: flatten the targets.")
-        return self._outputs(shape[0] if shape else 1)
-
-    def per_example_loss(self, y, outputs):
-        if self.target_normalization is None:
-            return super().per_example_loss(y, outputs)
-        mean, std = (tf.constant(v, tf.float32) for v in self.target_normalization)
-        y = (tf.cast(self.targets(y), tf.float32) - mean) / std
-        values = tf.cast(self.loss_fn(y, (tf.cast(outputs, tf.float32) - mean) / std), tf.float32)
-        return tf.reduce_mean(values, axis=list(range(1, values.shape.rank))) if values.shape.rank > 1 else values
-
-    def compile_args(self):
-        return {"loss": self.loss, "metrics": [keras.metrics.MeanAbsoluteError(name="mae"),
-                                               keras.metrics.RootMeanSquaredError(name="rmse")]}
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """`predictions` of raw outputs, on the host."""
+        return np.asarray(self.predictions(tf.constant(outputs, tf.float32)))

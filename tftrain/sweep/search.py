@@ -10,7 +10,7 @@ trials a killed sweep left running are marked failed and their parameters queued
 runs as the same job, in the same run directory, where the run resumes from its checkpoints.
 
 A trial's outcome is its run directory's metrics.json, as the sweep summary reads it: "completed"
-tells Optuna the job's objective, "pruned" (the job's `tftrain.pruning` callback stopped it)
+tells Optuna the job's objective, "pruned" (the job's `tftrain.sweep.pruning` callback stopped it)
 tells PRUNED, anything else (failed, or no metrics.json: killed) tells FAIL, and the search goes on.
 
 The job side learns which trial it is from two environment variables the sweeper sets through
@@ -34,40 +34,11 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from tftrain.errors import ConfigError, TftrainError
-from tftrain.locks import HolderLock
-from tftrain.search_space import SYNTAX, SearchSpace, parse_search_space
+from tftrain.tasks.locks import HolderLock
+from tftrain.sweep.search_space import SYNTAX, SearchSpace, parse_search_space
+from tftrain.sweep.study import ENV_STUDY, ENV_TRIAL, RESULTS_FILE, STUDY_FILE, open_storage, quiet_optuna
 
 log = logging.getLogger("tftrain")
-
-ENV_TRIAL = "TFTRAIN_OPTUNA_TRIAL"
-ENV_STUDY = "TFTRAIN_OPTUNA_STUDY"
-STUDY_FILE = "optuna_study.json"
-RESULTS_FILE = "optimization_results.yaml"
-
-
-# ---------------------------------------------------------------- the study
-
-
-def open_storage(url: str, created: bool = False):
-    """Optuna's RDB storage at `url`. SQLite waits up to a minute for a lock, not 5 s: the trials of
-    a parallel batch report to the same file at the same epochs. `created`: the sweeper created
-    the tables and checked their version already (the check costs a trial's job ~0.4 s)."""
-    import optuna
-
-    quiet_optuna()
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=created,
-                                      skip_table_creation=created)
-
-
-def quiet_optuna() -> None:
-    """Optuna logs a line per study created and per trial told, and its storage layer (alembic)
-    several at start-up: the sweeper writes its own single line per trial instead."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
 
 class SweepLock(HolderLock):
     """`<sweep dir>/.optuna.lock` while a sweeper runs there: a second sweeper on the same
@@ -121,7 +92,7 @@ class OptunaSearch:
     def __init__(self, direction: str, study_name: str, storage: str | None, n_trials: int, n_jobs: int,
                  sampler: Mapping[str, Any], pruner: str | None, pruning: Mapping[str, Any],
                  params: Mapping[str, Any] | None = None) -> None:
-        from tftrain.pruning import pruner_spec
+        from tftrain.sweep.pruning import pruner_spec
 
         if direction not in ("maximize", "minimize"):
             raise ConfigError("hydra.sweeper.direction", direction, "maximize or minimize",
@@ -194,7 +165,7 @@ class OptunaSearch:
     def _study(self, url: str, sweep_dir: Path):
         import optuna
 
-        from tftrain.pruning import make_pruner
+        from tftrain.sweep.pruning import make_pruner
 
         try:
             study = optuna.create_study(storage=open_storage(url), study_name=self.study_name,

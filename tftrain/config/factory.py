@@ -1,181 +1,24 @@
-"""Components from a validated config: each group's `_target_` called through Hydra's
-`instantiate` with what tftrain supplies, and every error mapped to the config key it came from.
+"""The factory: a validated config turned into built components (`build_components` -> one
+`Components`), each group's `_target_` called with what tftrain supplies (tftrain.config.targets).
 
 The lower layers (tftrain.data, tftrain.models, tftrain.schedules, tftrain.initializers) raise
-their own `ArgumentError` / `DataError`; here they become `ConfigError`s naming `group.key`. A
-user's own target (model=custom, data=custom, optimizer=custom, callbacks.extra) gets the same
-contract: a target that does not import, a signature that does not take what tftrain passes, a
-return value of the wrong kind — one paragraph, no traceback; an exception inside the user's own
-code shows the traceback of their frames, since that is what they need to fix.
+their own `ArgumentError` / `DataError`; here they become `ConfigError`s naming `group.key`.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
-import os
-import sys
-import traceback
-from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field, fields
 
 from omegaconf import DictConfig, OmegaConf
 
-from tftrain.errors import ArgumentError, ConfigError, TftrainError, UserCodeError
+from tftrain.config.targets import call_target, label, locate, require_returns, user_error
+from tftrain.errors import ArgumentError, ConfigError, UserCodeError
 from tftrain.schema.data import PIPELINE_KEYS
 
 log = logging.getLogger("tftrain")
-
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
-_OURS = ("tftrain.", "keras.")
-_LIBRARY_DIRS = tuple(str(Path(importlib.import_module(m).__file__).resolve().parent)
-                      for m in ("hydra", "omegaconf"))
-
-
-def label(node, group: str | None = None) -> str:
-    """A short name for a group's option: Hydra's choice on the command line (`adam`), else the
-    last part of its `_target_` (`Adam`)."""
-    if group is not None:
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            return str(HydraConfig.get().runtime.choices[group])
-        except (ValueError, KeyError, ImportError):
-            pass
-    target = node.get("_target_") if hasattr(node, "get") else None
-    return str(target).rsplit(".", 1)[-1] if target else "?"
-
-
-def _user_dirs() -> list[str]:
-    """Where a user's module is looked for besides the installed packages: the directory the
-    command runs in (Hydra's original one, should a job have changed directory)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return [HydraConfig.get().runtime.cwd]
-    except (ValueError, ImportError):
-        return [os.getcwd()]
-
-
-def locate(path: str, key: str):
-    """The object `path` (`module.attr`) names; ConfigError when it does not import."""
-    for directory in _user_dirs():
-        if directory not in sys.path:
-            sys.path.append(directory)
-    parts = str(path).split(".")
-    error = None
-    for i in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:i])
-        try:
-            obj = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-                error = e
-                continue  # not a module: try a shorter prefix
-            raise _user_error(key, path, f"importing {module_name} failed ({type(e).__name__}: {e})", e) from None
-        except Exception as e:  # noqa: BLE001 - the user's module raised while being imported
-            raise _user_error(key, path, f"importing {module_name} failed ({type(e).__name__}: {e})", e) from None
-        for attr in parts[i:]:
-            if not hasattr(obj, attr):
-                public = sorted(a for a in dir(obj) if not a.startswith("_"))[:30]
-                raise ConfigError(key, path, f"an importable `module.name`: {'.'.join(parts[:parts.index(attr)])} has no "
-                                  f"attribute {attr!r} (it has {public})", f"correct `{key}`")
-            obj = getattr(obj, attr)
-        return obj
-    searched = ", ".join(_user_dirs())
-    raise ConfigError(key, path, f"an importable `module.name`, e.g. mymodule.build ({error or 'no module part'}; "
-                      f"searched the directory the command runs in ({searched}) and the installed packages)",
-                      f"put {parts[0]}.py in {searched}, or install the package that provides it, and set `{key}` "
-                      "to module.function")
-
-
-def _user_frames(error: BaseException) -> str:
-    """The traceback of `error` without tftrain's, Hydra's and OmegaConf's own frames."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith((_PACKAGE_DIR, *_LIBRARY_DIRS))]
-    return "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(error), error))
-
-
-def _user_error(key: str, target: str, what: str, error: BaseException) -> UserCodeError:
-    return UserCodeError(f"`{key}`={target!r}: {what}. Fix: correct your code; its traceback follows.",
-                         "Traceback (your code, most recent call last):\n" + _user_frames(error))
-
-
-def _signature_error(key: str, target: str, fn, args: tuple, kwargs: dict) -> ConfigError | None:
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin without one: let the call decide
-        return None
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as e:
-        given = [*(["<positional>"] * len(args)), *kwargs]
-        return ConfigError(key, target, f"a callable taking what tftrain passes ({', '.join(map(str, given))}); "
-                           f"{target}{signature} does not: {e}",
-                           f"change its signature, or remove the keys it does not take from `{key.rsplit('.', 1)[0]}`")
-    return None
-
-
-def call_target(group: str, node, *args, arg_keys: dict[str, str] | None = None, skip: frozenset = frozenset(),
-                **supplied) -> Any:
-    """`instantiate(node, *args, **supplied)` (minus the keys in `skip`, which are tftrain's), with
-    errors mapped to config keys: a lower layer's ArgumentError(arg) becomes ConfigError naming
-    `arg_keys[arg]` or `group.arg`."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    key = f"{group}._target_"
-    target = node.get("_target_")
-    if not isinstance(target, str) or not target:
-        raise ConfigError(key, target, "an importable `module.name`", f"set `{key}=mymodule.name`")
-    fn = locate(target, key)
-    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    own = {k: v for k, v in container.items() if k not in skip}
-    kwargs = {k: v for k, v in own.items() if k != "_target_"}
-    error = _signature_error(key, target, fn, args, {**kwargs, **supplied})
-    if error is not None:
-        raise error
-    try:
-        return instantiate(own, *args, **supplied, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-    except Exception as e:  # noqa: BLE001 - classified below
-        cause = e
-    if isinstance(cause, ArgumentError):
-        mapped = (arg_keys or {}).get(cause.arg) or (f"{group}.{cause.arg}" if cause.arg in own else group)
-        value = own.get(cause.arg, cause.value) if mapped.startswith(f"{group}.") else cause.value
-        raise ConfigError(mapped, value, cause.requirement) from None
-    if isinstance(cause, TftrainError):
-        raise cause from None
-    if not target.startswith(_OURS):
-        raise _user_error(key, target, f"it raised {type(cause).__name__}: {cause}", cause) from None
-    raise cause
-
-
-def preflight(cfg) -> None:
-    """Import every user-facing target and check it takes what tftrain will pass, before any data
-    is read: a misspelt `_target_` or a signature mismatch fails at once."""
-    checks = [("model", cfg.model, (("input_shape", "num_outputs"), {"l2"}, {})),
-              ("data", cfg.data, ((), PIPELINE_KEYS, {})),
-              ("optimizer", cfg.optimizer, ((), {"lr"}, {"learning_rate": None}))]
-    checks += [(f"callbacks.extra[{i}]", node, ((), set(), {})) for i, node in enumerate(cfg.callbacks.get("extra") or [])]
-    for key, node, (args, skip, supplied) in checks:
-        target = node.get("_target_")
-        if not isinstance(target, str) or not target:
-            raise ConfigError(f"{key}._target_", target, "an importable `module.name`", f"set `{key}._target_=mymodule.name`")
-        fn = locate(target, f"{key}._target_")
-        container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-        kwargs = {k: v for k, v in container.items() if k != "_target_" and k not in skip}
-        error = _signature_error(f"{key}._target_", target, fn, tuple(None for _ in args), {**kwargs, **supplied})
-        if error is not None:
-            raise error
-
-
-def require_returns(key: str, target: str, value, kind: type | tuple, what: str) -> None:
-    if not isinstance(value, kind):
-        raise UserCodeError(f"`{key}`={target!r} returned a {type(value).__name__}, not {what}. Fix: return {what}.")
 
 
 # ---------------------------------------------------------------- data
@@ -259,7 +102,7 @@ def _outputs_of(model, input_shape: tuple, target: str) -> int:
     try:
         return int(model(np.zeros((1, *input_shape), "float32")).shape[-1])
     except Exception as e:  # noqa: BLE001 - the user's model failed on an input of the data's shape
-        raise _user_error("model._target_", target, f"the model failed on a batch of the data's input shape "
+        raise user_error("model._target_", target, f"the model failed on a batch of the data's input shape "
                           f"{input_shape} ({type(e).__name__}: {e})", e) from None
 
 
@@ -344,9 +187,9 @@ def build_schedule(cfg, steps_per_epoch: int):
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     keys = {k: v for k, v in container.items() if k != "_target_"}
     if keys.get("mode") == "auto" and "monitor" in keys:  # plateau: the monitored metric's direction
-        from tftrain.schema.problem import lower_is_better
+        from tftrain.problems.direction import mode_of
 
-        keys["mode"] = "min" if lower_is_better(keys["monitor"]) else "max"
+        keys["mode"] = mode_of(keys["monitor"])
     params = inspect.signature(target).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in keys if k not in params and k not in ("warmup_epochs", "warmup_start_factor")]
@@ -402,3 +245,78 @@ def build_loggers(cfg) -> list:
         require_returns(f"logger.{name}._target_", node["_target_"], logger, Logger, "a tftrain.loggers.Logger")
         out.append(logger)
     return out
+
+
+def build_callbacks(cfg, write_dir) -> list:
+    """The callbacks the (validated) config asks for, writing under `write_dir`, then the user's
+    own (`callbacks.extra`)."""
+    from tftrain.loop.callbacks import BestCheckpoint, EarlyStopping
+
+    callbacks = []
+    es, best = cfg.callbacks.early_stopping, cfg.callbacks.best_checkpoint
+    if es.enabled:
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta,
+                                       restore_best_weights=es.restore_best_weights, verbose=1))
+    if best.enabled:
+        callbacks.append(BestCheckpoint(str(write_dir / "best.keras"), monitor=best.monitor, mode=best.mode,
+                                        save_best_only=True, verbose=0))
+    return callbacks + build_extra_callbacks(cfg)
+
+
+# ---------------------------------------------------------------- the bundle
+
+
+@dataclass
+class Components:
+    """Everything a run trains with, built from one validated config under one strategy."""
+
+    problem: object  # tftrain.problems.Problem
+    data: object  # tftrain.data.Datasets
+    schedule: object  # tftrain.schedules.Scaled: the configured schedule times the rate multiplier
+    model: object  # keras.Model, compiled
+    optimizer: object  # keras.optimizers.Optimizer
+    loggers: list = field(default_factory=list)  # tftrain.loggers.Logger
+    callbacks: list = field(default_factory=list)  # keras.callbacks.Callback
+
+
+def build_components(cfg, strategy, write_dir=None, schedule=None) -> Components:
+    """Problem, data, schedule, model and optimizer (in the strategy's scope), and, given the
+    `write_dir` they write to, the loggers and callbacks. `schedule` replaces the configured one
+    (lr_find's rising rate)."""
+    from tftrain.schedules import Scaled
+
+    problem = build_problem(cfg)
+    data = build_data(cfg, strategy, problem)
+    with strategy.scope():
+        if schedule is None:
+            # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
+            replicas = strategy.num_replicas_in_sync
+            schedule = Scaled(build_schedule(cfg, data.steps_per_epoch),
+                              float(replicas) if cfg.trainer.scale_lr else 1.0)
+        model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
+        optimizer = build_optimizer(cfg, schedule)
+        prepare_problem(problem, model, data)
+        # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
+        # and a reloaded model can evaluate() or keep training with fit().
+        model.compile(optimizer=optimizer, **problem.compile_args())
+    if write_dir is None:
+        return Components(problem, data, schedule, model, optimizer)
+    return Components(problem, data, schedule, model, optimizer, build_loggers(cfg), build_callbacks(cfg, write_dir))
+
+
+def loop_options(cfg, verbose: int | None = None):
+    """tftrain.loop.LoopOptions from `trainer.<same names>` (`verbose` replaces trainer.verbose)."""
+    from tftrain.loop.controller import LoopOptions
+
+    values = {f.name: cfg.trainer[f.name] for f in fields(LoopOptions)}
+    return LoopOptions(**{**values, **({"verbose": verbose} if verbose is not None else {})})
+
+
+def step_options(cfg, update_freq: int = 1, record_steps: bool = False):
+    """tftrain.loop.StepOptions from the trainer group (jit_compile resolved for this machine)."""
+    from tftrain.loop.distribute import use_xla
+    from tftrain.loop.trainer import StepOptions
+
+    t = cfg.trainer
+    return StepOptions(t.batch_size, t.accumulate_steps, use_xla(t.jit_compile, t.deterministic)[0], update_freq,
+                       record_steps)

@@ -3,7 +3,7 @@
 
 A trial's job reports its objective to the trial at every epoch end and stops training when the
 pruner says the trial is unpromising; the run then records `"status": "pruned"` and the sweeper
-(tftrain.search) tells Optuna PRUNED. Steps are 0-based epoch indices, as Optuna's pruners expect
+(tftrain.sweep.search) tells Optuna PRUNED. Steps are 0-based epoch indices, as Optuna's pruners expect
 (MedianPruner's n_warmup_steps=2: the first two epochs are never pruned).
 
 Optuna is imported only when a job runs as a trial with a pruner.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tftrain.errors import ConfigError, TftrainError
-from tftrain.search import ENV_STUDY, ENV_TRIAL
+from tftrain.sweep.study import ENV_STUDY, ENV_TRIAL
 
 log = logging.getLogger("tftrain")
 
@@ -117,13 +117,13 @@ def pruning_callback(cfg, strategy=None):
     maximize = direction(objective, cfg.trainer.get("objective_mode"), cfg.problem.get("metrics")) == "maximize"
     chief, multi_worker = True, False
     if strategy is not None:
-        from tftrain.distribute import is_chief
+        from tftrain.loop.distribute import is_chief
 
         chief = is_chief(strategy)
         multi_worker = bool(strategy.extended._in_multi_worker_mode())
     trial = None
     if chief:
-        from tftrain.search import open_storage
+        from tftrain.sweep.study import open_storage
 
         storage = open_storage(study_info["storage"], created=True)
         study = optuna.load_study(study_name=study_info["study_name"], storage=storage,

@@ -3,7 +3,7 @@
 Why not `model.fit`: under MultiWorkerMirroredStrategy Keras 3's fit fails (keras-team/keras#20585,
 see ../shared/NOTES.md), its TensorBoard callback writes the learning rate once per epoch only,
 and it cannot resume mid-epoch. The `Trainer` owns the step instead (orbit's Trainer; the outer
-loop of epochs, evaluation and checkpoints is tftrain.controller's): a `tf.function` runs
+loop of epochs, evaluation and checkpoints is tftrain.loop.controller's): a `tf.function` runs
 `num_steps` steps, each `strategy.run(replica_step)` with the loss averaged over the *global*
 batch (`tf.nn.compute_average_loss`) and the Keras optimizer applying the gradients (it
 all-reduces them across replicas); it sums the problem's additive metric state over replicas
@@ -12,6 +12,8 @@ and `task=lr_find`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
@@ -52,6 +54,19 @@ def _put_clipping(optimizer, settings: dict) -> None:
 _NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How the step trains: `trainer.batch_size` (global) and `trainer.accumulate_steps`, whether
+    the replica step is XLA-compiled (`trainer.jit_compile` resolved: tftrain.loop.distribute.use_xla),
+    and for the loggers how often the step writes its scalars and whether it returns a step log."""
+
+    global_batch_size: int
+    accumulate_steps: int
+    jit_compile: bool
+    update_freq: int = 1
+    record_steps: bool = False
+
+
 class Trainer:
     """Trains `model` with `optimizer` on `problem` under `strategy`, global batch `global_batch_size`.
 
@@ -65,11 +80,11 @@ class Trainer:
     compiled loop (TensorBoard's, cheaper than writing them from the host).
     """
 
-    def __init__(self, strategy, model, optimizer, problem: Problem, *, global_batch_size: int,
-                 jit_compile: bool = False, update_freq: int = 1, record_steps: bool = False, accumulate: int = 1):
+    def __init__(self, strategy, model, optimizer, problem: Problem, options: "StepOptions"):
         self.strategy, self.model, self.optimizer, self.problem = strategy, model, optimizer, problem
-        self.global_batch_size, self.update_freq, self.record_steps = global_batch_size, update_freq, record_steps
-        self.accumulate = int(accumulate)
+        self.global_batch_size, self.accumulate = options.global_batch_size, int(options.accumulate_steps)
+        self.update_freq, self.record_steps = options.update_freq, options.record_steps
+        jit_compile = options.jit_compile
         self._clipping = _take_clipping(optimizer) if strategy.num_replicas_in_sync > 1 else {}
         # The replica step has no tensor-dependent Python control flow: autograph need not
         # convert it (nor the model, problem and schedule code it calls), which saves tracing time

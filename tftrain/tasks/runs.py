@@ -1,8 +1,4 @@
-"""Using a finished run: `task=predict` writes a CSV of predictions for raw inputs, `task=evaluate`
-scores the run's model on a file or one of its data splits and writes evaluation.json.
-
-    python -m tftrain task=predict task.run=outputs/2026-01-01/12-00-00 task.input=new.csv task.output=pred.csv
-    python -m tftrain task=evaluate task.run=outputs/2026-01-01/12-00-00 task.input=holdout.npz
+"""A finished run's directory, read for `task=predict` and `task=evaluate`, and their inputs.
 
 The run directory gives the model (model.keras, which takes raw inputs: its normalization is a
 layer), its config (config.yaml: the problem, the data's columns and image size) and
@@ -33,7 +29,7 @@ log = logging.getLogger("tftrain")
 # ---------------------------------------------------------------- the run
 
 
-class Run:
+class FinishedRun:
     """A finished run's directory: config, preprocessing facts and model."""
 
     def __init__(self, path: str):
@@ -62,7 +58,7 @@ class Run:
         return keras.models.load_model(path, compile=False)
 
     def problem(self):
-        from tftrain.build import build_problem
+        from tftrain.config.factory import build_problem
 
         problem = build_problem(self.cfg)
         norm = self.facts.get("target_normalization")
@@ -78,7 +74,7 @@ class Run:
 # ---------------------------------------------------------------- reading inputs
 
 
-def read_input(path: str, run: Run, with_targets: bool) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+def read_input(path: str, run: FinishedRun, with_targets: bool) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """(x, y or None, the examples' file names for an image folder)."""
     p = Path(os.path.expanduser(path))
     if not p.exists():
@@ -108,7 +104,7 @@ def _read_npz(p: Path, with_targets: bool):
     return arrays[x_key], (arrays[y_key] if with_targets else None), None
 
 
-def _read_csv(p: Path, run: Run, with_targets: bool):
+def _read_csv(p: Path, run: FinishedRun, with_targets: bool):
     d = run.cfg.data
     delimiter, header = d.get("delimiter", ","), d.get("header", True)
     features = run.facts.get("feature_names")
@@ -148,7 +144,7 @@ def _read_csv(p: Path, run: Run, with_targets: bool):
     return x, y, None
 
 
-def _read_images(p: Path, run: Run, with_targets: bool):
+def _read_images(p: Path, run: FinishedRun, with_targets: bool):
     import keras
 
     d = run.cfg.data
@@ -169,111 +165,8 @@ def _read_images(p: Path, run: Run, with_targets: bool):
     return np.stack(list(ds.as_numpy_iterator())), None, names
 
 
-def _check_shape(x: np.ndarray, run: Run, path: str) -> None:
+def check_shape(x: np.ndarray, run: FinishedRun, path: str) -> None:
     want = run.input_shape
     if want and tuple(x.shape[1:]) != want:
         raise DataError(f"task.input={path!r} has examples of shape {tuple(x.shape[1:])}, but the run's model takes "
                         f"{want}. Fix: give inputs shaped like the run's training data.")
-
-
-# ---------------------------------------------------------------- the tasks
-
-
-def _open_run(cfg: DictConfig, output_dir):
-    """A task's start: the validated config, its output directory, and `task.run`'s run, model
-    and problem."""
-    from tftrain.train import ensure_console_logging, run_dir_of
-
-    cfg = validate(cfg)
-    out_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
-    ensure_console_logging()
-    run = Run(cfg.task.run)
-    return cfg, out_dir, run, run.model(), run.problem()  # TensorFlow loads here, quietly
-
-
-def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
-    """Predict `task.input` with the model of `task.run`; write `task.output` (a CSV: `prediction`,
-    or `prediction_<i>` for several outputs; `prob_<class>` for classification)."""
-    t0 = time.perf_counter()
-    cfg, out_dir, run, model, problem = _open_run(cfg, output_dir)
-    task = cfg.task
-    import tensorflow as tf
-
-    x, _, files = read_input(task.input, run, with_targets=False)
-    _check_shape(x, run, task.input)
-    outputs = model.predict(x, batch_size=task.batch_size, verbose=0)
-    probs = np.asarray(problem.predictions(tf.constant(outputs, tf.float32)))
-    columns, table = _prediction_table(problem, outputs, probs, run.facts.get("target_names"))
-    if files is not None:
-        columns, table = ["file", *columns], [[f, *row] for f, row in zip(files, table)]
-    output = Path(task.output) if task.output else out_dir / "predictions.csv"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(table)
-    result = {"task": "predict", "run": str(run.dir.resolve()), "input": str(task.input), "output": str(output),
-              "examples": int(len(x)), "columns": columns, "wall_time_s": time.perf_counter() - t0}
-    log.info("Predicted %d example(s) of %s with %s: %s", len(x), task.input, run.dir, output)
-    return result
-
-
-def _prediction_table(problem, outputs, probs, names):
-    kind = type(problem).__name__
-    n, k = outputs.shape[0], outputs.shape[-1]
-    if kind == "Classification":
-        names = names if names and len(names) == k else [str(i) for i in range(k)]
-        return (["prediction", *(f"prob_{c}" for c in names)],
-                [[int(np.argmax(p)), *(f"{v:.6g}" for v in p)] for p in probs])
-    if kind in ("Binary", "Multilabel"):
-        names = names if names and len(names) == k else ([""] if k == 1 else [str(i) for i in range(k)])
-        if k == 1:
-            label = names[0] or "1"
-            return ["prediction", f"prob_{label}"], [[int(p[0] >= 0.5), f"{p[0]:.6g}"] for p in probs]
-        return ([*(f"prediction_{c}" for c in names), *(f"prob_{c}" for c in names)],
-                [[*(int(v >= 0.5) for v in p), *(f"{v:.6g}" for v in p)] for p in probs])
-    values = np.asarray(outputs).reshape(n, -1)
-    if values.shape[1] == 1:
-        return ["prediction"], [[f"{v[0]:.6g}"] for v in values]
-    return [f"prediction_{i}" for i in range(values.shape[1])], [[f"{v:.6g}" for v in row] for row in values]
-
-
-def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
-    """Score the model of `task.run` on `task.input` (a file with targets) or on its data's
-    `task.split`; write evaluation.json (loss and every metric of the run's problem)."""
-    t0 = time.perf_counter()
-    cfg, out_dir, run, model, problem = _open_run(cfg, output_dir)
-    task = cfg.task
-    import tensorflow as tf
-
-    if task.input is not None:
-        x, y, _ = read_input(task.input, run, with_targets=True)
-        _check_shape(x, run, task.input)
-        y = np.asarray(y).astype(problem.label_dtype)
-        batches = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(task.batch_size)
-        source = str(task.input)
-    else:
-        from tftrain.build import build_data
-
-        data = build_data(run.cfg, None, problem)
-        batches = {"train": data.train(0), "val": data.val, "test": data.test}[task.split]
-        source = f"the run's {task.split} split"
-    x0, y0 = next(iter(batches))
-    problem.build(y0, model(x0))
-
-    @tf.function
-    def state(x, y):
-        return problem.batch_state(y, model(x, training=False))
-
-    totals = problem.zeros()
-    for x, y in batches:
-        totals += state(x, y).numpy()
-    if not totals[1]:
-        raise TftrainError(f"task.input={task.input!r} has no examples. Fix: give it some.")
-    scores = problem.results(totals)
-    result = {"task": "evaluate", "run": str(run.dir.resolve()), "input": source, "examples": int(totals[1]),
-              **scores, "wall_time_s": time.perf_counter() - t0}
-    (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
-    log.info("Evaluated %s on %s (%d examples): %s; evaluation.json in %s", run.dir, source, int(totals[1]),
-             " - ".join(f"{k} {v:.4f}" for k, v in scores.items()), out_dir.resolve())
-    return result

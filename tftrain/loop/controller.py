@@ -10,7 +10,7 @@ after each checkpoint, from the checkpointed history: a kill between the two can
 Preemption: on SIGTERM (what SLURM, Kubernetes and cloud schedulers send first) or SIGINT the
 loop finishes the compiled call in progress, writes a checkpoint at that step, flushes its
 outputs and raises `Preempted`; a second signal ends the process at once. Under multi-worker
-training the request is reduced inside the step (tftrain.trainer), so every worker stops at the
+training the request is reduced inside the step (tftrain.loop.trainer), so every worker stops at the
 same step.
 """
 
@@ -22,76 +22,53 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from tftrain.checkpoints import Checkpointer
+from tftrain.loop.checkpoints import Checkpointer
 from tftrain.errors import DivergenceError, Preempted
 from tftrain.loggers.base import Loggers, RunInfo
-from tftrain.pacing import StepsPerCall
-from tftrain.progress import Progress
-from tftrain.trainer import Trainer
+from tftrain.loop.pacing import StepsPerCall
+from tftrain.loop.progress import Progress
+from tftrain.loop.signals import StopSignals
+from tftrain.loop.trainer import Trainer
 
 log = logging.getLogger("tftrain")
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-@dataclass
-class StopSignals:
-    """SIGTERM and SIGINT while a run is in progress (a context manager around it, in the main
-    thread): the first is remembered, and put into the trainer's stop flag once it has one
-    (`attach`); the second ends the process at once."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._flag = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, old in self._previous.items():
-            signal.signal(signum, old)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # a second signal: stop now
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self.signum = signum
-        if self._flag is not None:
-            self._flag.assign(1)
-        log.warning("Received %s: stopping at the end of the current step, after a checkpoint (send it again to "
-                    "stop at once).", signal.Signals(signum).name)
-
-    def attach(self, flag) -> None:
-        """The trainer's stop flag (a tf.Variable reduced across workers in the step)."""
-        self._flag = flag
-        if self.signum is not None:
-            flag.assign(1)
 
 
 @dataclass
 class LoopOptions:
+    """The loop's settings, each `trainer.<same name>`: the factory (tftrain.config.factory) fills
+    every field from the validated config, so no default is written here a second time."""
+
     epochs: int
-    steps_per_execution: int | str = 1  # or "auto" (tftrain.pacing)
-    checkpoint_every_steps: int = 0  # 0: at epoch ends only
-    keep_checkpoints: int = 3
-    nan_recovery: int = 0
-    nan_lr_factor: float = 0.5
-    verbose: int = 1
-    history_csv: bool = True  # <write_dir>/history.csv
-    resume: str = "auto"  # auto | never | must (tftrain.checkpoints)
+    steps_per_execution: int | str  # or "auto" (tftrain.loop.pacing)
+    checkpoint_every_steps: int  # 0: at epoch ends only
+    keep_checkpoints: int
+    nan_recovery: int
+    nan_lr_factor: float
+    verbose: int
+
+
+@dataclass
+class RunIO:
+    """Where the loop reads and writes, and who hears about it: checkpoints in
+    `run_dir/checkpoints`, outputs in `write_dir` (a scratch directory on non-chief workers), the
+    stop signals, the loggers (started with `run_info` once the checkpoint is restored), and
+    `on_restore(step, host_state)`, the run's check of a restored checkpoint (it raises to refuse)."""
+
+    run_dir: Path
+    write_dir: Path
+    is_chief: bool = True
+    stop: StopSignals = field(default_factory=StopSignals)
+    loggers: Loggers = field(default_factory=lambda: Loggers([]))
+    run_info: RunInfo | None = None
+    on_restore: Callable[[int, dict], None] | None = None
 
 
 @dataclass
@@ -116,18 +93,13 @@ class Controller:
     is restored; the caller finishes and closes them.
     """
 
-    def __init__(self, trainer: Trainer, data, options: LoopOptions, *, run_dir: Path, schedule,
-                 write_dir: Path | None = None, is_chief: bool = True, callbacks=(), stop: StopSignals | None = None,
-                 loggers: Loggers | None = None, run_info: RunInfo | None = None):
-        self.trainer, self.data, self.options = trainer, data, options
-        self.stop = stop or StopSignals()
+    def __init__(self, trainer: Trainer, data, options: LoopOptions, io: RunIO, *, schedule, callbacks=()):
+        self.trainer, self.data, self.options, self.io = trainer, data, options, io
+        self.stop, self.loggers, self.write_dir = io.stop, io.loggers, Path(io.write_dir)
         self.stop.attach(trainer.stop_flag)
         self.schedule, self.lr_scale = schedule, schedule.scale
-        self.write_dir = Path(write_dir or run_dir)
         model = trainer.model
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-        self.loggers = loggers or Loggers([])
-        self.run_info = run_info
         self.pacer = StepsPerCall(options.steps_per_execution, data.steps_per_epoch, agree=trainer.agree)
         self.first_call_done: float | None = None  # perf_counter time the first training call returned
         # Summed metric state of the epoch in progress, so a mid-epoch resume reports the same epoch
@@ -139,7 +111,7 @@ class Controller:
         rng_state = {f"s{i}": v.value for i, v in enumerate(v for v in model.variables if "seed_generator" in v.path)}
         callback_vars = {f"c{i}": tf.train.Checkpoint(**{f"v{j}": v for j, v in enumerate(cb.checkpoint_variables)})
                          for i, cb in enumerate(self.callbacks.callbacks) if getattr(cb, "checkpoint_variables", None)}
-        self.checkpointer = Checkpointer(Path(run_dir) / "checkpoints", options.keep_checkpoints, is_chief,
+        self.checkpointer = Checkpointer(Path(io.run_dir) / "checkpoints", options.keep_checkpoints, io.is_chief,
                                          model=model, optimizer=trainer.optimizer, epoch_sums=self.epoch_sums,
                                          schedule=tf.train.Checkpoint(**schedule_state),
                                          rng=tf.train.Checkpoint(**rng_state),
@@ -154,21 +126,15 @@ class Controller:
     def fit(self) -> History:
         history = History()
         self.callbacks.on_train_begin()  # before restoring: Keras' EarlyStopping resets its state here
-        state = self.checkpointer.restore(self.options.resume)
+        state = self.checkpointer.restore()
         if state is not None:
-            replicas = self.trainer.strategy.num_replicas_in_sync
-            if state.get("replicas", replicas) != replicas:
-                from tftrain.resume import ResumeRefused
-
-                raise ResumeRefused(
-                    f"The run in {self.checkpointer.directory.parent} was training on {state['replicas']} replica(s); this "
-                    f"process has {replicas}: its steps would not continue the same computation. Fix: resume with "
-                    "the same trainer.strategy, trainer.cpu_devices and devices, or train in a new run directory.")
+            if self.io.on_restore is not None:
+                self.io.on_restore(self.step, state)
             self._restore_host_state(state, history)
             log.info("Resumed from %s at step %d (epoch %d)", self.checkpointer.restored, self.step,
                      self.step // self.data.steps_per_epoch + 1)
-        if self.run_info is not None:
-            self.loggers.start(replace(self.run_info, resumed_at=self.step))
+        if self.io.run_info is not None:
+            self.loggers.start(replace(self.io.run_info, resumed_at=self.step))
         if state is None and self.options.nan_recovery:
             self._save(history)  # the initial weights: a divergence in the first steps can recover too
         retries = self.options.nan_recovery
@@ -303,7 +269,7 @@ class Controller:
             "lr_scale": float(self.lr_scale.numpy()),
             "replicas": self.trainer.strategy.num_replicas_in_sync,
         })
-        if self.options.history_csv and self.checkpointer.is_chief:
+        if self.checkpointer.is_chief:
             write_history_csv(self.write_dir / "history.csv", history.epochs)
         self.loggers.flush()
 

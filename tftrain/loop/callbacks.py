@@ -1,6 +1,6 @@
-"""Keras callbacks from the `callbacks` group, driven by tftrain's loop at each epoch end.
+"""Keras callbacks with their state checkpointed, driven by tftrain's loop at each epoch end.
 
-The loop (tftrain.controller) calls `on_train_begin`, `on_epoch_begin`, `on_epoch_end(epoch, logs)`,
+The loop (tftrain.loop.controller) calls `on_train_begin`, `on_epoch_begin`, `on_epoch_end(epoch, logs)`,
 once per compiled call `on_train_batch_begin/end` (with the running loss), and `on_train_end`,
 with Keras-style logs (loss and every metric, their val_ versions, learning_rate), so Keras' own
 callbacks work unchanged, and so do the user's own (`callbacks.extra`). (Metrics go to the
@@ -14,28 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-from omegaconf import DictConfig
-
-
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
-    """The callbacks the whole (validated) config asks for, writing under `run_dir`, then the
-    user's own (`callbacks.extra`)."""
-    from tftrain.build import build_extra_callbacks
-
-    cb_cfg = cfg.callbacks
-    run_dir = Path(run_dir)
-    callbacks: list[keras.callbacks.Callback] = []
-    es = cb_cfg.early_stopping
-    if es.enabled:
-        callbacks.append(EarlyStopping(
-            monitor=es.monitor, mode=es.mode, patience=es.patience,
-            min_delta=es.min_delta, restore_best_weights=es.restore_best_weights, verbose=1))
-    best = cb_cfg.best_checkpoint
-    if best.enabled:
-        callbacks.append(BestCheckpoint(
-            str(run_dir / "best.keras"), monitor=best.monitor, mode=best.mode,
-            save_best_only=True, verbose=0))
-    return callbacks + build_extra_callbacks(cfg)
 
 
 class EarlyStopping(keras.callbacks.EarlyStopping):

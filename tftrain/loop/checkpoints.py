@@ -123,24 +123,12 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ restoring
 
-    def restore(self, mode: str = "auto") -> dict | None:
+    def restore(self) -> dict | None:
         """Restore the newest checkpoint that loads into the tracked objects; return its host state,
-        or None when there is nothing to resume (or `mode` is "never", which moves the old
-        checkpoints aside first). Raises CheckpointError when checkpoints exist but none loads,
-        or when `mode` is "must" and there are none."""
+        or None when there is none. Raises CheckpointError when checkpoints exist but none loads.
+        (Whether to resume at all, `trainer.resume`, is the run's decision: tftrain.tasks.resume.)"""
         steps = self.steps()
-        if mode == "never":
-            if steps and self.is_chief:
-                aside = self.directory.with_name(f"{self.directory.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-                self.directory.rename(aside)
-                log.warning("trainer.resume=never: moved the %d earlier checkpoint(s) aside to %s; starting from step 0.",
-                            len(steps), aside)
-            return None
         if not steps:
-            if mode == "must":
-                raise CheckpointError(f"trainer.resume=must but there is no checkpoint to resume in {self.directory}. "
-                                      "Fix: point hydra.run.dir (or output_dir) at the run to resume, or use "
-                                      "trainer.resume=auto to start a new run.")
             return None
         skipped: list[tuple[str, str]] = []
         for step in steps:

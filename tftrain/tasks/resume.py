@@ -1,5 +1,8 @@
-"""Coming back to a run directory safely: one process at a time (`RunLock`), and the new config
-compared with the one the run has been training with (`plan_resume`).
+"""Every resume decision, in one place: one process at a time in a run directory (`RunLock`),
+`trainer.resume` (auto | never | must), the new config compared with the one the run has been
+training with (`plan_resume`), the restored checkpoint checked against the run (its replica
+count, its step against trainer.epochs: `ResumePlan.on_restore`), and whether a sweep's job
+completed in an earlier run of the sweep (`completed_earlier`).
 
 Changes that would corrupt the run fail with the keys and the fix (a new run directory, or
 trainer.resume=never to start this one again); changes a user legitimately makes (more epochs, a
@@ -17,8 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from tftrain.errors import TftrainError
-from tftrain.locks import HolderLock
+from tftrain.errors import ResumeRefused, RunDirBusy, TftrainError
+from tftrain.tasks.locks import HolderLock
 
 log = logging.getLogger("tftrain")
 
@@ -28,14 +31,6 @@ REFUSED = ("model", "data", "problem", "trainer.batch_size", "trainer.seed", "op
 HARMLESS = ("data.cache", "data.scan_limit", "output_dir")
 # Keys that only matter when a run starts: a resume takes its weights from the checkpoint.
 AT_START = ("initializer", "trainer.deterministic")
-
-
-class RunDirBusy(TftrainError):
-    """Another process trains in this run directory."""
-
-
-class ResumeRefused(TftrainError):
-    """The new config would corrupt the run in this directory."""
 
 
 class RunLock(HolderLock):
@@ -66,7 +61,8 @@ def _flat(node, prefix: str = "") -> dict:
 
 @dataclass
 class ResumePlan:
-    """What differs from the run's previous config (`changes`: key -> (old, new))."""
+    """What differs from the run's previous config (`changes`: key -> (old, new)); `previous` is
+    None for a run that starts from step 0."""
 
     previous: object | None = None
     changes: dict = field(default_factory=dict)
@@ -74,6 +70,33 @@ class ResumePlan:
     @property
     def schedule_changed(self) -> bool:
         return any(k.startswith(("schedule.", "optimizer.", "trainer.epochs")) for k in self.changes)
+
+    def on_restore(self, run_dir: Path, epochs: int, steps_per_epoch: int, replicas: int, rates=None):
+        """The check the loop calls with (step, host state) once it restored a checkpoint: the run's
+        replica count and its step against trainer.epochs (refused: ResumeRefused), then the
+        accepted changes logged with what they do to the learning rate (`rates(step)` -> (before,
+        after), or None)."""
+        def check(step: int, state: dict) -> None:
+            if state.get("replicas", replicas) != replicas:
+                raise ResumeRefused(
+                    f"The run in {run_dir} was training on {state['replicas']} replica(s); this process has "
+                    f"{replicas}: its steps would not continue the same computation. Fix: resume with the same "
+                    "trainer.strategy, trainer.cpu_devices and devices, or train in a new run directory.")
+            end = epochs * steps_per_epoch
+            if step > end:
+                raise ResumeRefused(
+                    f"The run in {run_dir} is already at step {step} (epoch {step // steps_per_epoch + 1}), past the "
+                    f"end of trainer.epochs={epochs} ({end} steps): it cannot end there. Fix: set trainer.epochs to "
+                    f"at least {-(-step // steps_per_epoch)}, or start a new run directory.")
+            before, after = (None, None)
+            if self.previous is not None and self.schedule_changed and rates is not None:
+                try:
+                    before, after = rates(step)
+                except Exception:  # noqa: BLE001 - only a note: the old config may not rebuild (a removed option)
+                    pass
+            describe(self, before, after, step)
+
+        return check
 
 
 def _matches(key: str, prefixes) -> bool:
@@ -91,9 +114,26 @@ def changes_from_saved(run_dir: Path, cfg) -> tuple[object | None, dict]:
                       if old.get(k) != new.get(k) and not k.startswith("hydra")}
 
 
-def plan_resume(run_dir: Path, cfg, has_checkpoints: bool) -> ResumePlan:
-    """Compare `cfg` with `run_dir/config.yaml` when the run has checkpoints to resume from."""
-    if not has_checkpoints:
+def plan_resume(run_dir: Path, cfg, chief: bool = True) -> ResumePlan:
+    """`trainer.resume` applied to `run_dir` and `cfg` compared with `run_dir/config.yaml` when the
+    run has checkpoints to resume from. `never` moves earlier checkpoints aside (the chief does);
+    `must` without a checkpoint, and changes that would corrupt the run, raise ResumeRefused."""
+    from tftrain.loop.checkpoints import steps_in
+
+    mode, directory = cfg.trainer.resume, Path(run_dir) / "checkpoints"
+    steps = steps_in(directory)
+    if mode == "never":
+        if steps and chief:
+            aside = directory.with_name(f"{directory.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            directory.rename(aside)
+            log.warning("trainer.resume=never: moved the %d earlier checkpoint(s) aside to %s; starting from step 0.",
+                        len(steps), aside)
+        return ResumePlan()
+    if not steps:
+        if mode == "must":
+            raise ResumeRefused(f"trainer.resume=must but there is no checkpoint to resume in {directory}. Fix: point "
+                                "hydra.run.dir (or output_dir) at the run to resume, or use trainer.resume=auto to "
+                                "start a new run.")
         return ResumePlan()
     previous, changes = changes_from_saved(run_dir, cfg)
     if previous is None:
@@ -107,6 +147,33 @@ def plan_resume(run_dir: Path, cfg, has_checkpoints: bool) -> ResumePlan:
             "train in a new run directory (hydra.run.dir=... or output_dir=...), or start this one again from step 0 "
             "with trainer.resume=never (its checkpoints are moved aside), or undo the changes.")
     return ResumePlan(previous, changes)
+
+
+def completed_earlier(cfg, run_dir: Path) -> dict | None:
+    """The metrics of a sweep job's directory when an earlier run of the same sweep completed it
+    with the same config (a rerun sweep skips it); None otherwise. A failed job's record is
+    removed, so it runs again (resuming from its checkpoints, if it has any)."""
+    from tftrain.schema import validate
+
+    run_dir = Path(run_dir)
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if metrics.get("status", "completed") not in ("completed", "pruned"):
+        for name in ("metrics.json", "error.txt"):
+            (run_dir / name).unlink(missing_ok=True)
+        log.info("Job %s failed in an earlier run of this sweep: running it again", run_dir.name)
+        return None
+    try:
+        previous, changes = changes_from_saved(run_dir, validate(cfg))
+    except TftrainError:
+        return None  # an invalid config: let the task report it
+    if previous is None or changes:
+        return None  # changed since (e.g. new code defaults): the task resumes or refuses, as for any run
+    log.info("Job %s completed in an earlier run of this sweep: reusing its metrics.json (delete the directory to "
+             "run it again)", run_dir.name)
+    return metrics
 
 
 def describe(plan: ResumePlan, rate_before: float | None = None, rate_after: float | None = None,

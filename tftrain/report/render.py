@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from tftrain import aggregate, sweep
+from tftrain.sweep import aggregate, summary as sweep
 
 SHOWN_CHARS = 160  # a table cell's longest text (errors, long config values)
 TRANSPOSE_OVER = 10  # differing keys beyond which the key table has one row per key instead of per run

@@ -1,4 +1,5 @@
-"""Learning-rate range test: `python -m tftrain task=lr_find [optimizer=...]`.
+"""The learning-rate range test, shared by `task=lr_find` (tftrain.tasks.lr_find) and
+`task.find_lr` of training.
 
 The configured data, model and optimizer train from a fresh initialization while the learning
 rate rises exponentially from `task.min_lr` to `task.max_lr` over `task.num_steps` steps
@@ -30,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from tftrain.build import label
-from tftrain.errors import ConfigError, TftrainError
+from tftrain.config.targets import label
+from tftrain.errors import TftrainError
 from tftrain.schema import validate
 
 log = logging.getLogger("tftrain")
@@ -116,27 +117,6 @@ def _ramp_schedule(min_lr: float, max_lr: float, num_steps: int):
     return ExponentialRamp()
 
 
-def lr_find(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
-    """Run the range test of `cfg` (composed with `task=lr_find`); write lr_find.json and
-    lr_find.png in `output_dir`; return the lr_find.json dict.
-
-    >>> import tftrain
-    >>> from tftrain.lr_find import lr_find
-    >>> result = lr_find(tftrain.compose(["task=lr_find", "optimizer=sgd"]))  # doctest: +SKIP
-    >>> result["suggestions"][result["suggested"]]  # doctest: +SKIP
-    """
-    from tftrain.train import ensure_console_logging, run_dir_of, setup
-
-    cfg = validate(cfg)
-    if "num_steps" not in cfg.task:
-        raise ConfigError("task", label(cfg.task), "task=lr_find (this function runs the range test)",
-                          "compose the config with `task=lr_find`")
-    run_dir = run_dir_of(cfg, str(output_dir) if output_dir is not None else None)
-    ensure_console_logging()
-    strategy, _ = setup(cfg)
-    return range_test(cfg, run_dir, strategy)
-
-
 def with_found_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
     """`task.find_lr` of task=train: `cfg` with optimizer.lr set to the range test's suggestion.
     The test (task=lr_find's settings) runs once per run directory, in <run>/lr_find/; a resumed
@@ -164,23 +144,19 @@ def with_found_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
 
 def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     """The range test of a validated task=lr_find config under `strategy`, written to `run_dir`."""
-    from tftrain.build import build_data, build_model, build_optimizer, build_problem, prepare_problem
-    from tftrain.trainer import Trainer
+    from tftrain.config.factory import build_components, step_options
+    from tftrain.loop.trainer import Trainer
 
     t_start = time.perf_counter()
     task, t = cfg.task, cfg.trainer
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    problem = build_problem(cfg)
-    data = build_data(cfg, strategy, problem)  # training's own pipeline and preprocessing
     with strategy.scope():
-        model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
-        optimizer = build_optimizer(cfg, _ramp_schedule(task.min_lr, task.max_lr, task.num_steps))
-        prepare_problem(problem, model, data)
+        ramp = _ramp_schedule(task.min_lr, task.max_lr, task.num_steps)
+    # Training's own pipeline, preprocessing, model and optimizer, at the rising rate.
+    built = build_components(cfg, strategy, schedule=ramp)
+    data = built.data
     # The training step itself, one step per call (the loss of every step is read).
-    from tftrain.distribute import use_xla
-
-    trainer = Trainer(strategy, model, optimizer, problem, global_batch_size=t.batch_size,
-                      jit_compile=use_xla(t.jit_compile, t.deterministic)[0], accumulate=t.accumulate_steps)
+    trainer = Trainer(strategy, built.model, built.optimizer, built.problem, step_options(cfg))
 
     def batches():
         for epoch in itertools.count():

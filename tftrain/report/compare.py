@@ -4,7 +4,7 @@ The config keys that differ between the runs, their final and best metrics, and 
 chosen metrics, written to `--out` (default `report/`) as report.md, report.png and one
 self-contained report.html. A sweep directory stands for its runs. Runs that differ only in
 `trainer.seed` are seeds of one configuration: mean ± 95% interval over them, ranked by the
-objective with Welch's t-test verdicts (tftrain.aggregate). Failed runs and runs still in
+objective with Welch's t-test verdicts (tftrain.sweep.aggregate). Failed runs and runs still in
 progress are shown with their status, from what they have written so far (history.csv).
 
 From a notebook: `tftrain.report.report(["runs/sgd", "runs/adam"])` -> the report.md path.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from tftrain import aggregate, sweep
+from tftrain.sweep import aggregate, summary as sweep
 from tftrain.errors import TftrainError
 
 USAGE = ("python -m tftrain.report RUN_OR_SWEEP_DIR... [--out DIR] [--metrics M1,M2] [--objective METRIC] "
@@ -105,7 +105,7 @@ def _history_csv(path: Path) -> dict[str, list]:
 
 
 def _lock_holder(run_dir: Path) -> str | None:
-    """Who trains in `run_dir` now (tftrain.resume.RunLock's flock), or None."""
+    """Who trains in `run_dir` now (tftrain.tasks.resume.RunLock's flock), or None."""
     try:
         import fcntl
 
@@ -122,7 +122,7 @@ def _lock_holder(run_dir: Path) -> str | None:
 
 def _from_history(history: dict[str, list]) -> dict:
     """What metrics.json would say of the epochs logged so far (no test metrics yet)."""
-    from tftrain.schema.problem import lower_is_better
+    from tftrain.problems.direction import lower_is_better
 
     metrics: dict = {"history": history, "epochs": max((len(v) for v in history.values()), default=0)}
     for key, values in history.items():
@@ -222,7 +222,7 @@ def compare(paths, objective: str | None = None, mode: str | None = None) -> Com
         row["run"] = row["path"].relative_to(common).as_posix() if row["path"] != common else row["path"].name
         cfg = row["config"]
         row["differ"] = {k: text(cfg[k]) if k in cfg else ABSENT for k in differ} if cfg is not None else {}
-        # The configuration's identity for tftrain.aggregate.group: its differing keys, the seed
+        # The configuration's identity for tftrain.sweep.aggregate.group: its differing keys, the seed
         # included (aggregate.seedless drops it); a run without a config is a configuration of its own.
         row["overrides_list"] = ([f"{k}={text(cfg[k])}" for k in identity if k in cfg] if cfg is not None
                                  else [f"run={row['run']}"])
@@ -236,7 +236,8 @@ def compare(paths, objective: str | None = None, mode: str | None = None) -> Com
 def _objective(rows: list[dict], objective: str | None, mode: str | None) -> tuple[str, str]:
     """`objective`, else the runs' trainer.objective (null: the problem's default); `mode`, else
     their trainer.objective_mode, else the metric's direction."""
-    from tftrain.schema.problem import default_objective, lower_is_better
+    from tftrain.problems.direction import mode_of
+    from tftrain.schema.problem import default_objective
 
     logged = {k for r in rows for k in r["metrics"] if k != "history"}
     if objective is not None and objective not in logged:
@@ -251,7 +252,7 @@ def _objective(rows: list[dict], objective: str | None, mode: str | None) -> tup
         if objective is not None:
             break
     objective = objective or "val_loss"
-    return objective, mode or ("min" if lower_is_better(objective) else "max")
+    return objective, mode or mode_of(objective)
 
 
 def curve_metrics(rows: list[dict], objective: str, wanted: list[str] | None) -> list[str]:
@@ -277,7 +278,7 @@ def report(paths, out: str | Path | None = None, metrics=None, objective: str | 
     report.html in `out` (default: ./report); return the report.md path. `metrics`: the history
     keys to draw (a list or "a,b"); `objective`/`mode`: what ranks the runs (default: the runs'
     trainer.objective / trainer.objective_mode)."""
-    from tftrain import report_render
+    from tftrain.report import render as report_render
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if mode not in (None, "min", "max"):

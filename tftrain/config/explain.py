@@ -8,38 +8,10 @@ the value and the fix; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
-import difflib
 import re
-from typing import Iterable
 
 from tftrain.errors import ComposeError, ConfigError
-
-# Names users bring from Keras or PyTorch for tftrain's keys.
-ALIASES = {"learning_rate": "lr", "optimiser": "optimizer", "scheduler": "schedule", "lr_scheduler": "schedule",
-           "init": "initializer", "initialiser": "initializer", "dataset": "data", "batch": "batch_size",
-           "epoch": "epochs", "num_epochs": "epochs", "max_epochs": "epochs"}
-
-
-def _distance(a: str, b: str) -> int:
-    """Edit distance counting a swap of two neighbours as one edit (optimal string alignment)."""
-    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-    return d[len(a)][len(b)]
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to `word` (a known alias, or a close spelling), or None."""
-    candidates = [str(c) for c in candidates]
-    if ALIASES.get(word) in candidates:
-        return ALIASES[word]
-    close = difflib.get_close_matches(word, candidates, n=5, cutoff=0.6)
-    return min(close, key=lambda c: (_distance(word, c), -difflib.SequenceMatcher(None, word, c).ratio())) \
-        if close else None
-
+from tftrain.schema.spelling import did_you_mean
 
 def _value(text: str):
     """An override's value as YAML reads it (3 -> 3, 0.1 -> 0.1, abc -> 'abc')."""
@@ -84,7 +56,7 @@ def _override_of(key: str, overrides: list[str]) -> str:
 def _node_at(path: str, overrides: list[str], bad: str):
     """The composed config's node at `path` (the root for ""), composed without the override that
     failed; None when that does not compose either."""
-    from tftrain.config import compose_raw
+    from tftrain.config.files import compose_raw
 
     try:
         node = compose_raw([o for o in overrides if o != bad])
@@ -101,13 +73,13 @@ def _keys_at(path: str, overrides: list[str], bad: str) -> list[str]:
 
 
 def _groups() -> list[str]:
-    from tftrain.config import config_dir
+    from tftrain.config.files import config_dir
 
     return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and not p.name.startswith(("_", "hydra")))
 
 
 def _options(group: str) -> list[str]:
-    from tftrain.config import config_dir
+    from tftrain.config.files import config_dir
 
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 

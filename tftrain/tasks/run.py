@@ -1,0 +1,184 @@
+"""Opening a run: the one way in for every task (train, lr_find, predict, evaluate) and every
+sweep job. `open_run` validates the config, makes the run directory, takes its lock, fixes the
+seed, precision and devices, builds the strategy and plans the resume, in that order, and hands
+the task a `Run`.
+
+TensorFlow is imported only after validation, so a bad config fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from tftrain.errors import ArgumentError, ConfigError, TftrainError
+from tftrain.schema import validate
+from tftrain.tasks.resume import ResumePlan, RunLock, plan_resume, save_config
+from tftrain.tasks.startup import Phases
+
+log = logging.getLogger("tftrain")
+
+
+@dataclass
+class Run:
+    """An opened run: what every task starts from."""
+
+    cfg: DictConfig  # validated
+    run_dir: Path
+    write_dir: Path  # run_dir, or a scratch directory on a non-chief multi-worker task
+    strategy: object = None  # tf.distribute.Strategy (None for tasks that do not train)
+    chief: bool = True
+    resume: ResumePlan = field(default_factory=ResumePlan)
+    phases: Phases = field(default_factory=Phases)
+    stop: object = None  # tftrain.loop.signals.StopSignals while the run trains
+
+
+def run_dir_of(cfg: DictConfig, output_dir: str | Path | None) -> Path:
+    """The run directory (created, and checked writable): `output_dir`, else `cfg.output_dir`, else
+    a new outputs/api/<date>/<time> directory (a notebook's tftrain.train())."""
+    path = output_dir if output_dir is not None else cfg.get("output_dir")
+    if path is None:
+        path = Path("outputs") / "api" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+    path = Path(os.path.expanduser(str(path)))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".tftrain-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TftrainError(f"The run directory {path} cannot be written: {e.strerror or e} ({e.filename or path}). Fix: "
+                           "choose a writable directory (hydra.run.dir=... or output_dir=...) with free space.") from None
+    return path
+
+
+def ensure_console_logging() -> None:
+    """Hydra configures logging on the CLI; from a notebook or script nothing would be shown without
+    this. tftrain's lines then go to its own handler only: importing TensorFlow installs absl's
+    handler on the root logger, which would print every line a second time."""
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _strategy(cfg: DictConfig):
+    """Seed, determinism, precision policy and the strategy, in that order (devices are fixed by
+    the first TensorFlow operation): (strategy, is_chief). TensorFlow's start-up lines are kept
+    off the console meanwhile (tftrain.console; trainer.verbose=3 shows them)."""
+    from tftrain.console import quiet_known_warnings, quiet_tensorflow
+
+    t = cfg.trainer
+    if t.verbose < 3:
+        quiet_known_warnings()
+    with quiet_tensorflow(t.verbose):
+        import keras
+        import tensorflow as tf
+
+        from tftrain.loop.distribute import is_chief, make_strategy
+
+        for noisy in ("absl", "tensorflow"):  # tf.data's and collectives' per-step INFO lines are noise
+            logging.getLogger(noisy).setLevel(logging.DEBUG if t.verbose >= 3 else logging.WARNING)
+        keras.utils.set_random_seed(t.seed)
+        if t.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(t.mixed_precision or "float32")
+        try:
+            strategy = make_strategy(t.strategy, t.cpu_devices)
+        except ArgumentError as e:
+            raise ConfigError(f"trainer.{e.arg}", e.value, e.requirement) from None
+    return strategy, is_chief(strategy)
+
+
+def describe_training(run: Run, steps_per_epoch: int) -> None:
+    """The run's first lines: what trains, on what, in which batches; XLA and the steps per call."""
+    from tftrain.console import device_summary
+    from tftrain.loop.distribute import strategy_name, use_xla
+
+    t, strategy = run.cfg.trainer, run.strategy
+    replicas = strategy.num_replicas_in_sync
+    log.info("Run directory: %s", run.run_dir.resolve())
+    accumulate = f", {t.accumulate_steps} batches of {t.batch_size // t.accumulate_steps} per update" \
+        if t.accumulate_steps > 1 else ""
+    log.info("Training on %s: %d replica(s) (%s), global batch %d (%d per replica%s), %d steps per epoch",
+             device_summary(strategy), replicas, strategy_name(strategy), t.batch_size, t.batch_size // replicas,
+             accumulate, steps_per_epoch)
+    xla, why = use_xla(t.jit_compile, t.deterministic)
+    log.info("XLA %s (%s); steps per call: %s", "on" if xla else "off", why,
+             "chosen early in the run (trainer.steps_per_execution=auto)" if t.steps_per_execution == "auto"
+             else t.steps_per_execution)
+
+
+def chief_by_environment() -> bool:
+    """Whether this process is the chief, from TF_CONFIG alone (before TensorFlow is imported):
+    the `chief` task, or worker 0 of a cluster without one; any process outside a cluster."""
+    import json
+
+    try:
+        spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return True
+    task, cluster = spec.get("task") or {}, spec.get("cluster") or {}
+    if not task:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+@contextlib.contextmanager
+def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: bool = True, resumes: bool = True,
+             before_resume=None):
+    """The opened run of `cfg` in `output_dir` (see run_dir_of), as a context manager holding the
+    run directory's lock (chief only) and, while a run `trains`, the stop signals.
+
+    `trains=False` (predict, evaluate): validation, the directory and the console only, no lock,
+    no TensorFlow. `resumes=False` (lr_find): no resume plan and no config.yaml history.
+    `before_resume(cfg, run_dir, strategy) -> cfg` settles the config before the resume is
+    planned and config.yaml written (task.find_lr's rate).
+    """
+    from tftrain.console import quiet_tensorflow
+
+    phases = Phases()
+    cfg = validate(cfg)  # before TensorFlow is imported: a bad config fails in well under a second
+    phases.mark("validate")
+    run_dir = run_dir_of(cfg, output_dir)
+    ensure_console_logging()
+    if not trains:
+        yield Run(cfg, run_dir, run_dir, phases=phases)
+        return
+    chief = chief_by_environment()
+    # The lock before anything is written: a refused process changes nothing another one owns.
+    with RunLock(run_dir) if chief else contextlib.nullcontext():
+        from tftrain.config.targets import preflight
+
+        with quiet_tensorflow(cfg.trainer.verbose):  # the targets' modules import Keras, and so TensorFlow
+            preflight(cfg)
+        phases.mark("import_tensorflow_and_check_targets")
+        strategy, chief = _strategy(cfg)
+        phases.mark("devices_and_strategy")
+        from tftrain.loop.signals import StopSignals
+
+        # Non-chief multi-worker tasks compute like the chief but write to a scratch directory.
+        write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-"))
+        try:
+            with StopSignals() as stop:
+                if before_resume is not None:
+                    cfg = before_resume(cfg, run_dir, strategy)
+                plan = plan_resume(run_dir, cfg, chief) if resumes else ResumePlan()
+                if chief and resumes:
+                    save_config(cfg, write_dir, plan)
+                yield Run(cfg, run_dir, write_dir, strategy, chief, plan, phases, stop)
+        finally:
+            if not chief:
+                shutil.rmtree(write_dir, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""`train(cfg) -> metrics`: the run opened (tftrain.tasks.run), its components built in the
+strategy's scope (tftrain.config.factory), the loop (tftrain.loop), the test evaluation, and the
+outputs in the run directory (tftrain.tasks.outputs)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from tftrain.errors import ConfigError, Preempted
+from tftrain.tasks.run import describe_training, open_run
+
+log = logging.getLogger("tftrain")
+
+
+def train(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+    """Train the configured model; write outputs to `output_dir`; return the metrics.json dict.
+    Rerun with the same directory to resume (see trainer.resume).
+
+    >>> import tftrain
+    >>> metrics = tftrain.train(tftrain.compose(["trainer.epochs=2"]))  # doctest: +SKIP
+    """
+    with open_run(cfg, output_dir, before_resume=_find_lr) as run:
+        return _train(run)
+
+
+def _find_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
+    """task.find_lr: the config at the range test's suggested rate (tftrain.tasks.range_test)."""
+    if not cfg.task.get("find_lr"):
+        return cfg
+    if strategy.extended._in_multi_worker_mode():
+        raise ConfigError("task.find_lr", True, "false under trainer.strategy=multi_worker",
+                          "run the range test once on one machine (task=lr_find), then train with its optimizer.lr")
+    from tftrain.tasks.range_test import with_found_lr
+
+    return with_found_lr(cfg, run_dir, strategy)
+
+
+def _train(run) -> dict:
+    from tftrain.config.factory import build_components, build_schedule, loop_options, step_options
+    from tftrain.config.run_info import flat_params, sweep_dir_of_job
+    from tftrain.layers import data_dependent_init, needs_data_init
+    from tftrain.loggers import Loggers, RunInfo
+    from tftrain.loop import Controller, RunIO, Trainer
+    from tftrain.schema import validate
+    from tftrain.sweep.pruning import pruning_callback
+    from tftrain.tasks import outputs
+
+    cfg, strategy, t = run.cfg, run.strategy, run.cfg.trainer
+    # wall_time_s: from here, not counting the process' start-up and TensorFlow's import.
+    started = time.perf_counter()
+    built = build_components(cfg, strategy, run.write_dir)
+    outputs.write_preprocessing(built.data, run.write_dir)
+    run.phases.mark("data_model_and_optimizer")
+    describe_training(run, built.data.steps_per_epoch)
+    loggers = Loggers(built.loggers if run.chief else [])  # only the chief logs
+    trainer = Trainer(strategy, built.model, built.optimizer, built.problem,
+                      step_options(cfg, loggers.graph_freq(), loggers.record_steps))
+    pruning = pruning_callback(cfg, strategy)  # an Optuna trial with a pruner (hparams_search=optuna)
+    spe, sweep_dir = built.data.steps_per_epoch, sweep_dir_of_job()
+
+    def rates(step):  # the rate at the resumed step under the previous config and under this one
+        return float(build_schedule(validate(run.resume.previous), spe)(step)), float(built.schedule.schedule(step))
+
+    io = RunIO(run.run_dir, run.write_dir, run.chief, run.stop, loggers,
+               RunInfo(run.write_dir, cfg, built.model, flat_params(cfg), sweep_dir=sweep_dir),
+               run.resume.on_restore(run.run_dir, t.epochs, spe, strategy.num_replicas_in_sync, rates))
+    # A sweep's jobs print plain lines: live lines of parallel jobs would overwrite each other.
+    options = loop_options(cfg, verbose=2 if t.verbose == 1 and sweep_dir is not None else None)
+    controller = Controller(trainer, built.data, options, io, schedule=built.schedule,
+                            callbacks=built.callbacks + ([pruning] if pruning is not None else []))
+    if needs_data_init(built.model):
+        # Weight norm: g and biases from the first training batch; a resumed run's checkpoint
+        # restore (in Controller.fit) then overwrites what this computes.
+        data_dependent_init(built.model, strategy, next(iter(built.data.train(0, 0))))
+    status = "failed"
+    try:
+        run.phases.mark("loop_setup")
+        try:
+            history = controller.fit()
+        finally:
+            trainer.restore_clipping()  # model.keras keeps the optimizer's settings as configured
+        if controller.first_call_done is not None:  # restore, loggers, tracing, the first call
+            run.phases.mark("first_step", at=controller.first_call_done)
+        if cfg.optimizer.use_ema:
+            built.optimizer.finalize_variable_values(built.model.trainable_variables)  # evaluate and save the EMA weights
+        test = trainer.evaluate(built.data.test)
+        saved = outputs.save_model(built.model, run.write_dir)
+        final = "pruned" if pruning is not None and pruning.pruned else "completed"
+        metrics = outputs.metrics_of(run, built, history, test, final, started)
+        outputs.write_metrics(run, metrics)
+        loggers.finish(metrics, [run.write_dir / name for name in (saved, outputs.HISTORY, outputs.METRICS,
+                                                                   outputs.CONFIG, outputs.PREPROCESSING)])
+        status = final
+        return metrics
+    except Preempted:
+        status = "stopped"
+        raise
+    finally:
+        loggers.close(status)
