@@ -5,7 +5,7 @@
 initializer of its own seeded from (seed, layer index): the same seed gives the same weights,
 and two same-shaped layers never share them. (A Keras random initializer instance draws its seed
 once and returns the same values on every call, so sharing one instance across layers would give
-same-shaped layers identical weights: ../shared/NOTES.md.) Their biases get `bias`.
+same-shaped layers identical weights.) Their biases get `bias`.
 
 `WeightNorm` (the `initializer=weight_norm` option) first turns the Dense and Conv layers into
 tftrain.layers' weight-normalized ones (a functional or Sequential model is rebuilt with

@@ -72,7 +72,7 @@ class TftrainOptunaSweeper(Sweeper):
         # Hydra calls setup right after, before anything runs.
         from tftrain.sweep.search import OptunaSearch
 
-        self.search = OptunaSearch(**self.arguments)
+        self.search = OptunaSearch(self.arguments)
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:

@@ -1,7 +1,7 @@
 """The compiled steps: training steps and an evaluation pass, under any tf.distribute strategy.
 
 Why not `model.fit`: under MultiWorkerMirroredStrategy Keras 3's fit fails (keras-team/keras#20585,
-see ../shared/NOTES.md), its TensorBoard callback writes the learning rate once per epoch only,
+tensorflow#72388), its TensorBoard callback writes the learning rate once per epoch only,
 and it cannot resume mid-epoch. The `Trainer` owns the step instead (orbit's Trainer; the outer
 loop of epochs, evaluation and checkpoints is tftrain.loop.controller's): a `tf.function` runs
 `num_steps` steps, each `strategy.run(replica_step)` with the loss averaged over the *global*

@@ -43,17 +43,9 @@ class Run:
                 "or raise trainer.epochs")
         return steps
 
-    def min_lr(self, min_lr: float) -> float:
-        require(0 <= min_lr <= self.lr, "min_lr", min_lr, f"a learning rate in [0, optimizer.lr={self.lr}]; lower "
-                "schedule.min_lr or raise optimizer.lr")
-        return min_lr
-
-    def max_lr(self, max_lr: float | None, above: float = 0.0) -> float:
-        """`max_lr`, or the base rate where it is None; it must exceed `above`."""
-        peak = self.lr if max_lr is None else max_lr
-        require(peak > above, "max_lr", max_lr, f"a learning rate > min_lr={above} (null means optimizer.lr="
-                f"{self.lr}); raise schedule.max_lr (or optimizer.lr when it is null)")
-        return peak
+    def max_lr(self, max_lr: float | None) -> float:
+        """`max_lr`, or the base rate where it is None."""
+        return self.lr if max_lr is None else max_lr
 
 
 def build_for_run(target, *, lr: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
@@ -99,19 +91,19 @@ def exponential(run: Run, *, gamma: float):
 
 
 def polynomial(run: Run, *, power: float, min_lr: float):
-    return Polynomial(run.lr, run.steps, power, run.min_lr(min_lr))
+    return Polynomial(run.lr, run.steps, power, min_lr)
 
 
 def cosine(run: Run, *, min_lr: float):
-    return Cosine(run.lr, run.steps, run.min_lr(min_lr))
+    return Cosine(run.lr, run.steps, min_lr)
 
 
 def cosine_restarts(run: Run, *, t0: float, t_mult: int, min_lr: float):
-    return CosineRestarts(run.lr, run.to_steps("t0", t0), t_mult, run.min_lr(min_lr))
+    return CosineRestarts(run.lr, run.to_steps("t0", t0), t_mult, min_lr)
 
 
 def cyclic(run: Run, *, min_lr: float, max_lr: float | None, step_size: float, mode: str, gamma: float):
-    return Cyclic(min_lr, run.max_lr(max_lr, above=min_lr), run.to_steps("step_size", step_size), mode, gamma)
+    return Cyclic(min_lr, run.max_lr(max_lr), run.to_steps("step_size", step_size), mode, gamma)
 
 
 def onecycle(run: Run, *, max_lr: float | None, pct_start: float, div_factor: float, final_div_factor: float,
@@ -121,7 +113,7 @@ def onecycle(run: Run, *, max_lr: float | None, pct_start: float, div_factor: fl
 
 def plateau(run: Run, *, monitor: str, mode: str, factor: float, patience: int, threshold: float,
             threshold_mode: str, cooldown: int, min_lr: float):
-    return Plateau(run.lr, monitor, mode, factor, patience, threshold, threshold_mode, cooldown, run.min_lr(min_lr))
+    return Plateau(run.lr, monitor, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr)
 
 
 __all__ = ["Run", "build_for_run", "ScheduleArgumentError", "constant", "step", "multistep", "exponential",

@@ -17,7 +17,7 @@ def _check_rate(arg: str, value) -> None:
 
 def _check_min_lr(lr, min_lr) -> None:
     _check_rate("min_lr", min_lr)
-    require(min_lr <= lr, "min_lr", min_lr, f"<= lr={lr}")
+    require(min_lr <= lr, "min_lr", min_lr, f"a rate <= the schedule's base rate lr={lr} (optimizer.lr)")
 
 
 def _check_steps(arg: str, value) -> None:

@@ -8,7 +8,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tftrain.errors import ConfigError
+from tftrain.errors import TftrainError
 from tftrain.schedules._base import Schedule, is_number, require
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class Plateau(Schedule):
         require(threshold_mode in self.THRESHOLD_MODES, "threshold_mode", threshold_mode,
                 f"one of {list(self.THRESHOLD_MODES)}")
         require(isinstance(cooldown, int) and cooldown >= 0, "cooldown", cooldown, "an integer >= 0")
-        require(is_number(min_lr) and 0 <= min_lr <= lr, "min_lr", min_lr, f"in [0, lr={lr}]")
+        require(is_number(min_lr) and 0 <= min_lr <= lr, "min_lr", min_lr,
+                f"a rate in [0, lr={lr}] (the base rate: optimizer.lr)")
         require(is_number(eps) and eps >= 0, "eps", eps, ">= 0")
         self.lr, self.monitor, self.mode, self.factor = float(lr), monitor, mode, float(factor)
         self.patience, self.threshold, self.threshold_mode = patience, float(threshold), threshold_mode
@@ -101,9 +102,9 @@ class Plateau(Schedule):
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None:
-            raise ConfigError("schedule.monitor", self.monitor,
-                              f"a metric logged at each epoch end: {sorted(logs or {})}",
-                              "set schedule.monitor to one of them (val_* metrics need validation data)")
+            raise TftrainError(f"The plateau schedule monitors {self.monitor!r}, which the epoch's logs do not hold "
+                               f"(they hold {sorted(logs or {})}). Fix: monitor one of them (schedule.monitor; val_* "
+                               "metrics need validation data).")
         value = float(value)
         rate, best = self.current_lr, self.best
         bad, cooldown = self.num_bad_epochs, self.cooldown_counter

@@ -89,10 +89,14 @@ def _value_of(ret):
 class OptunaSearch:
     """The sweeper (see the module's docstring); its arguments are `hydra.sweeper.*`."""
 
-    def __init__(self, direction: str, study_name: str, storage: str | None, n_trials: int, n_jobs: int,
-                 sampler: Mapping[str, Any], pruner: str | None, pruning: Mapping[str, Any],
-                 params: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        """`settings`: hydra.sweeper.* (direction, study_name, storage, n_trials, n_jobs, sampler,
+        pruner, pruning, params), each checked here."""
         from tftrain.sweep.pruning import pruner_spec
+
+        direction, study_name, storage = settings["direction"], settings["study_name"], settings.get("storage")
+        n_trials, n_jobs, sampler = settings["n_trials"], settings["n_jobs"], settings.get("sampler")
+        pruner, pruning, params = settings.get("pruner"), settings.get("pruning"), settings.get("params")
 
         if direction not in ("maximize", "minimize"):
             raise ConfigError("hydra.sweeper.direction", direction, "maximize or minimize",
