@@ -80,7 +80,8 @@ def prepare(row: str, folder: Path) -> dict:
     import numpy as np
 
     import tftrain
-    from tftrain.config.factory import build_data, build_model, build_problem, call_target, pipeline_of
+    from tftrain.config.factory import build_data, build_model, build_problem, pipeline_of
+    from tftrain.config.targets import call_target
     from tftrain.data.sources import hold_out
     from tftrain.schema import validate
     from tftrain.schema.data import PIPELINE_KEYS

@@ -43,7 +43,8 @@ CONFIGS = {  # data option -> (tftrain overrides, the metrics reported)
 def split_of(option: str):
     """The option's train and test arrays, exactly as tftrain splits them."""
     import tftrain
-    from tftrain.config.factory import build_problem, call_target
+    from tftrain.config.factory import build_problem
+    from tftrain.config.targets import call_target
     from tftrain.data.sources import hold_out
     from tftrain.schema import validate
     from tftrain.schema.data import PIPELINE_KEYS

@@ -41,6 +41,39 @@ def small_cfg():
     return compose_small
 
 
+def options(group: str) -> list[str]:
+    """The options of config group `group`, as conf/<group>/*.yaml lists them. Tests parametrize over
+    these, so a new option is tested without editing a test (there is no list of options to forget)."""
+    from tftrain.config.files import config_dir
+
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def option_schema(group: str, option: str) -> type:
+    """The schema class conf/<group>/<option>.yaml extends: named in its defaults list
+    (`/schema/<group>/<name>`), or through the option it extends (optimizer=nesterov extends sgd's)."""
+    import yaml
+
+    from tftrain.config.files import config_dir
+    from tftrain.schema import SCHEMAS
+
+    defaults = (yaml.safe_load((config_dir() / group / f"{option}.yaml").read_text()) or {}).get("defaults", [])
+    entry = next((e for e in defaults if isinstance(e, str) and e != "_self_"), None)
+    assert entry is not None, f"conf/{group}/{option}.yaml extends no schema"
+    if entry.startswith("/schema/"):
+        return SCHEMAS[group][entry.split("@")[0].rsplit("/", 1)[1]]
+    return option_schema(group, entry)
+
+
+def per_option(table: dict, group: str, option: str, name: str):
+    """`table[option]`: a test's parameters for one option of `group`, or a failure saying what to add.
+    A test that needs settings per option fails for a new option that has none, rather than skip it."""
+    if option not in table:
+        pytest.fail(f"conf/{group}/{option}.yaml has no entry in {name}: add one for {option!r} so that the "
+                    "option is tested", pytrace=False)
+    return table[option]
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
     """`python -m tftrain ARGS` in a subprocess; returns the CompletedProcess (text output)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}

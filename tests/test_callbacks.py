@@ -14,7 +14,7 @@ from tftrain.schema import validate
 
 
 def _types(cfg, tmp_path):
-    from tftrain.loop.callbacks import build_callbacks
+    from tftrain.config.factory import build_callbacks
 
     return [type(cb).__name__ for cb in build_callbacks(cfg, tmp_path)]
 
@@ -25,7 +25,7 @@ def test_default_callbacks(tmp_path):
 
 
 def test_options_add_callbacks(tmp_path):
-    from tftrain.loop.callbacks import build_callbacks
+    from tftrain.config.factory import build_callbacks
 
     cfg = validate(compose_small("callbacks.early_stopping.enabled=true", "callbacks.early_stopping.monitor=val_accuracy",
                                  "callbacks.best_checkpoint.enabled=true"))

@@ -75,8 +75,10 @@ def test_full_error_shows_traceback(cli, tmp_path):
 
 def test_unknown_option_lists_valid_ones(cli):
     result = cli("optimizer=adamm")
-    assert result.returncode != 0
-    assert "adamw" in result.stderr and "sgd" in result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]  # a config error: 2, as argparse's usage errors
+    assert "tftrain: error: Invalid config `optimizer`: received 'adamm'" in result.stderr
+    assert "adamw" in result.stderr and "sgd" in result.stderr and "did you mean `optimizer=adam`?" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_cli_training_run_writes_outputs(cli, tmp_path):
@@ -120,3 +122,20 @@ def test_configs_are_found_from_an_installed_wheel(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "_target_: keras.optimizers.Nadam" in result.stdout
+
+
+def test_sweeper_plugin_is_found_outside_the_repo(tmp_path):
+    """Hydra finds tftrain's sweeper (hparams_search=optuna) by scanning hydra_plugins.__path__ with
+    pkgutil: from a directory other than the repo root and without the repo on PYTHONPATH (run_cli
+    sets both), as a user runs it after `pip install -e .` or from a wheel."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "tftrain", "--info", "plugins"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "TftrainOptunaSweeper" in result.stdout, (
+        "Hydra's plugin scan does not see hydra_plugins/tftrain_optuna_sweeper: is \"hydra_plugins\" in pyproject's "
+        "[tool.setuptools] packages, and was the editable install redone since (pip install -e .)?")

@@ -20,7 +20,8 @@ from tftrain.schema import MULTI, SCHEMAS, default_target, is_open, validate
 from tftrain.schema.data import PIPELINE_KEYS
 
 # hparams_search (it configures the sweeper) and experiment (presets over several groups) are not
-# groups of the run's config: tests/test_search.py and tests/test_experiments.py cover them.
+# groups of the run's config: tests/test_search.py and tests/test_experiments.py cover them
+# (test_no_default_is_stated_twice checks hparams_search and conf/hydra/ too).
 GROUPS = sorted(p.name for p in config_dir().iterdir()
                 if p.is_dir() and not p.name.startswith(("_", "hydra", "hparams_search", "experiment")))
 
@@ -121,13 +122,140 @@ def _restated(presets: dict, defaults: dict, prefix: str = "") -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
-def test_no_default_is_stated_twice(group, option):
-    """Each option's YAML holds only its own presets: no key restates its schema's default."""
-    presets = yaml.safe_load((config_dir() / group / f"{option}.yaml").read_text()) or {}
-    defaults = _defaults(type(_schema(group, option)))
-    assert not _restated(presets, defaults), f"{group}/{option}.yaml restates its schema's defaults"
-    assert set(presets) - {"defaults"} <= set(defaults), f"{group}/{option}.yaml sets keys its schema lacks"
+def _unknown(presets: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Keys of `presets` (recursing into mappings the schema nests) that the schema lacks."""
+    out = []
+    for key, value in presets.items():
+        if key == "defaults":
+            continue
+        if key not in defaults:
+            out.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(defaults[key], dict):
+            out += _unknown(value, defaults[key], f"{prefix}{key}.")
+    return out
+
+
+# The presets under conf/ that preset no schema, and why; every other YAML is checked below.
+UNCHECKED = {
+    "config.yaml": "the root: it chooses the groups' options",
+    # Hydra's logging configs are logging.config.dictConfig dicts (HydraConf types them Dict[str, Any]).
+    "hydra/hydra_logging/tftrain.yaml": "no schema", "hydra/job_logging/tftrain.yaml": "no schema",
+    # Presets of a whole experiment: they pin the settings the experiment was run with, defaults or not
+    # (tests/test_experiments.py).
+    **{f"experiment/{p.name}": "an experiment's pinned settings" for p in (config_dir() / "experiment").glob("*.yaml")},
+}
+
+
+def _hydra_schema(path: str):
+    """The structured config (a dataclass from Hydra's ConfigStore: a plugin's or tftrain's) that
+    `path` (a group path under Hydra's config tree, "hydra/launcher/joblib") names."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+    from omegaconf import OmegaConf
+
+    Plugins.instance()  # imports hydra_plugins/*: the launchers' and the sweeper's configs register
+    cls = OmegaConf.get_type(ConfigStore.instance().load(f"{path}.yaml").node)
+    assert dataclasses.is_dataclass(cls), f"{path}: {cls} is no dataclass"
+    return cls
+
+
+def _presets_and_schemas(rel: str) -> list[tuple[str, dict, type]]:
+    """(where, the presets, the schema class they preset) for the YAML at conf/`rel`: a run group's
+    option, a Hydra preset extending a plugin's config (conf/hydra/<group>/), or a `_global_` preset
+    that chooses a Hydra plugin (`override /hydra/sweeper: ...`) and presets its node."""
+    data = yaml.safe_load((config_dir() / rel).read_text()) or {}
+    group, option = rel.rsplit("/", 1)
+    option = option.removesuffix(".yaml")
+    if group in SCHEMAS:
+        return [(rel, data, type(_schema(group, option)))]
+    defaults = data.get("defaults", [])
+    if group.startswith("hydra/"):  # conf/hydra/launcher/parallel.yaml: `defaults: [joblib, _self_]`
+        base = [e for e in defaults if isinstance(e, str) and e != "_self_"]
+        assert len(base) == 1, f"{rel}: extends {base}, expected one plugin config"
+        return [(rel, data, _hydra_schema(f"{group}/{base[0]}"))]
+    out = []
+    chosen = [(k.split("/")[-1], v) for e in defaults if isinstance(e, dict) for k, v in e.items()
+              if k.startswith("override /hydra/")]
+    for node, name in chosen:  # hparams_search/optuna.yaml: hydra.sweeper presets tftrain_optuna's schema
+        out.append((f"{rel}: hydra.{node}", data.get("hydra", {}).get(node, {}), _hydra_schema(f"hydra/{node}/{name}")))
+    outside = (set(data) - {"defaults", "hydra"}) | (set(data.get("hydra", {})) - {n for n, _ in chosen})
+    assert not outside, f"{rel} sets {sorted(outside)}, which no schema it chooses covers"
+    return out
+
+
+PRESET_FILES = sorted(str(p.relative_to(config_dir())) for p in config_dir().rglob("*.yaml")
+                      if str(p.relative_to(config_dir())) not in UNCHECKED)
+
+
+def test_every_preset_file_is_checked_for_restated_defaults():
+    checked = {f.split("/", 1)[0] for f in PRESET_FILES}
+    assert checked >= set(GROUPS) | {"hparams_search", "hydra"}, checked
+    assert {"hparams_search/optuna.yaml", "hydra/launcher/parallel.yaml",
+            "hydra/launcher/slurm.yaml"} <= set(PRESET_FILES)
+    assert all((config_dir() / rel).is_file() for rel in UNCHECKED), "UNCHECKED names a file that is gone"
+
+
+@pytest.mark.parametrize("rel", PRESET_FILES)
+def test_no_default_is_stated_twice(rel):
+    """Each preset holds only its own settings: no key restates its schema's default (nested keys
+    included), and it sets no key its schema lacks. Run groups' options against tftrain's schemas;
+    hparams_search/optuna.yaml against the sweeper's (TftrainOptunaSweeperConf); the Hydra
+    launcher presets against their plugins' (JobLibLauncherConf, SlurmQueueConf)."""
+    found = _presets_and_schemas(rel)
+    assert found, f"{rel} presets no schema"
+    for where, presets, cls in found:
+        defaults = _defaults(cls)
+        restated = _restated(presets, defaults)
+        assert not restated, f"{where} restates {cls.__name__}'s defaults: {restated}"
+        assert not _unknown(presets, defaults), f"{where} sets keys {cls.__name__} lacks: {_unknown(presets, defaults)}"
+
+
+def test_the_restated_default_check_sees_nested_keys_and_keeps_the_different_ones():
+    """The check the presets go through: the sweeper's nested defaults are seen, so a restated
+    sampler seed fails and hparams_search/optuna.yaml's own values (max_resource, params) pass."""
+    (where, presets, cls), = _presets_and_schemas("hparams_search/optuna.yaml")
+    defaults = _defaults(cls)
+    assert cls.__name__ == "TftrainOptunaSweeperConf" and defaults["sampler"]["seed"] == 0
+    assert _restated({"sampler": {"seed": 0, "n_startup_trials": 3}, "n_trials": 20, "pruning": {"max_resource": 5}},
+                     defaults) == ["sampler.seed", "n_trials"]
+    assert _unknown({"sampler": {"sed": 1}, "n_trial": 2}, defaults) == ["sampler.sed", "n_trial"]
+    assert presets["pruning"] == {"max_resource": "${trainer.epochs}"} and set(presets["params"]) == {
+        "optimizer.lr", "optimizer.weight_decay", "trainer.batch_size"}
+
+
+def _trainer_defaults() -> tuple[set, dict]:
+    from tftrain.schema.trainer import TrainerConf
+
+    return {f.name for f in dataclasses.fields(TrainerConf)}, _defaults(TrainerConf)
+
+
+def test_the_loop_options_state_no_default_of_the_trainer_schema():
+    """tftrain.loop.LoopOptions is filled from `trainer.<same name>` (tftrain.config.factory.loop_options):
+    each field is a TrainerConf field, and none has a default of its own (the schema's is the one)."""
+    from tftrain.loop.controller import LoopOptions
+
+    trainer_keys, trainer_defaults = _trainer_defaults()
+    fields = {f.name for f in dataclasses.fields(LoopOptions)}
+    assert fields and fields <= trainer_keys, f"LoopOptions fields no trainer key has: {sorted(fields - trainer_keys)}"
+    assert not _defaults(LoopOptions), f"LoopOptions restates trainer defaults: {_defaults(LoopOptions)}"
+    assert fields <= set(trainer_defaults)  # the schema states them all
+
+
+# StepOptions field -> the trainer key it is filled from (tftrain.config.factory.step_options);
+# the others are the caller's (a logger's update_freq, whether loggers want a step log).
+STEP_KEYS = {"global_batch_size": "batch_size", "accumulate_steps": "accumulate_steps", "jit_compile": "jit_compile"}
+STEP_OWN = {"update_freq", "record_steps"}
+
+
+def test_the_step_options_state_no_default_of_the_trainer_schema():
+    from tftrain.loop.trainer import StepOptions
+
+    trainer_keys, _ = _trainer_defaults()
+    fields = {f.name for f in dataclasses.fields(StepOptions)}
+    assert fields == set(STEP_KEYS) | STEP_OWN, f"StepOptions has fields this test does not place: {fields}"
+    assert set(STEP_KEYS.values()) <= trainer_keys and not STEP_OWN & trainer_keys
+    restated = set(_defaults(StepOptions)) & set(STEP_KEYS)
+    assert not restated, f"StepOptions restates trainer defaults: {sorted(restated)}"
 
 
 # Keys tftrain consumes itself, per group (never passed to the target).

@@ -6,6 +6,7 @@ caches in a temporary KERAS_HOME, a stand-in tensorflow_datasets module): nothin
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -18,9 +19,10 @@ import numpy as np
 import pytest
 
 import tftrain
-from conftest import ROOT
+from conftest import ROOT, option_schema, options, per_option
 from tftrain.errors import ConfigError, DataError
-from tftrain.schema import validate
+from tftrain.schema import is_open, validate
+from tftrain.schema.data import KerasDatasetConf
 
 tf = pytest.importorskip("tensorflow")
 
@@ -77,39 +79,57 @@ def write_tfrecord(path, x, y, key="x", label="label", drop=None):
     return str(path)
 
 
+# Writers of tiny files in the exact formats and places keras.datasets.<name> caches them (written
+# here by hand, not by tftrain's readers, so that a reader misreading its format fails the tests).
+
+
+def _plant_mnist(base, rng, n_train, n_test):
+    base.mkdir(parents=True)
+    np.savez(base / "mnist.npz", x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, n_train).astype(np.uint8),
+             x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, n_test).astype(np.uint8))
+
+
+def _plant_fashion_mnist(base, rng, n_train, n_test):
+    d = base / "fashion-mnist"
+    d.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        with gzip.open(d / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 8 + rng.integers(0, 10, n).astype(np.uint8).tobytes())
+        with gzip.open(d / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 16 + rng.integers(0, 256, n * 784).astype(np.uint8).tobytes())
+
+
+def _plant_cifar10(base, rng, n_train, n_test):
+    d = base / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for fname, n in [*((f"data_batch_{i}", n_train // 5) for i in range(1, 6)), ("test_batch", n_test)]:
+        with open(d / fname, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"labels": rng.integers(0, 10, n).tolist()}, f, protocol=3)
+
+
+def _plant_cifar100(base, rng, n_train, n_test):
+    d = base / "cifar-100-python-target" / "cifar-100-python"
+    d.mkdir(parents=True)
+    for fname, n in (("train", n_train), ("test", n_test)):
+        with open(d / fname, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"fine_labels": rng.integers(0, 100, n).tolist(),
+                         b"coarse_labels": rng.integers(0, 20, n).tolist()}, f, protocol=3)
+
+
+# Per keras.datasets option: its cache writer, the input shape and the classes it gives. Every such
+# option in conf/data needs an entry (its tests fail, naming this table, until it has one).
+KERAS_CACHES = {"mnist": (_plant_mnist, (28, 28, 1), 10), "fashion_mnist": (_plant_fashion_mnist, (28, 28, 1), 10),
+                "cifar10": (_plant_cifar10, (32, 32, 3), 10), "cifar100": (_plant_cifar100, (32, 32, 3), 100)}
+
+
 def plant_keras_cache(home, name, n_train=40, n_test=12):
     """Tiny files in the exact formats and places keras.datasets.<name> caches them."""
-    rng = np.random.default_rng(1)
-    base = home / "datasets"
-    if name == "mnist":
-        base.mkdir(parents=True)
-        np.savez(base / "mnist.npz", x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-                 y_train=rng.integers(0, 10, n_train).astype(np.uint8),
-                 x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-                 y_test=rng.integers(0, 10, n_test).astype(np.uint8))
-    elif name == "fashion_mnist":
-        d = base / "fashion-mnist"
-        d.mkdir(parents=True)
-        for prefix, n in (("train", n_train), ("t10k", n_test)):
-            with gzip.open(d / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-                f.write(b"\0" * 8 + rng.integers(0, 10, n).astype(np.uint8).tobytes())
-            with gzip.open(d / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
-                f.write(b"\0" * 16 + rng.integers(0, 256, n * 784).astype(np.uint8).tobytes())
-    elif name == "cifar10":
-        d = base / "cifar-10-batches-py-target" / "cifar-10-batches-py"
-        d.mkdir(parents=True)
-        for fname, n in [*((f"data_batch_{i}", n_train // 5) for i in range(1, 6)), ("test_batch", n_test)]:
-            with open(d / fname, "wb") as f:
-                pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                             b"labels": rng.integers(0, 10, n).tolist()}, f, protocol=3)
-    else:
-        d = base / "cifar-100-python-target" / "cifar-100-python"
-        d.mkdir(parents=True)
-        for fname, n in (("train", n_train), ("test", n_test)):
-            with open(d / fname, "wb") as f:
-                pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                             b"fine_labels": rng.integers(0, 100, n).tolist(),
-                             b"coarse_labels": rng.integers(0, 20, n).tolist()}, f, protocol=3)
+    plant = per_option(KERAS_CACHES, "data", name, "KERAS_CACHES")[0]
+    plant(home / "datasets", np.random.default_rng(1), n_train, n_test)
 
 
 def fake_tfds(n_train=30, n_test=10):
@@ -139,16 +159,44 @@ def fake_tfds(n_train=30, n_test=10):
 # ---------------------------------------------------------------- every option loads
 
 
-@pytest.mark.parametrize("option, shape, classes", [("digits", (8, 8, 1), 10), ("synthetic", (16,), 10)])
-def test_bundled_options_load(option, shape, classes):
+def _fields(option: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(option_schema("data", option))}
+
+
+def _bundled(option: str) -> bool:
+    """Whether data=option loads as it is: it reads no file of the user's (a `path`), downloads
+    nothing (a `download` switch) and runs no code of the user's (an open schema)."""
+    return not ({"path", "download"} & _fields(option) or is_open(option_schema("data", option)))
+
+
+def _keras_dataset(option: str) -> bool:
+    return issubclass(option_schema("data", option), KerasDatasetConf)
+
+
+# Per bundled option: input shape, model outputs, target dtype and target shape per example.
+# Every bundled option in conf/data needs an entry.
+BUNDLED = {"digits": ((8, 8, 1), 10, np.int64, ()), "synthetic": ((16,), 10, np.int64, ()),
+           "digits_multilabel": ((8, 8, 1), 4, np.float32, (4,)), "breast_cancer": ((30,), 1, np.float32, ()),
+           "diabetes": ((10,), 1, np.float32, ())}
+
+
+@pytest.mark.parametrize("option", [o for o in options("data") if _bundled(o)])
+def test_bundled_options_load(option):
+    shape, outputs, target_dtype, target_shape = per_option(BUNDLED, "data", option, "BUNDLED")
     ds = build(f"data={option}", batch=64)
-    assert ds.input_shape == shape and ds.num_outputs == classes
+    assert ds.input_shape == shape and ds.num_outputs == outputs
     assert ds.steps_per_epoch == ds.num_train // 64
     train = batches(ds.train(0))
     assert len(train) == ds.steps_per_epoch and all(len(y) == 64 for _, y in train)  # last partial dropped
     assert count(ds.val) == ds.num_val and count(ds.test) == ds.num_test  # eval keeps it
     x, y = train[0]
-    assert x.dtype == np.float32 and y.dtype == np.int64 and x.shape == (64, *shape)
+    assert x.dtype == np.float32 and x.shape == (64, *shape)
+    assert y.dtype == target_dtype and y.shape == (64, *target_shape)
+
+
+def test_custom_loads_the_users_function():
+    ds = build("data=custom", "data._target_=tftrain.data.sources.digits", "++data.image_size=null", batch=64)
+    assert (ds.input_shape, ds.num_outputs, ds.num_train + ds.num_val + ds.num_test) == ((8, 8, 1), 10, 1797)
 
 
 def test_npz_loads_and_holds_out_val(tmp_path):
@@ -160,10 +208,12 @@ def test_npz_loads_and_holds_out_val(tmp_path):
     assert count(ds.test) == 9
 
 
-@pytest.mark.parametrize("name, shape, classes", [
-    ("mnist", (28, 28, 1), 10), ("fashion_mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10),
-    ("cifar100", (32, 32, 3), 100)])
-def test_keras_datasets_read_their_cache_under_keras_home(name, shape, classes, tmp_path, monkeypatch):
+KERAS_OPTIONS = [o for o in options("data") if _keras_dataset(o)]
+
+
+@pytest.mark.parametrize("name", KERAS_OPTIONS)
+def test_keras_datasets_read_their_cache_under_keras_home(name, tmp_path, monkeypatch):
+    _, shape, classes = per_option(KERAS_CACHES, "data", name, "KERAS_CACHES")
     plant_keras_cache(tmp_path, name)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     ds = build(f"data={name}", "data.download=false", "data.val_fraction=0.25")
@@ -179,6 +229,14 @@ def test_cifar100_coarse_labels(tmp_path, monkeypatch):
     plant_keras_cache(tmp_path, "cifar100")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     assert build("data=cifar100", "data.label_mode=coarse", "data.download=false").num_outputs == 20
+
+
+@pytest.mark.parametrize("name", KERAS_OPTIONS)
+def test_every_keras_dataset_missing_offline_says_where_to_place_what(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    with pytest.raises(DataError, match=f"data={name}: .* is not there and data.download=false") as e:
+        build(f"data={name}", "data.download=false")
+    assert str(tmp_path / "kh" / "datasets") in str(e.value) and "download https://" in str(e.value)
 
 
 def test_keras_dataset_missing_offline_names_the_file_to_place(tmp_path, monkeypatch):
@@ -432,9 +490,14 @@ def test_image_folder_with_one_class_or_mismatched_val_folder(tmp_path):
         build("data=image_folder", f"data.path={two}", f"data.val_path={other}")
 
 
+@pytest.mark.parametrize("option", [o for o in options("data") if "path" in _fields(o)])
+def test_a_missing_path_fails_in_the_schema(tmp_path, option):
+    with pytest.raises(ConfigError, match="`data.path`"):
+        validate(tftrain.compose([f"data={option}", f"data.path={tmp_path}/none"]))
+
+
 @pytest.mark.parametrize("override, key", [
-    ("data=csv data.path={tmp}/none.csv", "data.path"), ("data=tfrecord data.path={tmp}/*.tfrecord", "data.path"),
-    ("data=image_folder data.path={tmp}/nope", "data.path"), ("data=npz data.path={tmp}/x.npz", "data.path"),
+    ("data=tfrecord data.path={tmp}/*.tfrecord", "data.path"),  # a pattern that matches no file
     ("data=csv data.path=/etc/hostname data.val_path=/no/val.csv", "data.val_path")])
 def test_missing_files_fail_in_the_schema(tmp_path, override, key):
     with pytest.raises(ConfigError, match=f"`{key}`"):
@@ -596,3 +659,15 @@ def test_train_end_to_end_on_csv(tmp_path):
                            "trainer.batch_size=16", "trainer.verbose=0", "optimizer.lr=0.01"])
     m = tftrain.train(cfg, output_dir=tmp_path / "run")
     assert m["steps"] == 3 * (168 // 16) and m["test_accuracy"] > 0.6
+
+
+# The test that loads each option that is neither bundled nor a keras.datasets set (those have
+# BUNDLED and KERAS_CACHES). Every such option in conf/data needs an entry.
+LOADED_BY = {"csv": test_csv_loads_with_val_and_test_files, "npz": test_npz_loads_and_holds_out_val,
+             "image_folder": test_image_folder_loads, "tfrecord": test_tfrecord_loads, "tfds": test_tfds_by_name,
+             "custom": test_custom_loads_the_users_function}
+
+
+@pytest.mark.parametrize("option", [o for o in options("data") if not (_bundled(o) or _keras_dataset(o))])
+def test_every_other_option_has_a_test_that_loads_it(option):
+    per_option(LOADED_BY, "data", option, "LOADED_BY")

@@ -16,10 +16,13 @@ from tftrain.schema import validate
 from tftrain.schema import SCHEMAS
 from tftrain.schema import initializer as schema
 
-from conftest import ROOT, compose_small
+from conftest import compose_small, options, per_option
 
-OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "initializer").glob("*.yaml"))
-RANDOM = [o for o in OPTIONS if o not in ("zeros", "constant", "keep")]
+OPTIONS = options("initializer")
+# The options that give the same weights whatever the seed; every other option is random and each
+# layer must get its own seed (a new deterministic option fails that test until it is named here).
+NOT_RANDOM = {"zeros", "constant", "keep"}
+RANDOM = [o for o in OPTIONS if o not in NOT_RANDOM]
 
 
 # Runs through tftrain.train without the outputs these tests do not read.
@@ -58,9 +61,11 @@ def test_every_option_has_its_schema_and_every_plain_option_is_a_keras_initializ
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_composes_validates_and_builds(option):
+    from tftrain.config.factory import initializer_of
+
     model = _build(f"initializer={option}")
     assert model.output_shape == (None, 3)
-    if option == "keep":
+    if initializer_of(_cfg(f"initializer={option}")) is None:  # keep: the model's own weights, nothing drawn
         return
     # Conv kernels (4-D) too: fans and orthogonality are computed over their flattened shape.
     kernel = np.asarray(_kernel(f"initializer={option}")((3, 3, 4, 8)))
@@ -112,6 +117,29 @@ def test_zeros_constant_and_bias_options():
     model = _build("initializer.bias=ones")
     biases = [np.asarray(layer.bias) for layer in model.layers if getattr(layer, "bias", None) is not None]
     assert len(biases) == 4 and all(np.all(b == 1.0) for b in biases)
+
+
+def sevens(input_shape, num_outputs):
+    """A user's model (model._target_=test_initializers.sevens) whose own initial kernels are all 0.7."""
+    import keras
+
+    seven = keras.initializers.Constant(0.7)
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(4, kernel_initializer=seven),
+                             keras.layers.Dense(num_outputs, kernel_initializer=seven)])
+
+
+def test_keep_leaves_the_models_own_initial_weights_and_other_options_redraw_them():
+    from tftrain.config.factory import build_model
+
+    def kernels(option):
+        cfg = validate(tftrain.compose(["model=custom", "model._target_=test_initializers.sevens",
+                                        f"initializer={option}"]))
+        return [np.asarray(layer.kernel) for layer in build_model(cfg, (5,), 3).layers if hasattr(layer, "kernel")]
+
+    kept, redrawn = kernels("keep"), kernels("he_normal")
+    assert len(kept) == len(redrawn) == 2
+    assert all(np.all(k == np.float32(0.7)) for k in kept)
+    assert not any(np.any(k == np.float32(0.7)) for k in redrawn)
 
 
 def _same_shaped_kernels(model):
@@ -173,3 +201,21 @@ def test_deep_relu_net_learns_from_he_init_but_not_from_zeros(tmp_path: Path):
     he = tftrain.train(compose_small("initializer=he_normal", *common), output_dir=tmp_path / "he")
     assert zeros["val_accuracy"] < 0.25 and zeros["train_loss"] > 0.95 * math.log(10)
     assert he["val_accuracy"] > 0.45 and he["train_loss"] < 0.75 * zeros["train_loss"]
+
+
+# The tests that check the weights of the options no variance formula describes.
+OWN_TESTS = {"zeros": test_zeros_constant_and_bias_options, "constant": test_zeros_constant_and_bias_options,
+             "orthogonal": test_orthogonal_kernels_have_orthogonal_columns_times_gain,
+             "weight_norm": test_weight_norm_option_builds_weight_normalized_layers,
+             "keep": test_keep_leaves_the_models_own_initial_weights_and_other_options_redraw_them}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_option_has_its_weights_checked(option):
+    """Against theory (its variance in VARIANCES, keyed `option` or `option-variant`) or by its own test."""
+    checks = {**{case.split("-")[0]: test_empirical_variance_matches_theory for case in VARIANCES}, **OWN_TESTS}
+    per_option(checks, "initializer", option, "VARIANCES (its theoretical variance) or OWN_TESTS")
+
+
+def test_the_option_tables_name_only_options_in_conf():
+    assert NOT_RANDOM | set(OWN_TESTS) | {case.split("-")[0] for case in VARIANCES} <= set(OPTIONS)

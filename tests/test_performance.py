@@ -72,6 +72,11 @@ def test_xla_is_off_by_default_on_a_cpu_and_logged(tmp_path, caplog):
         validate(compose_small("trainer.jit_compile=sometimes"))
     with pytest.raises(ConfigError, match="trainer.steps_per_execution"):
         validate(compose_small("trainer.steps_per_execution=0"))
+    with caplog.at_level("INFO", logger="tftrain"):
+        tftrain.train(compose_small("trainer.epochs=1", "logger=[]"), output_dir=tmp_path)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("XLA ")]
+    assert said == ["XLA off (trainer.jit_compile=auto, without a GPU); steps per call: chosen early in the run "
+                    "(trainer.steps_per_execution=auto)"]
 
 
 ACCUMULATE = (*EXACT, "schedule=cosine", "optimizer.global_clipnorm=0.5", "optimizer.use_ema=true", "trainer.epochs=3")

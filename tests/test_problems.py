@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import tftrain
-from conftest import ROOT, run_cli
+from conftest import ROOT, options, per_option, run_cli
 from tftrain.errors import ConfigError, DataError
-from tftrain.tasks.predict import evaluate, predict
+from tftrain.tasks.evaluate import evaluate
+from tftrain.tasks.predict import predict
 from tftrain.schema import validate
 
 QUICK = ["trainer.verbose=2", "trainer.batch_size=32", "model.hidden_units=[32]"]
@@ -26,15 +27,23 @@ def _metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("data, epochs, names, check", [
-    ("diabetes", 20, ["mae", "rmse"], lambda m: m["test_mae"] < 60 and m["test_rmse"] < 75),  # the target's std is 77
-    ("breast_cancer", 5, ["accuracy", "auc"], lambda m: m["test_accuracy"] > 0.9 and m["test_auc"] > 0.95),
-    ("digits_multilabel", 5, ["accuracy", "auc"], lambda m: m["test_accuracy"] > 0.85 and m["test_auc"] > 0.9),
-    ("digits", 10, ["accuracy"], lambda m: m["test_accuracy"] > 0.85),
-])
-def test_each_problem_trains_from_the_cli_on_its_bundled_data(tmp_path, data, epochs, names, check):
+# Per problem: a bundled data set of its kind, the epochs it needs, the metrics it logs, and what
+# it must reach. Every option in conf/problem needs one.
+ON_BUNDLED_DATA = {
+    "regression": ("diabetes", 20, ["mae", "rmse"],
+                   lambda m: m["test_mae"] < 60 and m["test_rmse"] < 75),  # the target's std is 77
+    "binary": ("breast_cancer", 5, ["accuracy", "auc"], lambda m: m["test_accuracy"] > 0.9 and m["test_auc"] > 0.95),
+    "multilabel": ("digits_multilabel", 5, ["accuracy", "auc"],
+                   lambda m: m["test_accuracy"] > 0.85 and m["test_auc"] > 0.9),
+    "classification": ("digits", 10, ["accuracy"], lambda m: m["test_accuracy"] > 0.85),
+}
+
+
+@pytest.mark.parametrize("problem", options("problem"))
+def test_each_problem_trains_from_the_cli_on_its_bundled_data(tmp_path, problem):
+    data, epochs, names, check = per_option(ON_BUNDLED_DATA, "problem", problem, "ON_BUNDLED_DATA")
     run = tmp_path / data
-    result = run_cli(f"data={data}", f"trainer.epochs={epochs}", *QUICK, f"hydra.run.dir={run}")
+    result = run_cli(f"problem={problem}", f"data={data}", f"trainer.epochs={epochs}", *QUICK, f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     m = _metrics(run)
     for name in ["loss", *names]:
@@ -81,14 +90,22 @@ def test_float_targets_under_classification_are_refused_with_a_hint(tmp_path):
         tftrain.train(tftrain.compose(["data=npz", f"data.path={path}"]), output_dir=tmp_path / "b")
 
 
-@pytest.mark.parametrize("problem, y, message", [
+BAD_TARGETS = [  # problem, targets of the wrong kind for it, what the error says; every problem needs one
     ("multilabel", lambda rng: rng.integers(0, 3, size=(60, 4)), "values other than 0 and 1"),
     ("multilabel", lambda rng: rng.integers(0, 2, size=60), r"needs an \(n, k\) matrix"),
     ("binary", lambda rng: rng.integers(0, 3, size=60), "values other than 0 and 1"),
     ("binary", lambda rng: rng.integers(0, 2, size=(60, 2)), "use problem=multilabel"),
     ("classification", lambda rng: rng.integers(0, 2, size=(60, 3)), "use problem=multilabel"),
     ("regression", lambda rng: np.where(rng.random(60) < 0.1, np.nan, 1.0), "NaN or Inf"),
-])
+]
+
+
+@pytest.mark.parametrize("problem", options("problem"))
+def test_every_problem_has_a_bad_target_case(problem):
+    per_option({case[0]: case for case in BAD_TARGETS}, "problem", problem, "BAD_TARGETS")
+
+
+@pytest.mark.parametrize("problem, y, message", BAD_TARGETS)
 def test_targets_are_checked_against_the_problem(tmp_path, problem, y, message):
     rng = np.random.default_rng(0)
     path = tmp_path / "d.npz"
@@ -97,26 +114,30 @@ def test_targets_are_checked_against_the_problem(tmp_path, problem, y, message):
         tftrain.train(tftrain.compose([f"problem={problem}", "data=npz", f"data.path={path}"]), output_dir=tmp_path / "r")
 
 
-def test_two_replicas_agree_with_one_for_regression_and_multilabel(tmp_path):
-    # One process per device layout (devices are fixed at TensorFlow's start), both problems in it.
+def test_two_replicas_agree_with_one_for_every_problem(tmp_path):
+    # Each problem reduces its loss and metrics across replicas its own way. One process per device
+    # layout (devices are fixed at TensorFlow's start), every problem in it, on its bundled data.
+    runs = {problem: per_option(ON_BUNDLED_DATA, "problem", problem, "ON_BUNDLED_DATA")[0]
+            for problem in options("problem")}
     code = """
-import sys, tftrain
-out, extra = sys.argv[1], sys.argv[2:]
-for data in ("diabetes", "digits_multilabel"):
-    tftrain.train(tftrain.compose([f"data={data}", "trainer.epochs=2", "trainer.batch_size=32", "trainer.verbose=0",
-                                   *extra]), output_dir=f"{out}/{data}")
+import json, sys, tftrain
+out, runs, extra = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+for problem, data in runs.items():
+    tftrain.train(tftrain.compose([f"problem={problem}", f"data={data}", "trainer.epochs=2", "trainer.batch_size=32",
+                                   "trainer.verbose=0", *extra]), output_dir=f"{out}/{problem}")
 """
     for name, extra in (("one", []), ("two", ["trainer.cpu_devices=2", "trainer.strategy=mirrored"])):
-        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), *extra], capture_output=True, text=True,
-                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), json.dumps(runs), *extra],
+                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
-    for data in ("diabetes", "digits_multilabel"):
-        one, two = _metrics(tmp_path / "one" / data), _metrics(tmp_path / "two" / data)
+    for problem in runs:
+        one, two = _metrics(tmp_path / "one" / problem), _metrics(tmp_path / "two" / problem)
         for key, values in one["history"].items():
             if key != "seconds":
-                np.testing.assert_allclose(values, two["history"][key], rtol=1e-5, err_msg=f"{data} {key}")
+                np.testing.assert_allclose(values, two["history"][key], rtol=1e-5, err_msg=f"{problem} {key}")
         for key in [k for k in one if k.startswith("test_")]:
-            assert two[key] == pytest.approx(one[key], rel=1e-5), (data, key)
+            assert two[key] == pytest.approx(one[key], rel=1e-5), (problem, key)
 
 
 def _csv_classes(path, n, rng, centers):

@@ -35,11 +35,29 @@ def _start(run_dir, *args):
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT), log
 
 
-def _wait_for(path, proc, timeout=180):
+def _wait_until(condition, proc, what, timeout=180):
+    """Poll `condition()` until it holds; fail naming `what` if the process ends or time runs out first."""
     deadline = time.monotonic() + timeout
-    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert path.exists(), f"{path} never appeared"
+    while not condition() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition(), f"{what} never happened (process exit status {proc.poll()})"
+
+
+def _wait_for(path, proc, timeout=180):
+    _wait_until(path.exists, proc, f"{path} appearing", timeout)
+
+
+def _epochs_saved(run_dir) -> int:
+    """Epochs in history.csv: rewritten at the end of each checkpoint save, its last write, so N rows
+    mean epoch N's checkpoint is complete and the run has gone on to epoch N + 1's steps."""
+    try:
+        return max(len((run_dir / "history.csv").read_text().splitlines()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
+def _checkpoint_steps(run_dir) -> list[int]:
+    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +76,8 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
     # Calls of 5 steps end off the epoch grid (auto may choose whole epochs of these tiny steps);
     # the uninterrupted run it is compared with ran with auto: the grouping changes no number.
     proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=5")
-    _wait_for(run_dir / "checkpoints" / f"ckpt-{SPE}.index", proc)  # epoch 1 done: epoch 2 in progress
-    time.sleep(0.15)
+    # Epoch 1's checkpoint complete: the signal lands in epoch 2's steps, not in the save.
+    _wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     out = (tmp_path / "run.log").read_text()
@@ -77,18 +95,28 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
+    """The first SIGINT asks for a checkpoint at the end of the current compiled call (64 steps of a
+    wide MLP: about half a second on 2 CPU cores, longer under load) and an exit with 130; a second
+    one, sent as soon as the first is logged, kills the process by the signal before that call's
+    checkpoint. (Python runs signal handlers between compiled calls: "at once" is at the end of the
+    current call, before anything more is written.) An ignored second signal would leave a
+    checkpoint past epoch 1's and the orderly stop's 130 and message."""
     run_dir = tmp_path / "run"
-    proc, log = _start(run_dir, *LONG)
-    _wait_for(run_dir / "checkpoints" / f"ckpt-{SPE}.index", proc)
+    proc, log = _start(run_dir, *LONG, "model.hidden_units=[1024,1024]", "trainer.steps_per_execution=64")
+    _wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
     proc.send_signal(signal.SIGINT)
     log_file = tmp_path / "run.log"  # two signals sent together can arrive as one: wait for the first
-    deadline = time.monotonic() + 30
-    while "Received SIGINT" not in log_file.read_text() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until(lambda: "Received SIGINT" in log_file.read_text(), proc, "the first SIGINT's log line", timeout=60)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) in (-signal.SIGINT, 128 + signal.SIGINT)
-    if proc.returncode == 128 + signal.SIGINT:  # the run got to its checkpoint before the second signal
-        assert "tftrain: stopped: Stopped on SIGINT" in log_file.read_text()
+    returncode = proc.wait(timeout=60)
+    out = log_file.read_text()
+    assert returncode == -signal.SIGINT, f"exit status {returncode}, not killed by the second SIGINT:\n{out[-2000:]}"
+    assert out.count("Received SIGINT") == 1
+    assert "Stopped on SIGINT" not in out and "tftrain: stopped" not in out  # the orderly stop never ran
+    # Nothing written after the first signal: the checkpoint it asked for (at the end of epoch 2's
+    # first or second call, step SPE + 64 or SPE + 128) is not there, nor any later one.
+    assert _checkpoint_steps(run_dir) == [SPE] and _epochs_saved(run_dir) == 1
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("state-*.json")) == [f"state-{SPE}.json"]
 
 
 # ---------------------------------------------------------------- 2. damaged checkpoints

@@ -18,10 +18,9 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 import tftrain
-from conftest import ROOT
+from conftest import ROOT, options, per_option
 from tftrain import schedules as S
-from tftrain.config.files import config_dir
-from tftrain.errors import ConfigError
+from tftrain.errors import ConfigError, TftrainError
 from tftrain.schema import validate
 from tftrain.schema import SCHEMAS
 
@@ -97,7 +96,8 @@ def ref_warmup(inner, W, factor):
     return lambda t: inner(0) * (factor + (1 - factor) * t / W) if t < W else inner(t - W)
 
 
-# Each case: (option, keys, reference with durations already converted to steps by hand).
+# Each case: (option, keys, reference with durations already converted to steps by hand). Every
+# option in conf/schedule needs one, and one with a warm-up (a new option without fails below).
 CASES = {
     "constant": ("constant", {}, lambda t: LR),
     "step": ("step", {"step_size": 2.5, "gamma": 0.5}, lambda t: LR * 0.5 ** (t // 18)),  # round(17.5) = 18
@@ -165,16 +165,24 @@ def test_docstring_examples_run():
         assert result.attempted > 0 and result.failed == 0, module
 
 
-def test_the_schemas_allowed_values_are_the_classes_own():
-    from tftrain.schema import schedule as schema
+def by_option(cases) -> dict[str, list[tuple]]:
+    """Per-option cases (tuples whose first item is the option) grouped by their option."""
+    grouped = {}
+    for case in cases:
+        grouped.setdefault(case[0], []).append(case)
+    return grouped
 
-    assert S.Cyclic.MODES == schema.CYCLIC_MODES and S.OneCycle.ANNEALS == schema.ANNEALS
-    assert S.Plateau.MODES == schema.PLATEAU_MODES and S.Plateau.THRESHOLD_MODES == schema.THRESHOLD_MODES
+
+@pytest.mark.parametrize("option", options("schedule"))
+def test_every_option_has_reference_cases_one_with_warmup(option):
+    cases = per_option(by_option(CASES.values()), "schedule", option, "CASES")
+    default_warmup = composed(option).schedule.warmup_epochs
+    assert any(keys.get("warmup_epochs", default_warmup) > 0 for _, keys, _ in cases), \
+        f"CASES has no case of schedule={option} with warmup_epochs > 0: add an '{option}+warmup' case"
 
 
-def test_every_option_has_a_reference_case():
-    options = {p.stem for p in (config_dir() / "schedule").glob("*.yaml")}
-    assert {option for option, _, _ in CASES.values()} == options
+def test_cases_name_only_options_in_conf():
+    assert {option for option, _, _ in CASES.values()} <= set(options("schedule"))
 
 
 def test_single_step_epochs_and_long_runs():
@@ -327,7 +335,7 @@ def test_plateau_patience_cooldown_and_min_lr_by_hand():
 
 
 def test_plateau_needs_its_metric():
-    with pytest.raises(ConfigError, match="schedule.monitor") as e:
+    with pytest.raises(TftrainError, match="schedule.monitor") as e:
         S.Plateau(LR).on_epoch_end(0, {"loss": 1.0})
     assert "loss" in str(e.value)
 
@@ -376,10 +384,7 @@ def test_plateau_state_survives_checkpoint_and_resume(tmp_path):
 # ---------------------------------------------------------------- configs
 
 
-OPTIONS = sorted(p.stem for p in (config_dir() / "schedule").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("option", options("schedule"))
 def test_every_option_composes_to_its_schemas_keys_and_names_its_target(option):
     node = composed(option).schedule
     schema = SCHEMAS["schedule"][node._target_.rsplit(".", 1)[1]]
@@ -398,7 +403,7 @@ def test_with_override_composes_like_hydra():
     assert with_override("cyclic", "schedule.max_lr=0.5") == tftrain.compose(["schedule=cyclic", "schedule.max_lr=0.5"])
 
 
-@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("option", options("schedule"))
 @pytest.mark.parametrize("warmup", [0, 1.5])
 def test_every_option_builds_from_its_defaults(option, warmup):
     cfg = validate(composed(option))
@@ -414,7 +419,7 @@ def test_build_schedule_is_exported_by_the_package():
     assert tftrain.build_schedule is build_schedule
 
 
-BAD_VALUES = [  # option, override, the key the error must name
+BAD_VALUES = [  # option, override, the key the error must name; every option in conf/schedule needs one
     ("step", "schedule.gamma=0", "schedule.gamma"),
     ("step", "schedule.step_size=0", "schedule.step_size"),
     ("multistep", "schedule.milestones=[20,10]", "schedule.milestones"),
@@ -447,14 +452,25 @@ BAD_VALUES = [  # option, override, the key the error must name
 ]
 
 
+@pytest.mark.parametrize("option", options("schedule"))
+def test_every_option_has_a_bad_value_case(option):
+    per_option(by_option(BAD_VALUES), "schedule", option, "BAD_VALUES")
+
+
 @pytest.mark.parametrize("option, override, key", BAD_VALUES, ids=lambda x: str(x))
-def test_validate_rejects_bad_values_naming_the_key(option, override, key):
-    cfg = with_override(option, override)
+def test_build_schedule_rejects_bad_values_naming_the_key(option, override, key):
+    # The ranges are checked once, by the schedule classes; the factory names the config key.
     with pytest.raises(ConfigError) as e:
-        validate(cfg)
+        tftrain.build_schedule(with_override(option, override), 10)
     assert e.value.key == key
-    with pytest.raises(ConfigError) as e:  # build_schedule checks by itself too (API users may skip validate)
-        tftrain.build_schedule(cfg, 10)
+
+
+@pytest.mark.parametrize("option, override, key", [("cosine", "+schedule.gamma=0.5", "schedule.gamma"),
+                                                   ("cosine_restarts", "schedule.t_mult=1.5", "schedule.t_mult")])
+def test_validate_rejects_keys_the_option_lacks_and_values_of_the_wrong_type(option, override, key):
+    # What the schema's types say is checked before TensorFlow starts; ranges wait for the classes.
+    with pytest.raises(ConfigError) as e:
+        validate(with_override(option, override))
     assert e.value.key == key
 
 

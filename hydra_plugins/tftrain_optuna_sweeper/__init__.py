@@ -31,7 +31,9 @@ class PruningConf:
     n_warmup_steps: int = 0  # epochs a trial trains before it can be pruned (0: from its first)
     # hyperband: successive halving in brackets, rungs at min_resource * reduction_factor**k epochs
     min_resource: int = 1
-    max_resource: Any = "auto"  # the most epochs a trial trains ("auto": the longest finished trial's)
+    # the most epochs a trial trains: the run's trainer.epochs, known before any trial starts ("auto":
+    # Optuna's guess from the longest trial seen so far, which an early-stopped trial makes too low)
+    max_resource: Any = "${trainer.epochs}"
     reduction_factor: int = 3
 
 

@@ -279,14 +279,17 @@ class Components:
     callbacks: list = field(default_factory=list)  # keras.callbacks.Callback
 
 
-def build_components(cfg, strategy, write_dir=None, schedule=None) -> Components:
+def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callable[[str], None] | None = None):
     """Problem, data, schedule, model and optimizer (in the strategy's scope), and, given the
-    `write_dir` they write to, the loggers and callbacks. `schedule` replaces the configured one
-    (lr_find's rising rate)."""
+    `write_dir` they write to, the loggers and callbacks, as one `Components`. `schedule` replaces
+    the configured one (lr_find's rising rate); `done(phase)` is told when "data" and
+    "model_and_optimizer" are built (the run's start-up phases)."""
     from tftrain.schedules import Scaled
 
+    done = done or (lambda phase: None)
     problem = build_problem(cfg)
     data = build_data(cfg, strategy, problem)
+    done("data")
     with strategy.scope():
         if schedule is None:
             # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
@@ -299,6 +302,7 @@ def build_components(cfg, strategy, write_dir=None, schedule=None) -> Components
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
         # and a reloaded model can evaluate() or keep training with fit().
         model.compile(optimizer=optimizer, **problem.compile_args())
+    done("model_and_optimizer")
     if write_dir is None:
         return Components(problem, data, schedule, model, optimizer)
     return Components(problem, data, schedule, model, optimizer, build_loggers(cfg), build_callbacks(cfg, write_dir))
@@ -312,11 +316,11 @@ def loop_options(cfg, verbose: int | None = None):
     return LoopOptions(**{**values, **({"verbose": verbose} if verbose is not None else {})})
 
 
-def step_options(cfg, update_freq: int = 1, record_steps: bool = False):
-    """tftrain.loop.StepOptions from the trainer group (jit_compile resolved for this machine)."""
+def step_options(cfg, **logging):
+    """tftrain.loop.StepOptions from the trainer group (jit_compile resolved for this machine);
+    `logging`: the loggers' update_freq and record_steps."""
     from tftrain.loop.distribute import use_xla
     from tftrain.loop.trainer import StepOptions
 
     t = cfg.trainer
-    return StepOptions(t.batch_size, t.accumulate_steps, use_xla(t.jit_compile, t.deterministic)[0], update_freq,
-                       record_steps)
+    return StepOptions(t.batch_size, t.accumulate_steps, use_xla(t.jit_compile, t.deterministic)[0], **logging)

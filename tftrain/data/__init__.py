@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "build_datasets": "pipeline", "Datasets": "pipeline", "Pipeline": "pipeline",
-    "Source": "sources", "Splits": "sources", "check_splits": "sources", "keras_home": "sources",
+    "Splits": "sources", "check_splits": "sources", "keras_home": "sources",
     "KERAS_DATASETS": "sources", "Stream": "streams", "StreamSource": "streams",
 }
 __all__ = sorted(_EXPORTS)

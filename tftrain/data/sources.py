@@ -203,23 +203,6 @@ def _numeric(x: np.ndarray, name: str) -> np.ndarray:
 # ---------------------------------------------------------------- keras.datasets (cache on disk)
 
 
-@dataclasses.dataclass(frozen=True)
-class KerasDataset:
-    """Where Keras caches one of its data sets, and how to read the cached files."""
-
-    name: str
-    subdir: str  # under <keras home>/datasets
-    files: tuple[str, ...]  # relative to subdir; all must exist
-    origin: str  # what to download on a machine with internet
-    place: str  # how to place the download
-
-    def cached(self) -> Path | None:
-        for base in keras_dataset_dirs():
-            if all((base / self.subdir / f).is_file() for f in self.files):
-                return base / self.subdir
-        return None
-
-
 def keras_home() -> Path:
     """Keras' cache root as Keras resolves it: $KERAS_HOME, else ~/.keras (or /tmp/.keras if ~ is read-only).
 
@@ -240,24 +223,117 @@ def keras_dataset_dirs() -> list[Path]:
     return dirs
 
 
-_TFK = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
-_FASHION = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
-KERAS_DATASETS = {
-    "mnist": KerasDataset("mnist", ".", ("mnist.npz",), _TFK + "mnist.npz", "as that file"),
-    "fashion_mnist": KerasDataset("fashion_mnist", "fashion-mnist", _FASHION,
-                                  _TFK + "{" + ",".join(_FASHION) + "}", "the four .gz files in that folder"),
-    "cifar10": KerasDataset("cifar10", "cifar-10-batches-py-target",
-                            tuple(f"cifar-10-batches-py/{f}" for f in
-                                  ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-                                   "test_batch")),
-                            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                            "extracted into that folder (tar xzf cifar-10-python.tar.gz -C <folder>)"),
-    "cifar100": KerasDataset("cifar100", "cifar-100-python-target",
-                             ("cifar-100-python/train", "cifar-100-python/test"),
-                             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                             "extracted into that folder (tar xzf cifar-100-python.tar.gz -C <folder>)"),
-}
+# ((x_train, y_train), (x_test, y_test)), as keras.datasets.<name>.load_data() returns them.
+TrainTest = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+# Every keras.datasets data set by name (tftrain.data.KERAS_DATASETS). Each data set's object adds
+# itself when made, so that object stays the one place that knows the data set.
+KERAS_DATASETS: dict[str, KerasDataset] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasDataset:
+    """One keras.datasets data set: where Keras caches it, how to read the cached files, its number
+    of classes. A subclass per file format says how to read (`read`); `load` does the rest for all:
+    Keras' cache if it is there, else Keras' own downloader (when `download`), else an error naming
+    the file to place. `options` (cifar100's label_mode) go to `read`, `num_classes` and
+    keras.datasets.<name>.load_data alike."""
+
+    name: str  # keras.datasets.<name>, and the `data` option in messages
+    subdir: str  # under <keras home>/datasets
+    files: tuple[str, ...]  # relative to subdir; all must exist
+    origin: str  # what to download on a machine with internet
+    place: str  # how to place the download
+    classes: int = 10
+
+    def __post_init__(self):
+        KERAS_DATASETS[self.name] = self
+
+    def read(self, folder: Path, **options) -> TrainTest:
+        """The cached files in `folder`, read in the format Keras reads them (no hash check: a planted
+        or trimmed file is accepted)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to read its files")
+
+    def num_classes(self, **options) -> int:
+        return self.classes
+
+    def cached(self) -> Path | None:
+        for base in keras_dataset_dirs():
+            if all((base / self.subdir / f).is_file() for f in self.files):
+                return base / self.subdir
+        return None
+
+    def download(self, **options) -> TrainTest:
+        """Keras' own loader (it downloads into its cache); a bounded socket timeout so offline fails fast."""
+        import keras
+
+        loader = getattr(keras.datasets, self.name).load_data
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60)
+        try:
+            return loader(**options)
+        finally:
+            socket.setdefaulttimeout(old)
+
+    def load(self, *, download: bool, **options) -> Splits:
+        """The training split and Keras' test split: from Keras' cache if present, else Keras' downloader."""
+        name, folder = self.name, self.cached()
+        target = keras_dataset_dirs()[0] / self.subdir
+        where = target / self.files[0] if len(self.files) == 1 else target
+        if folder is not None:
+            try:
+                (x_train, y_train), (x_test, y_test) = self.read(folder, **options)
+            except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+                raise DataError(f"data={name}: the cached files in {folder} are not in keras.datasets.{name}'s format "
+                                f"({type(e).__name__}: {e}). Fix: delete them (Keras downloads them again) or place "
+                                f"{self.origin} {self.place} at {where}.") from None
+        elif not download:
+            raise DataError(f"data={name}: {where} is not there and data.download=false. Fix: on a machine with "
+                            f"internet download {self.origin} and place it {self.place} at {where} "
+                            "(the Keras cache is $KERAS_HOME/datasets, default ~/.keras/datasets), "
+                            "or set data.download=true.")
+        else:
+            log.info("data=%s: not in the Keras cache (%s); downloading with keras.datasets.%s.load_data()",
+                     name, where, name)
+            try:
+                (x_train, y_train), (x_test, y_test) = self.download(**options)
+            except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for URL failures
+                reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                raise DataError(f"data={name}: {where} is not there and downloading it failed ({reason}). "
+                                f"Fix: on a machine with internet download {self.origin} and place it {self.place} "
+                                f"at {where} (the Keras cache: $KERAS_HOME/datasets, default ~/.keras/datasets), "
+                                "then run again.") from None
+        if x_train.ndim == 3:  # grayscale (n, 28, 28) -> (n, 28, 28, 1)
+            x_train, x_test = x_train[..., None], x_test[..., None]
+        y_train, y_test = np.ravel(y_train).astype("int64"), np.ravel(y_test).astype("int64")
+        return Splits(x_train, y_train, x_test=x_test, y_test=y_test, num_classes=self.num_classes(**options))
+
+
+@dataclasses.dataclass(frozen=True)
+class NpzArrays(KerasDataset):
+    """One .npz holding x_train, y_train, x_test, y_test."""
+
+    def read(self, folder: Path, **options) -> TrainTest:
+        with np.load(folder / self.files[0], allow_pickle=False) as f:
+            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+
+
+@dataclasses.dataclass(frozen=True)
+class IdxImages(KerasDataset):
+    """Gzipped IDX files, `files` in the order training labels, training images, test labels, test
+    images: an 8-byte header before the labels, a 16-byte one before the images."""
+
+    image_shape: tuple[int, int] = (28, 28)
+
+    def read(self, folder: Path, **options) -> TrainTest:
+        def read(fname, offset):
+            with gzip.open(folder / fname, "rb") as fh:
+                return np.frombuffer(fh.read(), np.uint8, offset=offset)
+
+        train_labels, train_images, test_labels, test_images = self.files
+        y_train, y_test = read(train_labels, 8), read(test_labels, 8)
+        return ((read(train_images, 16).reshape(len(y_train), *self.image_shape), y_train),
+                (read(test_images, 16).reshape(len(y_test), *self.image_shape), y_test))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -273,98 +349,74 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch file")
 
 
-def _cifar_batch(path: Path, label_key: str):
-    with open(path, "rb") as f:
-        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in _ArrayUnpickler(f, encoding="bytes").load().items()}
-    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return data, np.asarray(d[label_key], dtype=np.int64)
+@dataclasses.dataclass(frozen=True)
+class CifarBatches(KerasDataset):
+    """Pickled CIFAR batches (32x32 RGB rows): every file but the last a training batch, the last the
+    test batch."""
+
+    def label_key(self, **options) -> str:
+        return "labels"
+
+    def read(self, folder: Path, **options) -> TrainTest:
+        key = self.label_key(**options)
+        *train, test = [self._batch(folder / f, key) for f in self.files]
+        return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])), test
+
+    @staticmethod
+    def _batch(path: Path, label_key: str):
+        with open(path, "rb") as f:
+            d = {(k.decode() if isinstance(k, bytes) else k): v
+                 for k, v in _ArrayUnpickler(f, encoding="bytes").load().items()}
+        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return data, np.asarray(d[label_key], dtype=np.int64)
 
 
-def _read_keras_cache(name: str, folder: Path, label_mode: str):
-    """((x_train, y_train), (x_test, y_test)) from the files keras.datasets.<name> caches, read in
-    the format Keras reads them (no hash check: a planted or trimmed file is accepted)."""
-    if name == "mnist":
-        with np.load(folder / "mnist.npz", allow_pickle=False) as f:
-            return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
-    if name == "fashion_mnist":
-        def read(fname, offset):
-            with gzip.open(folder / fname, "rb") as fh:
-                return np.frombuffer(fh.read(), np.uint8, offset=offset)
-        y_train, y_test = read(_FASHION[0], 8), read(_FASHION[2], 8)
-        return ((read(_FASHION[1], 16).reshape(len(y_train), 28, 28), y_train),
-                (read(_FASHION[3], 16).reshape(len(y_test), 28, 28), y_test))
-    if name == "cifar10":
-        parts = [_cifar_batch(folder / f"cifar-10-batches-py/data_batch_{i}", "labels") for i in range(1, 6)]
-        x_test, y_test = _cifar_batch(folder / "cifar-10-batches-py/test_batch", "labels")
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])), (x_test, y_test)
-    key = f"{label_mode}_labels"
-    return (_cifar_batch(folder / "cifar-100-python/train", key), _cifar_batch(folder / "cifar-100-python/test", key))
+@dataclasses.dataclass(frozen=True)
+class CifarLabelModes(CifarBatches):
+    """CIFAR batches with a label set per `label_mode` (`<label_mode>_labels` in each batch), each
+    with its number of classes; the mode also goes to keras.datasets.<name>.load_data."""
+
+    label_modes: tuple[tuple[str, int], ...] = ()  # (label_mode, its number of classes)
+
+    def label_key(self, *, label_mode: str) -> str:
+        return f"{label_mode}_labels"
+
+    def num_classes(self, *, label_mode: str) -> int:
+        return dict(self.label_modes)[label_mode]
 
 
-def _download_with_keras(name: str, label_mode: str):
-    """Keras' own loader (it downloads into its cache); a bounded socket timeout so offline fails fast."""
-    import keras
+_TFK = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+_CIFAR10_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+_FASHION = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
-    loader = getattr(keras.datasets, name).load_data
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(60)
-    try:
-        return loader(label_mode=label_mode) if name == "cifar100" else loader()
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def keras_dataset(name: str, *, download: bool, label_mode: str = "fine") -> Splits:
-    """mnist, fashion_mnist, cifar10, cifar100 (train and Keras' test split): from Keras' cache if
-    present, else Keras' downloader."""
-    spec = KERAS_DATASETS[name]
-    folder = spec.cached()
-    target = keras_dataset_dirs()[0] / spec.subdir
-    where = target / spec.files[0] if len(spec.files) == 1 else target
-    if folder is not None:
-        try:
-            (x_train, y_train), (x_test, y_test) = _read_keras_cache(name, folder, label_mode)
-        except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
-            raise DataError(f"data={name}: the cached files in {folder} are not in keras.datasets.{name}'s format "
-                            f"({type(e).__name__}: {e}). Fix: delete them (Keras downloads them again) or place "
-                            f"{spec.origin} {spec.place} at {where}.") from None
-    elif not download:
-        raise DataError(f"data={name}: {where} is not there and data.download=false. Fix: on a machine with "
-                        f"internet download {spec.origin} and place it {spec.place} at {where} "
-                        "(the Keras cache is $KERAS_HOME/datasets, default ~/.keras/datasets), "
-                        "or set data.download=true.")
-    else:
-        log.info("data=%s: not in the Keras cache (%s); downloading with keras.datasets.%s.load_data()",
-                 name, where, name)
-        try:
-            (x_train, y_train), (x_test, y_test) = _download_with_keras(name, label_mode)
-        except Exception as e:  # noqa: BLE001 - Keras raises a bare Exception for URL failures
-            reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-            raise DataError(f"data={name}: {where} is not there and downloading it failed ({reason}). "
-                            f"Fix: on a machine with internet download {spec.origin} and place it {spec.place} "
-                            f"at {where} (the Keras cache: $KERAS_HOME/datasets, default ~/.keras/datasets), "
-                            "then run again.") from None
-    if x_train.ndim == 3:  # mnist, fashion_mnist: (n, 28, 28) -> (n, 28, 28, 1)
-        x_train, x_test = x_train[..., None], x_test[..., None]
-    y_train, y_test = np.ravel(y_train).astype("int64"), np.ravel(y_test).astype("int64")
-    num_classes = 100 if name == "cifar100" and label_mode == "fine" else 20 if name == "cifar100" else 10
-    return Splits(x_train, y_train, x_test=x_test, y_test=y_test, num_classes=num_classes)
+MNIST = NpzArrays("mnist", ".", ("mnist.npz",), _TFK + "mnist.npz", "as that file")
+FASHION_MNIST = IdxImages("fashion_mnist", "fashion-mnist", _FASHION, _TFK + "{" + ",".join(_FASHION) + "}",
+                          "the four .gz files in that folder")
+CIFAR10 = CifarBatches("cifar10", "cifar-10-batches-py-target",
+                       tuple(f"cifar-10-batches-py/{f}" for f in _CIFAR10_BATCHES),
+                       "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                       "extracted into that folder (tar xzf cifar-10-python.tar.gz -C <folder>)")
+CIFAR100 = CifarLabelModes("cifar100", "cifar-100-python-target", ("cifar-100-python/train", "cifar-100-python/test"),
+                           "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                           "extracted into that folder (tar xzf cifar-100-python.tar.gz -C <folder>)",
+                           label_modes=(("fine", 100), ("coarse", 20)))
 
 
 def mnist(*, download: bool) -> Splits:
-    return keras_dataset("mnist", download=download)
+    return MNIST.load(download=download)
 
 
 def fashion_mnist(*, download: bool) -> Splits:
-    return keras_dataset("fashion_mnist", download=download)
+    return FASHION_MNIST.load(download=download)
 
 
 def cifar10(*, download: bool) -> Splits:
-    return keras_dataset("cifar10", download=download)
+    return CIFAR10.load(download=download)
 
 
 def cifar100(*, download: bool, label_mode: str) -> Splits:
-    return keras_dataset("cifar100", download=download, label_mode=label_mode)
+    return CIFAR100.load(download=download, label_mode=label_mode)
 
 
 # ---------------------------------------------------------------- checks

@@ -178,6 +178,7 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
                 plan = plan_resume(run_dir, cfg, chief) if resumes else ResumePlan()
                 if chief and resumes:
                     save_config(cfg, write_dir, plan)
+                phases.mark("run_directory")
                 yield Run(cfg, run_dir, write_dir, strategy, chief, plan, phases, stop)
         finally:
             if not chief:

@@ -52,13 +52,12 @@ def _train(run) -> dict:
     cfg, strategy, t = run.cfg, run.strategy, run.cfg.trainer
     # wall_time_s: from here, not counting the process' start-up and TensorFlow's import.
     started = time.perf_counter()
-    built = build_components(cfg, strategy, run.write_dir)
+    built = build_components(cfg, strategy, run.write_dir, done=run.phases.mark)
     outputs.write_preprocessing(built.data, run.write_dir)
-    run.phases.mark("data_model_and_optimizer")
     describe_training(run, built.data.steps_per_epoch)
     loggers = Loggers(built.loggers if run.chief else [])  # only the chief logs
     trainer = Trainer(strategy, built.model, built.optimizer, built.problem,
-                      step_options(cfg, loggers.graph_freq(), loggers.record_steps))
+                      step_options(cfg, update_freq=loggers.graph_freq(), record_steps=loggers.record_steps))
     pruning = pruning_callback(cfg, strategy)  # an Optuna trial with a pruner (hparams_search=optuna)
     spe, sweep_dir = built.data.steps_per_epoch, sweep_dir_of_job()
 
