@@ -69,9 +69,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     import tftrain
-    from tftrain.schedules import build_schedule
+    from tftrain import build_schedule
     from tftrain.schema import validate
-    from tftrain.schema.schedule import SCHEMAS
+    from tftrain.schema import SCHEMAS
 
     options = list(SCHEMAS["schedule"])
     val_loss = fake_val_loss(args.epochs)

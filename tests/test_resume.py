@@ -6,6 +6,7 @@ Signals go to real subprocesses."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -153,6 +154,159 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(three_checkp
     assert kept == [16, 20, 24] and all((run_dir / "checkpoints" / f"state-{s}.json").is_file() for s in kept)
 
 
+def _swap(a, b):
+    tmp = a.with_name(a.name + ".swap")
+    os.replace(a, tmp)
+    os.replace(b, a)
+    os.replace(tmp, b)
+
+
+def _swap_files(c, legacy=False):
+    """ckpt-16's .index and data files exchanged with ckpt-12's (their state files stay)."""
+    _swap(c / "ckpt-16.index", c / "ckpt-12.index")
+    _swap(next(c.glob("ckpt-16.data-*")), next(c.glob("ckpt-12.data-*")))
+    if legacy:  # state files of the earlier format (no checksum): the restored step alone must catch it
+        for step in (12, 16):
+            path = c / f"state-{step}.json"
+            path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "checksum"}))
+
+
+def _edit_state(c):
+    state = json.loads((c / "state-16.json").read_text())
+    state["history"][0]["loss"] = 0.125  # a plausible value, valid JSON: only the checksum can tell
+    (c / "state-16.json").write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("damage, reasons, resumed_at", [
+    (_swap_files, ["ckpt-16 was skipped: state-16.json does not match its checkpoint",
+                   "ckpt-12 was skipped: state-12.json does not match"], 8),
+    (lambda c: _swap_files(c, legacy=True), ["ckpt-16 was skipped: its variables hold step 12, not 16",
+                                             "ckpt-12 was skipped: its variables hold step 16, not 12"], 8),
+    (lambda c: shutil.copy(c / "state-12.json", c / "state-16.json"),
+     ["ckpt-16 was skipped: state-16.json belongs to step 12"], 12),
+    (_edit_state, ["ckpt-16 was skipped: state-16.json does not match its checkpoint"], 12),
+])
+def test_a_state_file_is_bound_to_its_checkpoint(three_checkpoints, damage, reasons, resumed_at, caplog):
+    """Swapped files, another step's state copied over, an edited value: damage, never resumed from."""
+    run_dir, args = three_checkpoints
+    damage(run_dir / "checkpoints")
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small(*args, "trainer.epochs=3"), output_dir=run_dir)
+    for reason in reasons:
+        assert reason in caplog.text
+    assert f"Resumed from {run_dir / 'checkpoints' / f'ckpt-{resumed_at}'} at step {resumed_at}" in caplog.text
+    assert metrics["steps"] == 24 and len(metrics["history"]["loss"]) == 3  # no epoch repeated or lost
+    assert 0.125 not in metrics["history"]["loss"]
+    with open(run_dir / "history.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    assert (run_dir / "checkpoints" / "damaged" / "state-16.json").is_file()  # set aside, not deleted
+
+
+@pytest.mark.parametrize("uncommitted, resumed_at", [((16,), 12), ((8, 12, 16), 0)])
+def test_a_checkpoint_never_committed_is_not_a_checkpoint(three_checkpoints, uncommitted, resumed_at, caplog):
+    """A kill during a save leaves the checkpoint's files without their state file (the commit, written
+    last), a state temporary, TensorFlow's _temp directory. The plain rerun resumes from the newest
+    committed checkpoint, or from step 0 when there is none (a kill during the first save), and says so."""
+    run_dir, args = three_checkpoints
+    ckpt = run_dir / "checkpoints"
+    for step in uncommitted:
+        os.replace(ckpt / f"state-{step}.json", ckpt / f"state-{step}.json.tmp")
+    (ckpt / "ckpt-16_temp").mkdir()
+    (ckpt / "ckpt-16_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"partial")
+    if resumed_at == 0:
+        from tftrain.loop.checkpoints import committed_steps
+        from tftrain.schema import validate
+        from tftrain.tasks.resume import plan_resume
+
+        assert committed_steps(ckpt) == []
+        with pytest.raises(TftrainError, match="trainer.resume=must but there is no checkpoint"):
+            plan_resume(run_dir, validate(compose_small(*args, "trainer.resume=must")))
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small(*args, "trainer.epochs=3"), output_dir=run_dir)
+    names = ", ".join(f"ckpt-{s}" for s in sorted(uncommitted, reverse=True))
+    assert f"Not a checkpoint: {names} in {ckpt} never committed" in caplog.text
+    if resumed_at:
+        assert f"Resuming from the newest committed one, ckpt-{resumed_at}" in caplog.text
+        assert f"Resumed from {ckpt / f'ckpt-{resumed_at}'} at step {resumed_at}" in caplog.text
+    else:
+        assert "Resuming from step 0 (no checkpoint was committed)" in caplog.text and "Resumed" not in caplog.text
+    assert "None of the" not in caplog.text
+    assert metrics["steps"] == 24 and len(metrics["history"]["loss"]) == 3
+    assert not (ckpt / "ckpt-16_temp").exists() and not list(ckpt.glob("*.tmp"))
+    assert (ckpt / "damaged" / "ckpt-16.index").is_file()
+
+
+def test_a_stray_higher_step_file_does_not_decide_the_step(three_checkpoints, caplog):
+    run_dir, args = three_checkpoints
+    (run_dir / "checkpoints" / "ckpt-999999.index").touch()
+    result = run_cli(*SMALL, *args, "trainer.epochs=3", f"hydra.run.dir={run_dir}")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "already at step" not in out and "Not a checkpoint: ckpt-999999" in out
+    assert f"Resumed from {run_dir / 'checkpoints' / 'ckpt-16'} at step 16" in out
+    assert _metrics(run_dir)["steps"] == 24
+    assert (run_dir / "checkpoints" / "damaged" / "ckpt-999999.index").is_file()
+
+
+def test_a_failed_write_removes_its_temporary_directory(tmp_path, monkeypatch):
+    """Disk full: TensorFlow's ckpt-N_temp/ goes with the rest of the partial files, not at the next run."""
+    import errno
+
+    import tensorflow as tf
+
+    from tftrain.loop.checkpoints import CheckpointError, Checkpointer
+
+    checkpointer = Checkpointer(tmp_path, keep=3, v=tf.Variable(1.0))
+    checkpointer.save(4, {"history": []})
+
+    def full(prefix):
+        (tmp_path / "ckpt-8_temp").mkdir()
+        (tmp_path / "ckpt-8_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointer.checkpoint, "write", full)
+    with pytest.raises(CheckpointError, match="partial files were removed; the last good checkpoint is .*ckpt-4"):
+        checkpointer.save(8, {"history": []})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index",
+                                                          "state-4.json"]
+
+
+def test_sigterm_before_the_first_step_says_nothing_was_trained(tmp_path, monkeypatch):
+    from tftrain.errors import Preempted
+    from tftrain.loop.signals import StopSignals
+
+    enter = StopSignals.__enter__
+
+    def signalled_during_setup(self):
+        enter(self)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the handler just installed
+        return self
+
+    monkeypatch.setattr(StopSignals, "__enter__", signalled_during_setup)
+    with pytest.raises(Preempted) as info:
+        tftrain.train(compose_small("logger=[]"), output_dir=tmp_path)
+    message = str(info.value)
+    assert "Stopped on SIGTERM at step 0" in message and "before its first step" in message
+    assert "None" not in message and not list((tmp_path / "checkpoints").glob("*.index"))
+
+
+def test_sigterm_during_validation_stops_at_the_epoch_end(tmp_path, monkeypatch):
+    """No further training call after the signal: the run stops at the epoch's checkpoint (step 8)."""
+    from tftrain.errors import Preempted
+    from tftrain.loop.trainer import Trainer
+
+    evaluate = Trainer.evaluate
+
+    def signalled_in_validation(self, dataset):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(self, dataset)
+
+    monkeypatch.setattr(Trainer, "evaluate", signalled_in_validation)
+    with pytest.raises(Preempted, match="Stopped on SIGTERM at step 8 .*after writing checkpoint .*ckpt-8"):
+        tftrain.train(compose_small("logger=[]", "trainer.steps_per_execution=1"), output_dir=tmp_path)
+    assert _checkpoint_steps(tmp_path) == [8] and _epochs_saved(tmp_path) == 1
+
+
 def test_a_missing_bookkeeping_file_does_not_restart_from_zero(three_checkpoints, caplog):
     run_dir, args = three_checkpoints
     (run_dir / "checkpoints" / "checkpoint").unlink()
@@ -209,6 +363,9 @@ def run_copy(finished, tmp_path):
     ("schedule=step", ["schedule._target_"]),
     ("data.noise=2.0", ["data.noise"]),
     ("problem=regression", ["problem._target_"]),
+    # Refused up front, not resumed with that state fresh (tftrain.tasks.resume.STATEFUL says why).
+    ("optimizer.use_ema=true", ["optimizer.use_ema"]),
+    ("callbacks=early_stopping", ["callbacks.early_stopping.enabled"]),
 ])
 def test_changes_that_would_corrupt_the_run_are_refused_naming_the_keys(run_copy, change, keys):
     result = run_cli(*SMALL, "schedule=cosine", "logger=[]", change,
@@ -236,6 +393,32 @@ def test_legitimate_changes_go_on_with_a_note_and_the_config_history_is_kept(run
     (old,) = (run_copy / "config_history").glob("*.yaml")
     assert "epochs: 2" in old.read_text() and "trainer.epochs" in old.read_text().splitlines()[0]
     assert "epochs: 4" in (run_copy / "config.yaml").read_text()
+
+
+def test_more_epochs_with_a_constant_rate_says_nothing_about_the_rate(caplog):
+    from tftrain.tasks.resume import ResumePlan, describe
+
+    plan = ResumePlan(previous=object(), changes={"trainer.epochs": (2, 4)})
+    with caplog.at_level("INFO", logger="tftrain"):
+        describe(plan, 0.001, 0.001, 16)
+        assert "Resuming with changed settings: trainer.epochs 2 -> 4" in caplog.text
+        assert "learning rate" not in caplog.text
+        describe(plan, 0.001, 0.0005, 16)
+    assert "at step 16 the learning rate goes from 0.001 to 0.0005" in caplog.text
+
+
+@pytest.mark.parametrize("estimate, chosen, expected", [
+    ((3e-4, 1e-7), 8, "a step is too short to time against the host's 300.0 µs per call"),
+    ((3e-4, 2e-6), 100, "a step takes 2.0 µs, the host 300.0 µs per call: 60.0% of the time"),
+    ((0.3, 2e-6), 8, "a step takes 2.0 µs, the host 300.00 ms per call: over 99.9% of the time"),
+    ((0.002, 0.004), 1, "a step takes 4.00 ms, the host 2.00 ms per call: 33.3% of the time"),
+])
+def test_the_pacing_line_reads_sensibly(estimate, chosen, expected):
+    from tftrain.loop.pacing import StepsPerCall
+
+    pacer = StepsPerCall("auto", 100)
+    pacer.estimate, pacer.chosen = estimate, chosen
+    assert expected in pacer.describe() and " 0.00 ms" not in pacer.describe()
 
 
 def test_fewer_epochs_than_the_run_has_done_is_refused(run_copy):

@@ -10,10 +10,17 @@ Python's warnings and logging filters never see them. `quiet_tensorflow()` there
 descriptor 2 through a pipe while TensorFlow loads and picks its devices, drops the lines matching
 `STARTUP_LINES`, and passes every other line through (a real error still shows). Everything is
 shown with `trainer.verbose=3` or the environment variable TFTRAIN_TF_LOGS=1.
+
+TensorFlow also writes known lines later, at the first device query or the first op of a kind
+("oneDNN supports DT_INT32 only on platforms with AVX-512" for integer labels, the same for
+DT_HALF under mixed_float16; `RUNTIME_LINES`). So the filter, once started, stays for the rest of
+the process (`filter_tensorflow_lines`); it is taken down at exit, after Python has written any
+traceback, so nothing but the known lines is ever lost.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -40,29 +47,50 @@ STARTUP_LINES = re.compile("|".join([
     r"external/local_xla/xla/stream_executor/cuda/cuda_diagnostics\.cc",
 ]).encode())
 
+# Lines TensorFlow writes while a run computes, about its own kernels: oneDNN has no integer or
+# half-precision kernels without AVX-512 and falls back to Eigen (the results are the same).
+RUNTIME_LINES = re.compile("|".join([
+    r"oneDNN supports DT_[A-Z0-9]+ only on platforms with AVX-512",
+]).encode())
+
+KNOWN_LINES = re.compile(STARTUP_LINES.pattern + b"|" + RUNTIME_LINES.pattern)
+
 
 def tf_logs_wanted(verbose: int | None = None) -> bool:
     return os.environ.get("TFTRAIN_TF_LOGS", "0") not in ("", "0", "false") or (verbose or 0) >= 3
 
 
 class _StderrFilter:
-    """fd 2 through a pipe; a thread forwards every line but TensorFlow's known start-up ones."""
+    """fd 2 through a pipe; a thread forwards every line but TensorFlow's known ones."""
+
+    # A line this long without a newline (a progress bar redrawn with \r) is passed on as it is.
+    HOLD = 4096
 
     def __init__(self):
         self._saved = self._thread = None
+        self._pipe_id = None
 
-    def start(self) -> None:
+    def start(self) -> bool:
         try:
             sys.stderr.flush()
             self._saved = os.dup(2)
             read, write = os.pipe()
             os.dup2(write, 2)
             os.close(write)
+            stat = os.fstat(2)
+            self._pipe_id = (stat.st_dev, stat.st_ino)
         except (OSError, ValueError, AttributeError):  # no real fd 2 (an embedding host, a notebook kernel)
             self._saved = None
-            return
+            return False
         self._thread = threading.Thread(target=self._pump, args=(read,), name="tftrain-stderr-filter", daemon=True)
         self._thread.start()
+        return True
+
+    def _write(self, data: bytes) -> None:
+        try:
+            os.write(self._saved, data)
+        except OSError:  # the console went away (a closed pipe): keep draining so writers never block
+            pass
 
     def _pump(self, read: int) -> None:
         with os.fdopen(read, "rb", buffering=0) as pipe:
@@ -71,34 +99,66 @@ class _StderrFilter:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if not STARTUP_LINES.search(line):
-                        os.write(self._saved, line + b"\n")
-            if pending and not STARTUP_LINES.search(pending):
-                os.write(self._saved, pending)
+                    if not KNOWN_LINES.search(line):
+                        self._write(line + b"\n")
+                if len(pending) > self.HOLD:
+                    self._write(pending)
+                    pending = b""
+            if pending and not KNOWN_LINES.search(pending):
+                self._write(pending)
 
     def stop(self) -> None:
         if self._saved is None:
             return
-        with contextlib.suppress(ValueError, AttributeError):
+        with contextlib.suppress(ValueError, AttributeError, OSError):
             sys.stderr.flush()
-        os.dup2(self._saved, 2)  # closes the pipe's writing end: the thread reads to its end and stops
-        self._thread.join(timeout=5)
+        try:
+            stat = os.fstat(2)
+            ours = (stat.st_dev, stat.st_ino) == self._pipe_id
+        except OSError:
+            ours = False
+        if ours:  # fd 2 may have been pointed elsewhere since (pytest's capture does): leave that alone
+            os.dup2(self._saved, 2)  # closes the pipe's writing end: the thread reads to its end and stops
+            # A child process that outlives this one may still hold the writing end: wait, not forever.
+            self._thread.join(timeout=2)
         os.close(self._saved)
         self._saved = None
 
 
+_process_filter: _StderrFilter | None = None
+_process_filter_lock = threading.Lock()
+
+
+def filter_tensorflow_lines(verbose: int | None = None) -> None:
+    """TensorFlow's known lines (start-up and run time) off the console from now until the process
+    ends; every other line passes. Idempotent; a no-op with trainer.verbose=3 or TFTRAIN_TF_LOGS=1."""
+    global _process_filter
+    if tf_logs_wanted(verbose):
+        return
+    with _process_filter_lock:
+        if _process_filter is not None:
+            return
+        stderr_filter = _StderrFilter()
+        if stderr_filter.start():
+            _process_filter = stderr_filter
+            # atexit runs after Python has printed an uncaught exception's traceback into the pipe.
+            atexit.register(_stop_process_filter)
+
+
+def _stop_process_filter() -> None:
+    global _process_filter
+    with _process_filter_lock:
+        if _process_filter is not None:
+            _process_filter.stop()
+            _process_filter = None
+
+
 @contextlib.contextmanager
 def quiet_tensorflow(verbose: int | None = None):
-    """Around importing TensorFlow and creating the strategy (its first device query)."""
-    if tf_logs_wanted(verbose):
-        yield
-        return
-    stderr_filter = _StderrFilter()
-    stderr_filter.start()
-    try:
-        yield
-    finally:
-        stderr_filter.stop()
+    """Around importing TensorFlow and creating the strategy (its first device query). The filter
+    it starts stays for the rest of the process (TensorFlow's later lines; see the module's text)."""
+    filter_tensorflow_lines(verbose)
+    yield
 
 
 class _RetracingNoise(logging.Filter):

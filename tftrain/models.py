@@ -13,9 +13,12 @@ hidden layers (cnn, mlp) or the pooled features (resnet).
 
 from __future__ import annotations
 
+import os
+import zipfile
+
 import keras
 
-from tftrain.errors import ArgumentError
+from tftrain.errors import ArgumentError, TftrainError
 
 
 def _kernel_layer(x, layer, *, activation: str, batch_norm: bool, activate: bool = True):
@@ -136,14 +139,27 @@ def saved(input_shape, num_outputs: int, *, path: str) -> keras.Model:
     import tftrain.layers  # noqa: F401 - tftrain's registered layers and schedules deserialize
     import tftrain.schedules  # noqa: F401
 
+    if not zipfile.is_zipfile(path):
+        what = "does not exist" if not os.path.exists(path) else "is not a .keras zip archive (truncated, or not a model)"
+        raise TftrainError(f"model.path={path!r} {what}. Fix: give the model.keras of a finished run, e.g. "
+                           "model.path=outputs/<date>/<time>/model.keras.")
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except ValueError as e:
-        if "Lambda" in str(e) or "safe_mode" in str(e):
-            raise ArgumentError("path", path, "a model without Lambda layers: Keras' safe mode refuses to load the "
-                                "Python code of a Lambda layer (arbitrary code); rebuild the model with a registered "
-                                "custom layer instead (keras.saving.register_keras_serializable)") from None
-        raise ArgumentError("path", path, f"a .keras file Keras can load ({str(e).splitlines()[0][:300]})") from None
+    except Exception as e:  # noqa: BLE001 - Keras' errors for a file it will not rebuild, classified below
+        text = " ".join(str(e).split())
+        if "Lambda" in text or "safe_mode" in text:
+            # The file is data: its Python code (a Lambda layer's) is never loaded from here.
+            raise TftrainError(f"model.path={path!r} holds a Lambda layer, Python code that Keras' safe mode does not "
+                               "load (a model file is data, and code in it could do anything). Fix: rebuild the model "
+                               "with a registered custom layer (keras.saving.register_keras_serializable) instead of "
+                               "a Lambda layer.") from None
+        if "locate" in text or "Unknown" in text or "custom_objects" in text:
+            raise TftrainError(f"model.path={path!r} uses a class or function that is not tftrain's or Keras' own "
+                               f"({text[:300]}). Fix: register it with keras.saving.register_keras_serializable in "
+                               "your own code and train it with model=custom (your code named on the command "
+                               "line).") from None
+        raise TftrainError(f"model.path={path!r} is not a model Keras can load ({text[:300]}). Fix: give the "
+                           "model.keras of a finished run.") from None
     want = tuple(input_shape)
     have = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if have is not None and have != want:

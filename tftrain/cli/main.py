@@ -12,10 +12,14 @@ and reruns the failed ones. `trainer.seeds=N` is shorthand for a sweep over trai
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -51,29 +55,126 @@ def error_text(e: BaseException) -> str:
     return f"tftrain: {'stopped' if isinstance(e, Preempted) else 'error'}: {e}{detail}"
 
 
+# The sweep's stop: the first SIGTERM/SIGINT a sweep's process gets (in a job, which checkpoints
+# and raises Preempted, or between jobs) ends the sweep before its next job.
+_sweep_stop: Preempted | None = None
+_in_job = False
+
+
+def _stop_sweep(signum, frame) -> None:
+    """A stop signal outside a job's training (start-up, between jobs): remembered, and raised in a
+    job that is starting (it has nothing to checkpoint yet); a second one ends the process at once."""
+    global _sweep_stop
+    if _sweep_stop is not None:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    name = signal.Signals(signum).name
+    _sweep_stop = Preempted(f"Stopped on {name} before the job's first step: nothing was trained, so no checkpoint "
+                            "was needed.", signum)
+    log.warning("Received %s: the sweep stops before its next job (send it again to stop at once).", name)
+    if _in_job:
+        raise _sweep_stop
+
+
+def _watch_sweep_signals() -> None:
+    """In the sweep's own process (the basic launcher runs its jobs there): SIGTERM and SIGINT stop
+    the sweep; each job's training replaces this handler with its own while it runs
+    (tftrain.loop.signals.StopSignals, which restores it)."""
+    if os.environ.get("TFTRAIN_SWEEP_PID") != str(os.getpid()) or \
+            threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(signum) is not _stop_sweep:
+            signal.signal(signum, _stop_sweep)
+
+
+_orphaned = False
+
+
+def _end_with_parent() -> None:
+    """A job in a worker process the sweep started (hydra/launcher=parallel: joblib's loky
+    workers) ends when the sweep's process is gone, even killed (SIGKILL runs no clean-up there):
+    it stops after a checkpoint, as on SIGTERM, then exits; a rerun of the sweep resumes it."""
+    global _orphaned
+    sweep_pid = os.environ.get("TFTRAIN_SWEEP_PID", "")
+    parent = os.getppid()
+    if _orphaned or not sweep_pid.isdigit() or int(sweep_pid) == os.getpid() or int(sweep_pid) != parent:
+        return
+    if any(t.name == "tftrain-parent-watch" for t in threading.enumerate()):
+        return
+
+    def watch() -> None:
+        global _orphaned
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        _orphaned = True
+        log.warning("The sweep's process (pid %d) is gone: this job stops after a checkpoint.", parent)
+        os.kill(os.getpid(), signal.SIGTERM)  # the job's StopSignals checkpoints; idle, the process ends
+        time.sleep(60)  # a checkpoint's time at most
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="tftrain-parent-watch").start()
+
+
 def _run_in_sweep(cfg: DictConfig, output_dir: str):
     """One job of a sweep: a failure becomes a row of the summary, not the end of the sweep.
 
     Hydra's launchers catch a job's exception, but the basic sweeper then re-raises it after its
-    batch and the sweep stops before on_multirun_end.
+    batch and the sweep stops before on_multirun_end. A job another process holds (a second copy
+    of the sweep) is skipped: not a failure, and nothing is written in its directory. A stop
+    signal ends the sweep: the running job checkpoints and raises Preempted, the jobs after it
+    do not start, and the CLI writes the summaries (tftrain.sweep.summary.finish_stopped_sweep).
     """
+    global _sweep_stop, _in_job
     from tftrain.sweep.summary import record_failure
     from tftrain.tasks.resume import completed_earlier
+    from tftrain.tasks.run import claim_run_dir
 
+    if _sweep_stop is not None:
+        raise Preempted(f"Not started: the sweep stopped on {signal.Signals(_sweep_stop.signum).name}.",
+                        _sweep_stop.signum)
+    _watch_sweep_signals()
+    _end_with_parent()
     t0 = time.perf_counter()
+    _in_job = True
     try:
-        done = completed_earlier(cfg, output_dir)
-        return _objective(cfg, done if done is not None else run_task(cfg, output_dir))
-    except Preempted:
-        raise  # the whole sweep was told to stop: rerunning it resumes this job
-    except Exception as e:  # any failure of one job, recorded with its traceback
-        record_failure(output_dir, e, time.perf_counter() - t0)
-        if isinstance(e, TftrainError) and not show_tracebacks():
-            log.error("%s (run marked failed; the sweep goes on)", error_text(e))
-        else:
-            log.exception("Run failed (marked failed; the sweep goes on)")
-        # None: a failed job (the Optuna search reads the job's metrics.json and tells the trial FAIL).
+        with claim_run_dir(cfg, output_dir):
+            try:
+                done = completed_earlier(cfg, output_dir)
+                return _objective(cfg, done if done is not None else run_task(cfg, output_dir))
+            except Preempted as e:  # the whole sweep was told to stop: rerunning it resumes this job
+                _in_job = False
+                _sweep_stop = _sweep_stop or e
+                if not _completed(output_dir):
+                    record_failure(output_dir, e, time.perf_counter() - t0, status="stopped")
+                if _orphaned:
+                    log.warning("%s", error_text(e))
+                    logging.shutdown()
+                    os._exit(exit_status(e))
+                raise
+            except Exception as e:  # any failure of one job, recorded with its traceback
+                record_failure(output_dir, e, time.perf_counter() - t0)
+                if isinstance(e, TftrainError) and not show_tracebacks():
+                    log.error("%s (run marked failed; the sweep goes on)", error_text(e))
+                else:
+                    log.exception("Run failed (marked failed; the sweep goes on)")
+                # None: a failed job (the Optuna search reads the job's metrics.json and tells the trial FAIL).
+                return None
+    except RunDirBusy as e:
+        log.warning("Job %s skipped, not failed: another process runs it (%s). That process records its outcome; "
+                    "this sweep's summary counts it as running.", Path(output_dir).name, str(e).split(" is in use: ")[-1]
+                    .split(" is training there")[0])
         return None
+    finally:
+        _in_job = False
+
+
+def _completed(run_dir: str) -> bool:
+    try:
+        return json.loads((Path(run_dir) / "metrics.json").read_text()).get("status") in ("completed", "pruned")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -81,28 +182,33 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from tftrain.tasks.run import chief_by_environment, claim_run_dir
+
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return _run_in_sweep(cfg, output_dir)
-    try:
-        metrics = run_task(cfg, cfg.get("output_dir") or output_dir)  # output_dir=... beats hydra.run.dir
-    except TftrainError as e:
-        if show_tracebacks():
-            raise
-        print(error_text(e), file=sys.stderr)
-        if not isinstance(e, RunDirBusy):  # the directory is another process': touch nothing there
-            clean_failed_start(output_dir, error_text(e))
-        sys.exit(exit_status(e))
+    # The lock before anything is written, held until the process ends: a refused start (the
+    # directory busy: RunDirBusy, reported by cli()) has written and deleted nothing there.
+    with claim_run_dir(cfg, cfg.get("output_dir") or output_dir) as run_dir:  # output_dir=... beats hydra.run.dir
+        try:
+            metrics = run_task(cfg, str(run_dir))
+        except TftrainError as e:
+            if show_tracebacks():
+                raise
+            print(error_text(e), file=sys.stderr)
+            if chief_by_environment():  # this process holds the lock: what it wrote is its own
+                clean_failed_start(run_dir, error_text(e), log_dir=output_dir)
+            sys.exit(exit_status(e))
     return _objective(cfg, metrics)
 
 
-def clean_failed_start(run_dir: str, error: str) -> None:
-    """A run that stopped before training (a config, data or resume error) leaves only its log,
-    with the error appended, rather than a run directory that looks like a run. A directory holding
-    anything of value (checkpoints, metrics.json) is left as it is."""
+def clean_failed_start(run_dir: str, error: str, log_dir: str | None = None) -> None:
+    """A run that stopped before training (a config, data or resume error) leaves only its log
+    (in `log_dir`, Hydra's run directory; default `run_dir`), with the error appended, rather than
+    a run directory that looks like a run. A directory holding anything of value (checkpoints,
+    metrics.json) is left as it is. Called only while this process holds the directory's lock."""
     import shutil
-    from pathlib import Path
 
     from tftrain.tasks.outputs import BEFORE_TRAINING, OF_VALUE
 
@@ -116,7 +222,7 @@ def clean_failed_start(run_dir: str, error: str) -> None:
         elif path.exists():
             path.unlink(missing_ok=True)
     try:
-        with open(run_dir / "tftrain.log", "a") as f:
+        with open(Path(log_dir or run_dir) / "tftrain.log", "a") as f:
             f.write(error + "\n")
     except OSError:
         pass
@@ -176,6 +282,21 @@ def _sweep_failures() -> str | None:
             "continues its study instead).")
 
 
+def _stopped_sweep(e: TftrainError) -> str:
+    """For a sweep a signal stopped: its summaries (Hydra skips on_multirun_end when a job's
+    Preempted ends the sweep), and how to resume it."""
+    if not isinstance(e, Preempted):
+        return ""
+    from tftrain.sweep import summary
+
+    sweep_dir = summary.finish_stopped_sweep()
+    if sweep_dir is None:
+        return ""
+    return (f" The sweep stopped there (summary.md in {sweep_dir} has the jobs so far). Fix: rerun the same command "
+            f"with hydra.sweep.dir={sweep_dir}: completed jobs are skipped, the stopped one resumes from its "
+            "checkpoint and the others start.")
+
+
 def cli() -> None:
     """The console entry: `--help` answers fast; everything else goes to Hydra, whose errors are
     reported as tftrain's (one paragraph, exit 2)."""
@@ -185,6 +306,7 @@ def cli() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     os.environ.setdefault("TFTRAIN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["TFTRAIN_SWEEP_PID"] = str(os.getpid())  # a sweep's worker processes end with this one
     try:
         if ("--help" in args or "-h" in args) and not any(a.startswith(("hydra", "-m", "--multirun")) for a in args):
             from tftrain.cli.help import fast_help
@@ -199,6 +321,8 @@ def cli() -> None:
 
         os.environ["TFTRAIN_SWEPT_KEYS"] = ",".join(swept_keys(sys.argv[1:]))  # named first in run directories
         main()
+        if _sweep_stop is not None:  # a signal between the last job and the summary
+            raise _sweep_stop
         failures = _sweep_failures()
         if failures:
             print(failures, file=sys.stderr)
@@ -206,7 +330,7 @@ def cli() -> None:
     except TftrainError as e:
         if show_tracebacks():
             raise
-        print(error_text(e), file=sys.stderr)
+        print(error_text(e) + _stopped_sweep(e), file=sys.stderr)
         sys.exit(exit_status(e))
     except Exception as e:  # noqa: BLE001 - Hydra's own errors, and its run directory failing
         from hydra.errors import HydraException

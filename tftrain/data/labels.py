@@ -111,3 +111,57 @@ class ClassLabels:
                 raise DataError(f"y_{s.split} has labels outside [0, {k}): min {s.minimum:g}, max {s.maximum:g}. Fix: "
                                 f"map the labels to 0..{k - 1}.")
         return k
+
+
+# ---------------------------------------------------------------- class names
+
+
+def is_text(y) -> bool:
+    """Whether labels are class names (strings or bytes) rather than numbers."""
+    y = np.asarray(y)
+    if y.dtype.kind in "US":
+        return True
+    return y.dtype == object and y.size > 0 and all(isinstance(v, (str, bytes)) for v in y.ravel()[:1000])
+
+
+def _text(y) -> np.ndarray:
+    """Names as str, stripped of surrounding blanks (as a CSV field often carries them)."""
+    y = np.asarray(y)
+    flat = [(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)).strip() for v in y.ravel()]
+    return np.asarray(flat, dtype=object).reshape(y.shape)
+
+
+def class_names(y) -> list[str]:
+    """The classes of text labels `y`: their distinct names, sorted (so the class indices, and
+    for two names which one is positive, depend only on the names, not on their order)."""
+    return sorted(set(_text(y).ravel().tolist()))
+
+
+def class_indices(y, names: list[str], what: str = "the labels") -> np.ndarray:
+    """Text labels `y` as int64 indices into `names` (a trained model's classes: preprocessing.json's
+    `target_names`). Raises DataError naming the labels that are not among `names`."""
+    text = _text(y)
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(text.ravel().tolist()) - set(index))
+    if unknown:
+        raise DataError(f"{what}: the class name(s) {unknown[:10]}"
+                        f"{' ...' if len(unknown) > 10 else ''} that training never saw; the model knows the "
+                        f"{len(names)} classes {names[:20]}{' ...' if len(names) > 20 else ''}. Fix: drop those "
+                        "examples, correct the names, or train on data that has those classes.")
+    return np.vectorize(index.__getitem__, otypes=[np.int64])(text) if text.size else np.zeros(text.shape, np.int64)
+
+
+def check_text_targets(targets, names: list[str], what: str) -> None:
+    """Class names fit single-label problems only: classification (any count) and binary (two,
+    the sorted second positive)."""
+    kind = getattr(targets, "kind", None)
+    if kind == "binary":
+        if len(names) != 2:
+            raise DataError(f"{what} holds {len(names)} class name(s) {names[:10]}; problem=binary needs exactly two "
+                            "(the sorted second is the positive class). Fix: use problem=classification for "
+                            f"{len(names)} classes, or relabel.")
+        return
+    if getattr(targets, "label_dtype", "int64") != "int64":
+        raise DataError(f"{what} holds text (e.g. {names[:3]}), not numbers: problem={kind or 'regression'} needs "
+                        "numeric targets. Fix: use problem=classification (or binary for two names) for class "
+                        "names, or give numeric targets.")

@@ -20,8 +20,13 @@ values, text in numeric columns, unreadable images) and takes the training split
 Distribution: `strategy.distribute_datasets_from_function`; each input pipeline (one per worker)
 builds per-replica batches and keeps its share (`InputContext.input_pipeline_id`). In-memory
 training batches are slices of one global permutation, so 1 replica, N replicas and N workers see
-the same global batches. The training split drops its last partial batch (every epoch has exactly
-`steps_per_epoch = num_train // global_batch` steps on every worker); val/test keep it.
+the same global batches. Every training example is used every epoch: the last batch is partial
+when the batch size does not divide the training examples (`steps_per_epoch = ceil(num_train /
+global_batch)`; the trainer averages that batch's loss over its real examples, and a replica's
+share of it may be empty), unless `Pipeline.drop_remainder` (then `num_train // global_batch`
+full batches, a different remainder left out each epoch). A streamed split read by several
+workers, or not counted exactly (`scan_limit`), drops it too (there the workers' shares of the
+last batch are not known in advance). val/test keep their last partial batch.
 
 Splits a source does not have are held out of its training examples first (`Pipeline.val_fraction`,
 `test_fraction`, `split_seed`). Every epoch's order is a function of (seed, epoch) alone, and `train(epoch, skip)` leaves
@@ -39,7 +44,8 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from tftrain.data.labels import ClassLabels, Labels
+from tftrain.data.labels import ClassLabels, Labels, check_text_targets
+from tftrain.data.ranges import input_range
 from tftrain.data.sources import Splits, channel_stats, check_splits, from_arrays, hold_out
 from tftrain.data.streams import DECODE_BATCH, Stream, StreamSource, from_datasets, split_assignment, tf_message
 from tftrain.errors import ArgumentError, DataError
@@ -90,6 +96,7 @@ class Pipeline:
     shuffle_buffer: int | None = None
     scan_limit: int | None = None
     normalize_target: bool = False
+    drop_remainder: bool = False  # leave out the training split's last partial batch each epoch
     name: str = "data"
 
 
@@ -119,6 +126,9 @@ class Datasets:
     labels: dict | None = None  # tftrain.data.labels.Labels per split
     target_names: list[str] | None = None  # the classes' (or targets') names, when the source knows them
     feature_names: list[str] | None = None  # the input features' names (tabular sources)
+    # The training inputs' range, per channel (last axis) and overall: {"min", "max", "mean",
+    # "std", "global_min", "global_max"} (tftrain.data.ranges warns when new inputs lie far outside it).
+    input_range: dict | None = None
     description: str = ""
     # In-memory sources only (else None): batch_at(step) computes, inside a compiled function, the
     # global training batch `step` of the epoch last passed to train() (normalized and augmented
@@ -133,11 +143,14 @@ def accumulated(data: Datasets, n: int) -> Datasets:
     size would drop them), and resuming after `skip` updates skips `skip * n` batches."""
     if n == 1:
         return data
-    if data.steps_per_epoch < n:
-        raise ArgumentError("accumulate_steps", n, f"at most the {data.steps_per_epoch} batches of "
+    # Only full batches stack into an update: a partial last batch (always the epoch's last) is
+    # left out, with the other leftover batches.
+    full = min(data.steps_per_epoch, data.num_train // data.global_batch_size)
+    if full < n:
+        raise ArgumentError("accumulate_steps", n, f"at most the {full} batches of "
                             f"{data.global_batch_size} in an epoch (the training split is too small)")
     return dataclasses.replace(data, train=lambda epoch, skip=0: data.train(epoch, skip * n),
-                               steps_per_epoch=data.steps_per_epoch // n, global_batch_size=data.global_batch_size * n,
+                               steps_per_epoch=full // n, global_batch_size=data.global_batch_size * n,
                                batch_at=None)
 
 
@@ -341,15 +354,17 @@ class _Builder:
 
     # ---- in memory
 
-    def arrays(self, splits: dict[str, tuple], steps: int):
-        """Pipelines over (x, y) arrays or tensors per split."""
+    def arrays(self, splits: dict[str, tuple], steps: int, partial: bool = False):
+        """Pipelines over (x, y) arrays or tensors per split; `partial`: the epoch's last batch
+        holds the remaining examples (fewer than a batch), else only full batches."""
+        n_train, B = int(splits["train"][0].shape[0]), self.batch
+        used = n_train if partial else steps * B  # examples of the permutation an epoch trains on
         with tf.device("/cpu:0"):
             tensors = {k: (tf.convert_to_tensor(x), tf.convert_to_tensor(y)) for k, (x, y) in splits.items()}
             # This epoch's permutation and seed: the training pipeline reads them, so it is built
             # (and its functions traced) once, not every epoch.
-            order = tf.Variable(tf.zeros([steps * self.batch], tf.int64), trainable=False, name="tftrain_data_order")
+            order = tf.Variable(tf.zeros([used], tf.int64), trainable=False, name="tftrain_data_order")
             seed_var = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="tftrain_data_seed")
-        n_train, B = int(tensors["train"][0].shape[0]), self.batch
         x_train, y_train = tensors["train"]
         built: dict[int, Any] = {}
         augmenting = self.aug.active
@@ -360,7 +375,8 @@ class _Builder:
 
             def batch(i):  # per-replica batch i of this pipeline: global step i // r, replica i % r
                 start = (i // r) * B + (p * r + i % r) * b
-                idx = order.sparse_read(tf.range(start, start + b))
+                # The last batch may be partial: a replica gets what is left of its share (maybe nothing).
+                idx = order.sparse_read(tf.range(start, tf.maximum(start, tf.minimum(start + b, used))))
                 return transform(tf.gather(x_train, idx), tf.gather(y_train, idx), i)
 
             ds = tf.data.Dataset.range(skip * r, steps * r)
@@ -370,7 +386,7 @@ class _Builder:
 
         def train(epoch: int, skip: int = 0):
             seed = epoch_seed(self.seed, epoch)
-            order.assign(np.random.default_rng(seed).permutation(n_train)[:steps * B])
+            order.assign(np.random.default_rng(seed).permutation(n_train)[:used])
             seed_var.assign(seed)
             if skip:  # a resumed epoch: a pipeline of its own (once per resume)
                 return self.distribute(lambda ctx: make_train(ctx, skip))
@@ -385,7 +401,7 @@ class _Builder:
             idx = order.sparse_read(tf.range(step * B, step * B + B))
             return global_transform(tf.gather(x_train, idx), tf.gather(y_train, idx), step)
 
-        self.batch_at = batch_at
+        self.batch_at = None if partial else batch_at  # fixed-size batches only
 
         def evaluation(split):
             x, y = tensors[split]
@@ -430,7 +446,7 @@ class _Builder:
         out = {}
         t0 = time.perf_counter()
         for stream in src.streams():
-            want_stats = stream.split == "train" and cfg.normalize is not None
+            want_stats = stream.split == "train"  # normalization's statistics and the inputs' range
             if on_disk and cfg.scan_limit is None:
                 data = self.cached(stream)  # the scan fills the single-pipeline cache: no extra pass
             else:
@@ -446,7 +462,7 @@ class _Builder:
                  "; kept in memory (cache: memory)" if keep else "")
         return out
 
-    def streams(self, src: StreamSource, steps: int):
+    def streams(self, src: StreamSource, steps: int, partial: bool = False):
         cfg, B = self.cfg, self.batch
         buffer = cfg.shuffle_buffer
 
@@ -456,7 +472,9 @@ class _Builder:
 
             def make(ctx):
                 P, p, r, b = self.layout(ctx, B)
-                if cfg.cache is not None:  # a cache file
+                if partial:  # one pipeline: the epoch's examples once, the last global batch partial
+                    ds = _one_epoch(self, stream, seed, buffer, r, b)
+                elif cfg.cache is not None:  # a cache file
                     ds = self.base(stream, P, p).shuffle(buffer or stream.count, seed=seed,
                                                          reshuffle_each_iteration=False)
                     ds = ds.repeat().batch(b, drop_remainder=True)
@@ -490,16 +508,60 @@ class _Builder:
         return train, evaluation(src.val), evaluation(src.test)
 
 
-def _check_batch(batch: int, num_train: int, strategy) -> int:
+def _one_epoch(b: "_Builder", stream: Stream, seed: int, buffer: int | None, r: int, per_replica: int):
+    """A streamed split's examples of one epoch (a single pipeline), shuffled, in per-replica
+    batches: each global batch of r * per_replica examples cut into its r replicas' shares, the
+    last one partial (its shares short or empty)."""
+    cfg = b.cfg
+    if cfg.cache is not None:
+        ds = b.base(stream).shuffle(buffer or stream.count, seed=seed, reshuffle_each_iteration=False)
+        ds = ds.batch(r * per_replica)
+    else:
+        recs = _split_records(stream)
+        size = stream.count if stream.cheap_records or buffer is None else buffer
+        recs = recs.shuffle(size, seed=seed, reshuffle_each_iteration=False)
+        if stream.batched_decode:
+            ds = recs.batch(r * per_replica).map(stream.decode, num_parallel_calls=AUTOTUNE)
+        else:
+            ds = recs.map(stream.decode, num_parallel_calls=AUTOTUNE).batch(r * per_replica)
+    if r == 1:
+        return ds
+
+    def shares(x, y):
+        return tf.data.Dataset.range(r).map(
+            lambda j: (x[j * per_replica:(j + 1) * per_replica], y[j * per_replica:(j + 1) * per_replica]))
+    return ds.flat_map(shares)
+
+
+def _check_batch(batch: int, num_train: int, strategy, partial: bool = False) -> int:
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    steps = num_train // batch
-    if steps == 0:
-        raise ArgumentError("batch_size", batch, f"at most the {num_train} training examples (the last partial "
-                            f"batch is dropped), e.g. {min(64, num_train)}")
+    steps = -(-num_train // batch) if partial else num_train // batch
+    if num_train // batch == 0:
+        raise ArgumentError("batch_size", batch, f"at most the {num_train} training examples, "
+                            f"e.g. {min(64, num_train)}")
     if batch % replicas:
         raise ArgumentError("batch_size", batch, f"a multiple of the {replicas} replicas, e.g. "
                             f"{batch // replicas * replicas or replicas}")
     return steps
+
+
+def _keeps_remainder(cfg: Pipeline, num_train: int, batch: int, in_memory: bool, strategy) -> bool:
+    """Whether the epoch ends with a partial batch (say so when examples are left out instead)."""
+    left = num_train % batch
+    if not left:
+        return False
+    several_workers = strategy is not None and strategy.extended._in_multi_worker_mode()
+    if cfg.drop_remainder:
+        why = "data.drop_remainder=true"
+    elif not in_memory and several_workers:
+        why = "a streamed split read by several workers drops it; cache: memory keeps it"
+    elif not in_memory and cfg.scan_limit is not None:
+        why = "data.scan_limit leaves the count inexact; scan_limit: null keeps it"
+    else:
+        return True
+    log.info("data=%s: %d of the %d training examples (the last partial batch of %d) are left out each epoch, "
+             "different ones each epoch (%s)", cfg.name, left, num_train, batch, why)
+    return False
 
 
 def hold_out_streams(src: StreamSource, cfg: Pipeline) -> StreamSource:
@@ -569,13 +631,15 @@ def build_datasets(source, cfg: Pipeline, *, batch_size: int, seed: int,
     source = _as_source(source, cfg.name)
     in_memory = None
     stratify = getattr(targets, "stratify", None)
+    if getattr(source, "text_labels", False):
+        check_text_targets(targets, source.target_names, f"data={cfg.name}'s label")
     if isinstance(source, Splits):
         s, outputs, labels = check_splits(hold_out(source, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
                                                    stratify), targets)
         in_memory = {k: (getattr(s, f"x_{k}"), getattr(s, f"y_{k}")) for k in ("train", "val", "test")}
         counts = (len(s.x_train), len(s.x_val), len(s.x_test))
         input_shape = s.input_shape
-        stats = channel_stats(s.x_train) if cfg.normalize else None
+        stats = channel_stats(s.x_train)
     else:
         source = hold_out_streams(source, cfg)
         scans = b.scan_source(source)
@@ -595,8 +659,10 @@ def build_datasets(source, cfg: Pipeline, *, batch_size: int, seed: int,
         train = labels["train"]
         target_norm = {"mean": train.mean.astype("float32"),
                        "std": np.where(train.std > 1e-7, train.std, 1.0).astype("float32")}
-    steps = _check_batch(b.batch, counts[0], strategy)
-    train, val, test = b.arrays(in_memory, steps) if in_memory is not None else b.streams(source, steps)
+    partial = _keeps_remainder(cfg, counts[0], b.batch, in_memory is not None, strategy)
+    steps = _check_batch(b.batch, counts[0], strategy, partial)
+    train, val, test = b.arrays(in_memory, steps, partial) if in_memory is not None else \
+        b.streams(source, steps, partial)
     desc = (f"data={cfg.name}: {counts[0]} train / {counts[1]} val / {counts[2]} test, input {tuple(input_shape)}, "
             f"{outputs} output(s), normalize {cfg.normalize}, {'in memory' if in_memory is not None else 'streamed'}")
     log.info("%s (ready in %.1fs)", desc, time.perf_counter() - t0)
@@ -604,5 +670,5 @@ def build_datasets(source, cfg: Pipeline, *, batch_size: int, seed: int,
                     num_test=counts[2], input_shape=tuple(int(d) for d in input_shape), num_outputs=int(outputs),
                     global_batch_size=b.batch, normalization=normalization_params(cfg.normalize, stats),
                     target_normalization=target_norm, labels=labels, target_names=source.target_names,
-                    feature_names=source.feature_names,
+                    feature_names=source.feature_names, input_range=input_range(stats),
                     description=desc, batch_at=b.batch_at)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tftrain.data.labels import Labels
+from tftrain.data.labels import Labels, class_indices, class_names, is_text
 from tftrain.errors import DataError
 
 log = logging.getLogger("tftrain")
@@ -40,6 +40,7 @@ class Splits:
     num_classes: int | None = None
     target_names: list[str] | None = None  # names of the classes (or of the targets), for predictions
     feature_names: list[str] | None = None  # names of the input features (tabular data), for predictions
+    text_labels: bool = False  # the labels were class names (target_names), now their indices
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -187,6 +188,14 @@ def from_arrays(arrays: dict, what: str) -> Splits:
                         f"{sorted(arrays)}). Fix: give x_train, y_train and optionally x_val, y_val, x_test, y_test.")
     get = {k: (_numeric(np.asarray(v), k) if k.startswith("x_") else np.asarray(v)) for k, v in arrays.items()
            if k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    if any(is_text(get[k]) for k in ("y_train", "y_val", "y_test") if k in get):
+        # Class names: the classes are the training arrays' names, sorted (before any hold-out,
+        # so a held-out split never meets a name its model lacks); other splits must use them.
+        names = class_names(get["y_train"])
+        for k in ("y_train", "y_val", "y_test"):
+            if k in get:
+                get[k] = class_indices(get[k], names, f"{what}'s {k}")
+        return Splits(**get, num_classes=len(names), target_names=names, text_labels=True)
     return Splits(**get)
 
 

@@ -59,6 +59,7 @@ class StreamSource:
     notes: str = ""
     target_names: list[str] | None = None  # names of the classes or targets, for predictions
     feature_names: list[str] | None = None  # the input columns (CSV), for predictions from raw rows
+    text_labels: bool = False  # the labels are class names (target_names), decoded to their indices
 
     def streams(self):
         return (self.train, self.val, self.test)
@@ -121,6 +122,26 @@ def _csv_lines(files: list[str], header: bool) -> tuple[int, np.ndarray]:
     return total, np.delete(np.arange(total), skipped)
 
 
+def _csv_column(files: list[str], delimiter: str, header: bool, index: int) -> list[str]:
+    """Column `index`'s fields of every data row of `files` (blank lines skipped), as text."""
+    values = []
+    for path in files:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = csv_module.reader(f, delimiter=delimiter)
+            if header:
+                next(rows, None)
+            values += [row[index].strip() for row in rows if row and any(c.strip() for c in row) and len(row) > index]
+    return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def csv(*, path: str, val_path: str | None, test_path: str | None, label_column: str | list[str],
         feature_columns: list[str] | None, header: bool, delimiter: str, num_classes: int | None) -> StreamSource:
     """CSV files: one example per line; features numbers (empty: NaN); `label_column` the target
@@ -165,10 +186,32 @@ def csv(*, path: str, val_path: str | None, test_path: str | None, label_column:
     target_pos = [pos[index[c]] for c in targets]
     label_name = label_column
     several = not isinstance(label_column, str)
+    names = None
+    if not several:
+        # A label column with text in it holds class names: the classes are the training files'
+        # names, sorted; validation and test files may hold only those.
+        train_values = _csv_column(groups["path"], delimiter, header, index[label_column])
+        if any(v and not _is_number(v) for v in train_values):
+            names = sorted(set(v for v in train_values if v))  # an empty label fails the scan, as before
+            known = set(names)
+            for key in ("val_path", "test_path"):
+                if key in groups:
+                    unknown = sorted(set(_csv_column(groups[key], delimiter, header, index[label_column])) - known)
+                    if unknown:
+                        raise DataError(f"data.{key}: the {label_column!r} column holds the class name(s) "
+                                        f"{unknown[:10]} that the training files ({_describe(groups['path'])}) never "
+                                        f"use; their classes are {names[:20]}. Fix: drop or correct those rows, or "
+                                        "add examples of those classes to the training files.")
+            k = pos[index[label_column]]
+            defaults[k] = tf.constant([], tf.string)
+    class_table = tf.constant(names) if names else None
 
     def decode(lines):
         cols = tf.io.decode_csv(lines, record_defaults=defaults, field_delim=delimiter, select_cols=wanted)
         x = tf.stack([cols[k] for k in feature_pos], axis=1)
+        if class_table is not None:  # the name's index among the sorted names (every name is known: checked above)
+            found = tf.equal(tf.strings.strip(cols[target_pos[0]])[:, None], class_table[None, :])
+            return x, tf.cast(tf.argmax(tf.cast(found, tf.int32), axis=1), tf.float32)
         y = tf.stack([cols[k] for k in target_pos], axis=1) if several else cols[target_pos[0]]
         return x, tf.cast(y, tf.float32)
 
@@ -184,9 +227,12 @@ def csv(*, path: str, val_path: str | None, test_path: str | None, label_column:
             codes = np.full(total, -1, np.int8)
             codes[rows] = 0
             streams[split] = make(groups[key], total)(split, (codes, 0), len(rows))
-    return StreamSource(streams["train"], streams["val"], streams["test"], (len(features),), num_classes,
-                        notes=f"{len(features)} feature columns, label {label_name!r}",
-                        target_names=targets if several else None, feature_names=features)
+    return StreamSource(streams["train"], streams["val"], streams["test"], (len(features),),
+                        len(names) if names else num_classes,
+                        notes=f"{len(features)} feature columns, label {label_name!r}"
+                              f"{f' ({len(names)} class names)' if names else ''}",
+                        target_names=targets if several else names, feature_names=features,
+                        text_labels=names is not None)
 
 
 # ---------------------------------------------------------------- image_folder

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 from tftrain.errors import TftrainError
@@ -35,6 +37,30 @@ FINAL_PREFIXES = ("train_", "best_val_", "test_")  # val_<metric> is logged per 
 FINAL_KEYS = ("wall_time_s", "train_time_s", "steps_per_s", "epochs", "steps")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value
 STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+
+
+def masked(uri: str | None) -> str | None:
+    """`uri` without the credentials of its user-info part (`https://user:token@host` ->
+    `https://***@host`): what tftrain writes to files, MLflow and logs."""
+    if not isinstance(uri, str):
+        return uri
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return uri
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _scrub(text: str, uri: str | None) -> str:
+    """`text` with every copy of `uri` in its masked form."""
+    hidden = masked(uri)
+    return text.replace(uri, hidden) if uri and hidden != uri else text
+
+
+# Sweep directory -> the parent run's full tracking URI: the file holds only its masked form.
+_PARENT_URIS: dict[str, str] = {}
 
 
 def _client(tracking_uri: str | None):
@@ -88,9 +114,10 @@ class MlflowLogger(Logger):
         except TftrainError:
             raise
         except Exception as e:  # noqa: BLE001 - MLflow's errors: an unreachable server, a bad URI, permissions
+            detail = _scrub(str(e).splitlines()[0][:300] if str(e) else "", self.tracking_uri)
             raise TftrainError(
-                f"MLflow could not record this run at {self.tracking_uri or 'its default tracking URI'}: "
-                f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}. Fix: check "
+                f"MLflow could not record this run at {masked(self.tracking_uri) or 'its default tracking URI'}: "
+                f"{type(e).__name__}: {detail}. Fix: check "
                 "logger.mlflow.tracking_uri (or MLFLOW_TRACKING_URI), e.g. sqlite:///mlflow.db, or leave MLflow out "
                 "(logger=tensorboard).") from None
 
@@ -98,7 +125,7 @@ class MlflowLogger(Logger):
         self.client, uri = _client(self.tracking_uri)
         path = Path(run.run_dir) / RUN_FILE
         previous = _read(path)
-        if run.resumed_at and previous and previous.get("tracking_uri") == uri:
+        if run.resumed_at and previous and previous.get("tracking_uri") == masked(uri):
             self.run_id = previous["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
             log.info("MLflow: continuing run %s (experiment %r)", self.run_id, self.experiment)
@@ -106,18 +133,19 @@ class MlflowLogger(Logger):
         experiment_id = _experiment_id(self.client, self.experiment, self.artifact_location)
         tags = {"tftrain.run_dir": str(Path(run.run_dir).resolve()), **self.tags}
         parent = _read(run.sweep_dir / PARENT_FILE) if run.sweep_dir else None
-        if parent and parent.get("tracking_uri") == uri:
+        if parent and parent.get("tracking_uri") == masked(uri):
             tags["mlflow.parentRunId"] = parent["run_id"]
         created = self.client.create_run(experiment_id, run_name=self.run_name or Path(run.run_dir).name, tags=tags)
         self.run_id = created.info.run_id
-        path.write_text(json.dumps({"tracking_uri": uri, "experiment_id": experiment_id, "run_id": self.run_id}) + "\n")
+        path.write_text(json.dumps({"tracking_uri": masked(uri), "experiment_id": experiment_id,
+                                    "run_id": self.run_id}) + "\n")
         self._log_params(run.params)
-        log.info("MLflow: run %s in experiment %r at %s", self.run_id, self.experiment, uri)
+        log.info("MLflow: run %s in experiment %r at %s", self.run_id, self.experiment, masked(uri))
 
     def _log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        items = [Param(k, _scrub(str(v), self.tracking_uri)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
@@ -161,9 +189,26 @@ class MlflowLogger(Logger):
                 self._add(key, value, epochs, now)
         self.flush()
         if self.log_artifacts:
-            for path in files:
-                if Path(path).is_file():
-                    self.client.log_artifact(self.run_id, str(path))
+            with tempfile.TemporaryDirectory() as scrubbed:
+                for path in files:
+                    if Path(path).is_file():
+                        self.client.log_artifact(self.run_id, str(self._without_credentials(Path(path), scrubbed)))
+
+    def _without_credentials(self, path: Path, folder: str) -> Path:
+        """`path`, or a copy (in `folder`, same name) with the tracking URI's credentials masked:
+        config.yaml holds logger.mlflow.tracking_uri as given."""
+        if not self.tracking_uri or masked(self.tracking_uri) == self.tracking_uri or path.suffix not in (
+                ".yaml", ".yml", ".json", ".csv", ".txt"):
+            return path
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return path
+        if self.tracking_uri not in text:
+            return path
+        copy = Path(folder) / path.name
+        copy.write_text(_scrub(text, self.tracking_uri))
+        return copy
 
     def close(self, status: str) -> None:
         if self.client is None or self.run_id is None:
@@ -190,14 +235,16 @@ def open_parent(sweep_dir: Path, conf: dict) -> str:
     client, uri = _client(conf.get("tracking_uri"))
     path = Path(sweep_dir) / PARENT_FILE
     previous = _read(path)
-    if previous and previous.get("tracking_uri") == uri:
+    _PARENT_URIS[str(Path(sweep_dir).resolve())] = uri
+    if previous and previous.get("tracking_uri") == masked(uri):
         client.update_run(previous["run_id"], status="RUNNING")
         return previous["run_id"]
     experiment_id = _experiment_id(client, conf.get("experiment") or "tftrain", conf.get("artifact_location"))
     run = client.create_run(experiment_id, run_name=f"sweep {Path(sweep_dir).name}",
                             tags={"tftrain.sweep_dir": str(Path(sweep_dir).resolve()), "tftrain.kind": "sweep"})
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run.info.run_id}) + "\n")
+    path.write_text(json.dumps({"tracking_uri": masked(uri), "experiment_id": experiment_id,
+                                "run_id": run.info.run_id}) + "\n")
     return run.info.run_id
 
 
@@ -206,7 +253,7 @@ def close_parent(sweep_dir: Path, files: list[Path], best: dict | None, failed: 
     info = _read(Path(sweep_dir) / PARENT_FILE)
     if info is None:
         return
-    client, _ = _client(info["tracking_uri"])
+    client, _ = _client(_PARENT_URIS.get(str(Path(sweep_dir).resolve()), info["tracking_uri"]))
     run_id = info["run_id"]
     for path in files:
         if Path(path).is_file():

@@ -11,16 +11,35 @@ and ModelCheckpoint, with their state (best weights included) checkpointed with 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import keras
+
+log = logging.getLogger("tftrain")
 
 
 class EarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' EarlyStopping whose whole state is checkpointed with the run: its counters
     (`get_state`/`set_state`) and, with restore_best_weights, the best epoch's weights (variables
     the checkpoint holds, `checkpoint_variables`). A run killed after its best epoch and resumed
-    ends with the same weights as an uninterrupted one."""
+    ends with the same weights as an uninterrupted one.
+
+    With `verbose` > 0 it says when it stops and which epoch's weights it restores as tftrain's
+    log lines (Keras' own lines, printed with print(), bypass the log's format and tftrain.log)."""
+
+    def __init__(self, *args, verbose: int = 0, **kwargs):
+        super().__init__(*args, verbose=0, **kwargs)
+        self.say = verbose > 0
+
+    def on_train_end(self, logs=None):
+        if self.say and self.stopped_epoch > 0:
+            best = "" if self.best is None else f" (best {self.monitor} {float(self.best):.4g} at epoch {self.best_epoch + 1})"
+            log.info("Early stopping at epoch %d: %s did not improve by more than %g for %d epoch(s)%s",
+                     self.stopped_epoch + 1, self.monitor, abs(self.min_delta), self.patience, best)
+        if self.say and self.restore_best_weights and self.best_weights is not None:
+            log.info("Restored the weights of epoch %d, the best by %s", self.best_epoch + 1, self.monitor)
+        super().on_train_end(logs)
 
     def set_model(self, model):
         super().set_model(model)

@@ -4,14 +4,25 @@ loop's host-side state.
 A checkpoint is `ckpt-<step>` (model, optimizer and its step counter, schedule state, the summed
 metrics of the epoch in progress, random-number state, callbacks' variables), written with
 `tf.train.Checkpoint.write`, plus `state-<step>.json` (per-epoch history, callback state, the
-rate multiplier). The JSON is written first, by atomic rename; TensorFlow writes the `.index`
-file last, so a checkpoint is complete when its index exists and it loads.
+rate multiplier).
 
-Restoring does not trust any bookkeeping file: it scans the directory and tries the checkpoints
-newest first. One that does not load (an index or data file missing or truncated, a corrupt
-state JSON) is moved to `checkpoints/damaged/` with a warning naming it, and the next older one
-is tried; when checkpoints exist but none loads, it fails with the options (never silently from
-step 0). Rotation keeps the `keep` newest checkpoints by step, so good checkpoints are never
+Committed: the order of a save is (1) `tf.train.Checkpoint.write` (its data files, then its
+`.index`, through a `ckpt-<step>_temp/` directory), (2) `state-<step>.json`, written to a
+temporary file and renamed into place last. That rename is the commit: a checkpoint is committed
+exactly when `state-<step>.json` exists under its final name. Anything else carrying a step (an
+index or data file without its state, a `.tmp`, a `_temp/` directory, a stray file) is a write
+that never finished or not a checkpoint at all: it is set aside and never decides where a run
+resumes. The state file is bound to its checkpoint: it holds the step and a sha256 of the
+checkpoint's `.index` file (which holds each tensor's CRC, so the data are bound too) together
+with the state's own canonical JSON, and the step restored into the optimizer's own counter must
+equal the step in the name.
+
+Restoring does not trust any bookkeeping file: it scans the directory and tries the committed
+checkpoints newest first. One that does not load or does not match (an index or data file missing
+or truncated, a corrupt or edited state JSON, files swapped between checkpoints) is damage: it is
+moved to `checkpoints/damaged/` with a warning naming it, and the next older one is tried; when
+committed checkpoints exist but none loads, it fails with the options (never silently from step
+0). Rotation keeps the `keep` newest checkpoints by step, so good checkpoints are never
 rotated away in favour of damaged ones. A failed write (disk full, read-only directory) removes
 its partial files and fails with a clear error; earlier checkpoints stay intact.
 
@@ -22,6 +33,7 @@ all workers restore from the chief's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -54,17 +66,52 @@ def _write_json_atomic(path: Path, data) -> None:
 
 
 def _step_of(name: str) -> int | None:
-    m = re.match(r"(?:ckpt|state)-(\d+)(?:\.|$)", name)
+    m = re.match(r"(?:ckpt|state)-(\d+)(?:\.|_temp|$)", name)
     return int(m.group(1)) if m else None
 
 
 def steps_in(directory: Path) -> list[int]:
-    """Steps of the checkpoints in `directory` (complete or not), newest first."""
+    """Steps that any file in `directory` carries (committed or not), newest first."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = {_step_of(p.name) for p in directory.iterdir() if p.is_file()}
+    found = {_step_of(p.name) for p in directory.iterdir() if p.name != "damaged"}
     return sorted((s for s in found if s is not None), reverse=True)
+
+
+def _legacy_uncommitted(directory: Path, step: int) -> bool:
+    """A state file of the earlier format (written before the checkpoint, without a checksum)
+    whose index never came: an interrupted write of that format, not a checkpoint."""
+    if (directory / f"ckpt-{step}.index").is_file():
+        return False
+    try:
+        return "checksum" not in json.loads((directory / f"state-{step}.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def committed_steps(directory: Path) -> list[int]:
+    """Steps of the committed checkpoints in `directory` (their `state-<step>.json` in place; see
+    the module's docstring), newest first. Whether they load is for `Checkpointer.restore`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    steps = {_step_of(p.name) for p in directory.glob("state-*.json") if p.is_file()}
+    return sorted((s for s in steps if s is not None and not _legacy_uncommitted(directory, s)), reverse=True)
+
+
+def checksum(index: bytes, state: dict) -> str:
+    """What binds a state file to its checkpoint: sha256 of the `.index` file's bytes and the
+    state's canonical JSON (its own `checksum` left out)."""
+    content = {k: v for k, v in state.items() if k != "checksum"}
+    digest = hashlib.sha256(index)
+    digest.update(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def _files_of(step: int, directory: Path) -> list[Path]:
+    return [*directory.glob(f"ckpt-{step}.*"), *directory.glob(f"ckpt-{step}_temp*"),
+            *directory.glob(f"state-{step}.json*")]
 
 
 class Checkpointer:
@@ -78,8 +125,8 @@ class Checkpointer:
     # ------------------------------------------------------------------ what is on disk
 
     def steps(self, directory: Path | None = None) -> list[int]:
-        """Steps of the checkpoints on disk (complete or not), newest first."""
-        return steps_in(directory or self.directory)
+        """Steps of the committed checkpoints on disk, newest first."""
+        return committed_steps(directory or self.directory)
 
     def complete(self, step: int, directory: Path | None = None) -> bool:
         directory = directory or self.directory
@@ -98,8 +145,11 @@ class Checkpointer:
         d = self._write_dir
         try:
             d.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(d / f"state-{step}.json", state)
+            self._remove(step, d)  # leftovers of an interrupted write of this step: never mixed into this one
             self.checkpoint.write(str(d / f"ckpt-{step}"))
+            state = {**state, "step": step}
+            state["checksum"] = checksum((d / f"ckpt-{step}.index").read_bytes(), state)
+            _write_json_atomic(d / f"state-{step}.json", state)  # the commit (module docstring)
             # The bookkeeping file of tf.train.latest_checkpoint, for users' own tools (tftrain scans).
             # Written by hand (a two-line text proto): TensorFlow's writer for it is deprecated.
             _write_atomic(d / "checkpoint", f'model_checkpoint_path: "ckpt-{step}"\n'
@@ -118,8 +168,11 @@ class Checkpointer:
 
     @staticmethod
     def _remove(step: int, directory: Path) -> None:
-        for f in list(directory.glob(f"ckpt-{step}.*")) + list(directory.glob(f"state-{step}.json*")):
-            f.unlink(missing_ok=True)
+        for f in _files_of(step, directory):
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)  # TensorFlow's ckpt-<step>_temp/ of a failed write
+            else:
+                f.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ restoring
 
@@ -128,6 +181,9 @@ class Checkpointer:
         or None when there is none. Raises CheckpointError when checkpoints exist but none loads.
         (Whether to resume at all, `trainer.resume`, is the run's decision: tftrain.tasks.resume.)"""
         steps = self.steps()
+        uncommitted = [s for s in steps_in(self.directory) if s not in steps]
+        if uncommitted:
+            self._set_aside_uncommitted(uncommitted, steps)
         if not steps:
             return None
         skipped: list[tuple[str, str]] = []
@@ -136,6 +192,7 @@ class Checkpointer:
             reason = self._try(step)
             if reason is None:
                 state = json.loads((self.directory / f"state-{step}.json").read_text())
+                state.pop("checksum", None)
                 self.restored = str(prefix)
                 if skipped:
                     self._set_aside(skipped)
@@ -161,12 +218,42 @@ class Checkpointer:
             return f"state-{step}.json is missing"
         except (OSError, ValueError) as e:
             return f"state-{step}.json is unreadable ({str(e).splitlines()[0][:120]})"
+        if "checksum" in state:  # absent: a checkpoint of the earlier format, bound by its step alone
+            if state.get("step") != step:
+                return f"state-{step}.json belongs to step {state.get('step')} (a state file copied over another)"
+            try:
+                index = (self.directory / f"ckpt-{step}.index").read_bytes()
+            except OSError as e:
+                return f"its .index file is unreadable ({e.strerror or e})"
+            if checksum(index, state) != state["checksum"]:
+                return (f"state-{step}.json does not match its checkpoint (its checksum differs: the state file was "
+                        "edited, or the checkpoint's files were replaced or swapped)")
         try:
             self.checkpoint.read(str(self.directory / f"ckpt-{step}")).assert_existing_objects_matched()
         except (tf.errors.OpError, ValueError, IndexError, AssertionError, OSError) as e:
             message = getattr(e, "message", None) or str(e) or type(e).__name__
             return f"it does not load ({message.strip().splitlines()[0][:200]})"
+        optimizer = getattr(self.checkpoint, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        if iterations is not None and int(iterations.numpy()) != step:
+            return f"its variables hold step {int(iterations.numpy())}, not {step} (files swapped between checkpoints)"
         return None
+
+    def _set_aside_uncommitted(self, uncommitted: list[int], committed: list[int]) -> None:
+        """Files of writes that never committed: set aside (TensorFlow's temporaries removed), said."""
+        if self.is_chief:
+            damaged = self.directory / "damaged"
+            damaged.mkdir(exist_ok=True)
+            for step in uncommitted:
+                for f in _files_of(step, self.directory):
+                    if f.is_dir() or f.name.endswith(".tmp"):
+                        shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
+                    else:
+                        os.replace(f, damaged / f.name)
+        names = ", ".join(f"ckpt-{s}" for s in uncommitted)
+        where = f"the newest committed one, ckpt-{committed[0]}" if committed else "step 0 (no checkpoint was committed)"
+        log.warning("Not a checkpoint: %s in %s never committed (an interrupted write, or a stray file): set aside in "
+                    "%s. Resuming from %s.", names, self.directory, self.directory / "damaged", where)
 
     def _set_aside(self, skipped: list[tuple[str, str]]) -> None:
         """Move newer checkpoints that did not load to checkpoints/damaged/, with a warning."""
@@ -177,9 +264,11 @@ class Checkpointer:
         damaged = self.directory / "damaged"
         damaged.mkdir(exist_ok=True)
         for name, _ in skipped:
-            step = _step_of(name)
-            for f in list(self.directory.glob(f"ckpt-{step}.*")) + list(self.directory.glob(f"state-{step}.json*")):
-                f.rename(damaged / f.name)
+            for f in _files_of(_step_of(name), self.directory):
+                if f.is_dir():
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    os.replace(f, damaged / f.name)
         log.warning("Fell back to %s; the skipped checkpoint(s) are in %s.", self.restored, damaged)
 
     def close(self) -> None:

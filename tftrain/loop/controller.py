@@ -173,8 +173,10 @@ class Controller:
             self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
             self._save(history)
             self.loggers.log_epoch(epoch, logs)  # after the checkpoint: never logged twice across a resume
-            if stop:  # the signal came during the epoch's last steps: the epoch was completed and saved
-                self._preempted(stop)
+            # The signal came during the epoch's last steps (stop) or after them, during validation or
+            # the save (stop_requested): the epoch was completed and saved; no further call is trained.
+            if stop or self._stop_requested():
+                self._preempted(stop or 1)
 
     def _run_epoch(self, epoch: int, done: int, history: History) -> tuple[dict | None, int]:
         """The epoch's remaining steps, then validation: (logs, stop signal or 0). A stop request
@@ -231,13 +233,25 @@ class Controller:
 
     # ------------------------------------------------------------------ preemption
 
+    def _stop_requested(self) -> bool:
+        """Whether to stop at this epoch end, the same on every worker (every worker calls this at the
+        same point): the chief's signal decides; another worker's stops the run inside the next call,
+        where the request is reduced."""
+        return self.trainer.agree([1.0 if self.stop.signum is not None else 0.0])[0] > 0
+
     def _preempted(self, stop: int):
         """Raise Preempted: this process got a signal, or (stop > 0 all the same) another worker did."""
         signum = self.stop.signum or signal.SIGTERM
         name = signal.Signals(signum).name if self.stop.signum else "a stop request from another worker"
+        latest = self.checkpointer.latest
+        if latest is None:  # signalled before the first step: nothing trained, nothing to save
+            saved = ("before its first step: nothing was trained, so no checkpoint was needed. Fix: rerun the same "
+                     "command with the same run directory to start it")
+        else:
+            saved = (f"after writing checkpoint {latest}. Fix: rerun the same command with the same run directory "
+                     "to resume from it (no step is lost or repeated)")
         raise Preempted(f"Stopped on {name} at step {self.step} (epoch {self.step // self.data.steps_per_epoch + 1}) "
-                        f"after writing checkpoint {self.checkpointer.latest}. Fix: rerun the same command with the "
-                        "same run directory to resume from it (no step is lost or repeated).", signum)
+                        f"{saved}.", signum)
 
     # ------------------------------------------------------------------ checkpoints and recovery
 

@@ -20,6 +20,7 @@ TARGET_OVERHEAD = 0.05
 MAX_CALL_SECONDS = 0.2
 PROBE = 8  # steps per call of the second probe
 REPEATS = 3  # timed calls per probe (their median)
+MIN_STEP_SECONDS = 1e-7  # a step's estimate is floored here: the timings' noise swamps anything shorter
 
 
 class StepsPerCall:
@@ -60,7 +61,7 @@ class StepsPerCall:
         step = statistics.median((t - t1) / (n - 1) for n, t in self._multi)
         if self.agree is not None:
             t1, step = self.agree([t1, step])
-        step = max(step, 1e-7)
+        step = max(step, MIN_STEP_SECONDS)
         overhead = max(t1 - step, 0.0)
         self.estimate = (overhead, step)
         # The fewest steps with overhead / (overhead + n * step) <= TARGET_OVERHEAD (1e-9: float noise).
@@ -73,6 +74,21 @@ class StepsPerCall:
         if self.estimate is None:
             return f"{self.chosen} step(s) per call"
         overhead, step = self.estimate
+        if step <= MIN_STEP_SECONDS:  # the probes could not tell a step from the host's noise
+            return (f"trainer.steps_per_execution=auto: {self.chosen} step(s) per call (a step is too short to time "
+                    f"against the host's {_duration(overhead)} per call)")
         share = overhead / (overhead + self.chosen * step) if overhead + step > 0 else 0.0
-        return (f"trainer.steps_per_execution=auto: {self.chosen} step(s) per call (a step takes {1000 * step:.2f} ms, "
-                f"the host {1000 * overhead:.2f} ms per call: {100 * share:.1f}% of the time)")
+        percent = f"{100 * share:.1f}%" if 100 * share < 99.95 else "over 99.9%"
+        return (f"trainer.steps_per_execution=auto: {self.chosen} step(s) per call (a step takes {_duration(step)}, "
+                f"the host {_duration(overhead)} per call: {percent} of the time)")
+
+
+def _duration(seconds: float) -> str:
+    """A short time in the unit that shows its digits: 1.25 ms, 37.1 µs, 0.2 s."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{1e3 * seconds:.2f} ms"
+    if seconds >= 1e-6:
+        return f"{1e6 * seconds:.1f} µs"
+    return f"{1e9 * seconds:.0f} ns"

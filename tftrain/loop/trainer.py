@@ -5,7 +5,7 @@ tensorflow#72388), its TensorBoard callback writes the learning rate once per ep
 and it cannot resume mid-epoch. The `Trainer` owns the step instead (orbit's Trainer; the outer
 loop of epochs, evaluation and checkpoints is tftrain.loop.controller's): a `tf.function` runs
 `num_steps` steps, each `strategy.run(replica_step)` with the loss averaged over the *global*
-batch (`tf.nn.compute_average_loss`) and the Keras optimizer applying the gradients (it
+batch's real examples (`tf.nn.compute_average_loss`: an epoch's last batch may be partial) and the Keras optimizer applying the gradients (it
 all-reduces them across replicas); it sums the problem's additive metric state over replicas
 and steps and writes per-step scalars from cross-replica context. The same step serves training
 and `task=lr_find`.
@@ -14,6 +14,7 @@ and `task=lr_find`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
@@ -52,6 +53,16 @@ def _put_clipping(optimizer, settings: dict) -> None:
 
 
 _NOT_CONVERTED = tf.autograph.experimental.do_not_convert
+
+
+class Steps(NamedTuple):
+    """What one call of `Trainer.train` returns (tensors)."""
+
+    totals: tf.Tensor  # the epoch's summed metric state so far (float64)
+    last_loss: tf.Tensor  # the loss of the call's last step (all replicas)
+    first_bad: tf.Tensor  # the first step whose loss was not finite, or -1
+    stop: tf.Tensor  # > 0 when any replica or worker was asked to stop
+    step_log: tf.Tensor  # [num_steps, 4]: step, batch_loss, learning_rate, grad_norm (or [0, 4])
 
 
 @dataclass(frozen=True)
@@ -112,15 +123,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ replica context
 
-    def _loss_and_grads(self, x, y, parts: int = 1):
-        """One batch's loss (averaged over the global batch, plus the regularizers: counted once
-        over all replicas and, for one of an update's `parts` micro-batches, 1/parts of them), its
-        metric state, and the gradient of the loss as the optimizer scales it."""
+    def _loss_and_grads(self, x, y, parts: int = 1, count=None):
+        """One batch's loss (averaged over the global batch's `count` examples, plus the
+        regularizers: counted once over all replicas and, for one of an update's `parts`
+        micro-batches, 1/parts of them), its metric state, and the gradient of the loss as the
+        optimizer scales it. `count` None: the global batch size (accumulated micro-batches are
+        always full), or with one replica the batch's own size."""
         model, optimizer = self.model, self.optimizer
+        if count is None:
+            single = parts == 1 and self.strategy.num_replicas_in_sync == 1
+            count = tf.shape(y)[0] if single else self.global_batch_size
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
             per_example = self.problem.per_example_loss(y, outputs)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=count)
             if model.losses:
                 regularization = tf.nn.scale_regularization_loss(tf.add_n(model.losses))
                 loss += regularization / parts if parts > 1 else regularization
@@ -136,8 +152,8 @@ class Trainer:
         optimizer.apply(self._clipped(grads), self.model.trainable_variables)
         return grad_norm_sq
 
-    def _replica_step(self, x, y):
-        loss, state, grads = self._loss_and_grads(x, y)
+    def _replica_step(self, x, y, count=None):
+        loss, state, grads = self._loss_and_grads(x, y, count=count)
         return loss, state, self._apply(grads)
 
     def _replica_accumulated_step(self, xs, ys):
@@ -194,7 +210,7 @@ class Trainer:
         for i in tf.range(num_steps):
             step = tf.identity(self.optimizer.iterations)  # read now: apply() increments it
             lr = self.learning_rate()
-            loss, state, grad_norm_sq = self.strategy.run(self._replica, args=self._next_update(iterator))
+            loss, state, grad_norm_sq = self.strategy.run(self._replica, args=self._with_count(self._next_update(iterator)))
             last_loss = self.strategy.reduce(SUM, loss, axis=None)
             totals += tf.cast(self.strategy.reduce(SUM, state, axis=None), tf.float64)
             first_bad = tf.where((first_bad < 0) & ~tf.math.is_finite(last_loss), step, first_bad)
@@ -207,6 +223,15 @@ class Trainer:
                 steps_log = steps_log.write(i, tf.stack([tf.cast(v, tf.float64) for v in (step, last_loss, lr, grad_norm)]))
         stop = self.strategy.reduce(SUM, self.strategy.run(lambda: tf.identity(self.stop_flag)), axis=None)
         return totals, last_loss, first_bad, stop, steps_log.stack() if self.record_steps else tf.zeros([0, 4], tf.float64)
+
+    def _with_count(self, update):
+        """With several replicas, the update's (x, y) and the number of examples in the global
+        batch (a partial last batch has fewer than global_batch_size, unevenly shared); each
+        replica divides its loss sum by it. One replica counts its own batch."""
+        if self.accumulate > 1 or self.strategy.num_replicas_in_sync == 1:
+            return update
+        sizes = self.strategy.run(lambda x, y: tf.shape(y)[0], args=update)
+        return (*update, self.strategy.reduce(SUM, sizes, axis=None))
 
     def _next_update(self, iterator):
         """The next update's input: one batch, or `accumulate` micro-batches stacked."""
@@ -234,11 +259,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ host side
 
-    def train(self, iterator, num_steps: int, totals=None):
+    def train(self, iterator, num_steps: int, totals=None) -> "Steps":
         """`num_steps` training steps in one graph call (traced once, whatever the count), their
         summed metric state added to `totals` (float64; zeros by default)."""
         totals = tf.zeros([self.problem.size], tf.float64) if totals is None else tf.constant(totals, tf.float64)
-        return self._train_fn(iterator, tf.constant(num_steps, tf.int32), totals)
+        return Steps(*self._train_fn(iterator, tf.constant(num_steps, tf.int32), totals))
 
     def agree(self, values: list[float]) -> list[float]:
         """`values` as the chief's first replica has them, on every worker: a decision taken from

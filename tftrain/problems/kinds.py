@@ -54,12 +54,14 @@ class Classification(Problem):
         return self._outputs(ClassLabels().check(labels, num_classes or self.num_outputs))
 
     def columns(self, outputs, names):
-        """`prediction` (the class index) and `prob_<class>` for each class."""
+        """`prediction` (the class name when the classes have names, else its index) and
+        `prob_<class>` for each class."""
         probs = self.probabilities(outputs)
         k = probs.shape[-1]
-        names = names if names and len(names) == k else [str(i) for i in range(k)]
+        named = bool(names) and len(names) == k
+        names = names if named else [str(i) for i in range(k)]
         return (["prediction", *(f"prob_{c}" for c in names)],
-                [[int(np.argmax(p)), *(f"{v:.6g}" for v in p)] for p in probs])
+                [[names[int(np.argmax(p))] if named else int(np.argmax(p)), *(f"{v:.6g}" for v in p)] for p in probs])
 
     def compile_args(self):
         return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "metrics": ["accuracy"]}
@@ -85,6 +87,8 @@ class _ZeroOne(Problem):
         `prob_<label>` for each."""
         probs = self.probabilities(outputs)
         k = probs.shape[-1]
+        if k == 1 and names and len(names) == 2:  # two class names: the sorted second is the positive class
+            return ["prediction", f"prob_{names[1]}"], [[names[int(p[0] >= 0.5)], f"{p[0]:.6g}"] for p in probs]
         names = names if names and len(names) == k else ([""] if k == 1 else [str(i) for i in range(k)])
         if k == 1:
             return ["prediction", f"prob_{names[0] or '1'}"], [[int(p[0] >= 0.5), f"{p[0]:.6g}"] for p in probs]

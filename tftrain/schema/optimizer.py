@@ -200,7 +200,10 @@ class FtrlConf(OptimizerConf):
     def __post_init__(self):
         super().__post_init__()
         require(self.learning_rate_power <= 0, "learning_rate_power", self.learning_rate_power, "a number <= 0")
-        for key in ("initial_accumulator_value", "l1_regularization_strength", "l2_regularization_strength",
+        # > 0: FTRL divides by the accumulator's square root, 0/0 for an input that is always 0.
+        require(self.initial_accumulator_value > 0, "initial_accumulator_value", self.initial_accumulator_value,
+                "a number > 0 (e.g. 1e-6)")
+        for key in ("l1_regularization_strength", "l2_regularization_strength",
                     "l2_shrinkage_regularization_strength", "beta"):
             require(getattr(self, key) >= 0, key, getattr(self, key), "a number >= 0")
 

@@ -59,6 +59,7 @@ class PredictTaskConf:
     input: str = MISSING  # a .npz (x), a .csv with the run's feature columns, or a folder of images
     output: Optional[str] = None  # the CSV to write; null: predictions.csv in this task's run directory
     batch_size: int = 256
+    trust_run: bool = False  # the run's own code (model=custom, data=custom, own loss/metrics/callbacks) and a Lambda layer in its model.keras may run; false: the run directory is read as data only, as Keras' safe_mode
 
     def __post_init__(self):
         require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
@@ -74,6 +75,7 @@ class EvaluateTaskConf:
     input: Optional[str] = None  # a .npz (x, y), a .csv with the run's feature and label columns, or an image folder; null: task.split
     split: str = "test"  # with input null: the run's own train | val | test split
     batch_size: int = 256
+    trust_run: bool = False  # the run's own code (model=custom, data=custom, own loss/metrics/callbacks) and a Lambda layer in its model.keras may run; false: the run directory is read as data only, as Keras' safe_mode
 
     def __post_init__(self):
         require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")

@@ -61,7 +61,7 @@ class Interval:
             return cls(n, mean)
         from scipy import stats
 
-        if max(values) == min(values):  # exactly no spread (fsum's mean can be off in the last bit)
+        if _spread_is_noise(values):  # no spread but round-off (fsum's mean can be off in the last bit)
             return cls(n, values[0], 0.0, values[0], values[0])
         std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
         half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
@@ -75,17 +75,39 @@ class Interval:
         return f"{self.mean:.4f} ± {(self.high - self.mean):.4f}"
 
 
+def _spread_is_noise(values: list[float]) -> bool:
+    """All values equal up to float round-off (a metric that no seed changed: e.g. one accuracy
+    read back as 0.95 and 0.9500000000000001). SciPy's moments would warn of precision loss there
+    and return a meaningless p; 1e-9 relative is far below any float32 metric's real step."""
+    return max(values) - min(values) <= 1e-9 * max(abs(v) for v in values)
+
+
+def _mean_var(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = math.fsum(values) / n
+    if _spread_is_noise(values):
+        return mean, 0.0
+    return mean, math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+
+
 def welch_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided p-value of Welch's t-test that `a` and `b` have the same mean (None when either
-    has fewer than 2 values)."""
+    has fewer than 2 values). Computed from exact sums (math.fsum): the t distribution is SciPy's.
+    Seeds without spread (identical values) are handled here rather than left to SciPy, which
+    warns and returns NaN: both without spread -> 1.0 when the values agree, else 0.0; one without
+    spread -> the other's spread alone decides."""
     a, b = [v for v in map(number, a) if v is not None], [v for v in map(number, b) if v is not None]
     if len(a) < 2 or len(b) < 2:
         return None
-    if max(a) == min(a) and max(b) == min(b):  # no spread at all: SciPy returns NaN
-        return 1.0 if a[0] == b[0] else 0.0
+    (mean_a, var_a), (mean_b, var_b) = _mean_var(a), _mean_var(b)
+    se2_a, se2_b = var_a / len(a), var_b / len(b)
+    if se2_a + se2_b == 0.0:
+        return 1.0 if abs(mean_a - mean_b) <= 1e-9 * max(abs(mean_a), abs(mean_b)) else 0.0
     from scipy import stats
 
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    t = (mean_a - mean_b) / math.sqrt(se2_a + se2_b)
+    df = (se2_a + se2_b) ** 2 / (se2_a ** 2 / (len(a) - 1) + se2_b ** 2 / (len(b) - 1))
+    return float(min(1.0, 2.0 * stats.t.sf(abs(t), df)))
 
 
 @dataclass

@@ -49,15 +49,40 @@ STATUS_ORDER = {"completed": 0, "pruned": 1}  # then failed (and anything else)
 
 # The outcome of the last sweep summarized in this process: the CLI exits non-zero when jobs failed.
 last_outcome: dict | None = None
+# The config of the sweep that started and has not ended in this process: a signal ends a sweep
+# through an exception, past on_multirun_end, and the CLI then writes its summaries.
+_open_sweep: DictConfig | None = None
 
 
-def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float | None = None) -> None:
+def finish_stopped_sweep() -> Path | None:
+    """The summaries of the sweep a signal stopped (its directory), or None without one."""
+    if _open_sweep is None:
+        return None
+    config = _open_sweep
+    SweepSummary().on_multirun_end(config)
+    return Path(str(config.hydra.sweep.dir))
+
+
+def _running_elsewhere(sweep_dir: Path, rows: list[dict]) -> list[str]:
+    """The jobs without an outcome that another process runs now (a second copy of the sweep holds
+    their lock): not failed."""
+    from tftrain.tasks.locks import holder_of
+
+    return [r["run"] for r in rows if r["status"] == "failed" and not (sweep_dir / r["run"] / "metrics.json").exists()
+            and holder_of(sweep_dir / r["run"] / ".tftrain.lock") is not None]
+
+
+def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float | None = None,
+                   status: str = "failed") -> None:
     """Mark `run_dir` failed: `error.txt` (the traceback) and `metrics.json` with
-    `"status": "failed"` and the error message, which the summary reads."""
+    `"status": "failed"` and the error message, which the summary reads. `status="stopped"`: a
+    job a signal stopped after its checkpoint (no error.txt; a rerun of the sweep resumes it).
+    Called only by the process that holds the run directory's lock."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
-    metrics = {"status": "failed", "error": str(error), "error_type": type(error).__name__,
+    if status == "failed":
+        (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
+    metrics = {"status": status, "error": str(error), "error_type": type(error).__name__,
                "wall_time_s": wall_time_s, "run_dir": str(run_dir.resolve())}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -67,6 +92,8 @@ class SweepSummary(Callback):
     opens the sweep's parent run before its jobs and logs the summaries to it at the end."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _open_sweep
+        _open_sweep = config
         mlflow_conf = OmegaConf.select(config, "logger.mlflow", default=None)
         if mlflow_conf is None:
             return
@@ -79,6 +106,8 @@ class SweepSummary(Callback):
                         type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _open_sweep
+        _open_sweep = None
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             rows, configs, objective, mode = summarize(sweep_dir, OmegaConf.select(config, "trainer.objective"),
@@ -87,7 +116,11 @@ class SweepSummary(Callback):
             log.exception("Could not write the sweep summary in %s", sweep_dir)
             return
         global last_outcome
-        failed = sum(r["status"] == "failed" for r in rows)
+        elsewhere = _running_elsewhere(sweep_dir, rows)
+        if elsewhere:
+            log.warning("Still running in another process (not failed): %s. Rebuild the summary when they end: "
+                        "python -m tftrain.sweep %s", ", ".join(elsewhere), sweep_dir)
+        failed = sum(r["status"] == "failed" for r in rows) - len(elsewhere)
         last_outcome = {"sweep_dir": str(sweep_dir), "runs": len(rows), "failed": failed}
         log.info("Sweep summary of %d run(s) (%d failed): %s (also summary.csv, aggregate.md, summary.png)",
                  len(rows), failed, sweep_dir / "summary.md")

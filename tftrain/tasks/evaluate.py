@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from tftrain.errors import TftrainError
 from tftrain.tasks.run import open_run
-from tftrain.tasks.runs import FinishedRun, check_shape, read_input
+from tftrain.tasks.runs import FinishedRun, check_shape, named_targets, read_input
 
 log = logging.getLogger("tftrain")
 
@@ -28,7 +28,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     with open_run(cfg, output_dir, trains=False) as opened:
         cfg, out_dir = opened.cfg, opened.run_dir
     task = cfg.task
-    run = FinishedRun(task.run)
+    run = FinishedRun(task.run, trust=task.trust_run, named=named_targets(cfg))
     model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     import tensorflow as tf
 
@@ -39,9 +39,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         batches = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(task.batch_size)
         source = str(task.input)
     else:
-        from tftrain.config.factory import build_data
-
-        data = build_data(run.cfg, None, problem)
+        data = run.data(problem)
         batches = {"train": data.train(0), "val": data.val, "test": data.test}[task.split]
         source = f"the run's {task.split} split"
     x0, y0 = next(iter(batches))

@@ -1,6 +1,10 @@
 """An exclusive lock on a file that names its holder (fcntl.flock): the kernel releases it when
 the holding process dies, so a lock left by a killed process is simply taken over, and a live
-holder makes a second process fail at once, naming it (pid, host, since when)."""
+holder makes a second process fail at once, naming it (pid, host, since when).
+
+Taking a lock this process already holds only counts (flock would refuse a second file
+descriptor of the same process): the CLI takes a run directory's lock before anything is written
+there, and the task it calls takes it again."""
 
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ from pathlib import Path
 class HolderLock:
     """Subclasses say what a busy lock means (`busy`) and may note a takeover (`took_over`)."""
 
+    _held: dict = {}  # realpath -> [open file, depth]: the locks this process holds
+
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._file = None
+        self._key: str | None = None
 
     def busy(self, holder: str) -> Exception:
         """The error for a lock held by `holder` (a live process)."""
@@ -26,28 +32,57 @@ class HolderLock:
         """The lock named `previous`, a process that is gone."""
 
     def __enter__(self):
-        self._file = open(self.path, "a+")
+        key = os.path.realpath(self.path)
+        held = HolderLock._held.get(key)
+        if held is not None:
+            held[1] += 1
+            self._key = key
+            return self
+        file = open(self.path, "a+")  # "a+": opening changes nothing a holder wrote
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
             raise self.busy(holder) from None
-        self._file.seek(0)
-        previous = self._file.read().strip()
+        file.seek(0)
+        previous = file.read().strip()
         if previous:
             self.took_over(previous)
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        self._file.flush()
+        file.seek(0)
+        file.truncate()
+        file.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        file.flush()
+        HolderLock._held[key] = [file, 1]
+        self._key = key
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        key, self._key = self._key, None
+        held = HolderLock._held.get(key) if key is not None else None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del HolderLock._held[key]
+        file = held[0]
+        file.seek(0)
+        file.truncate()
+        fcntl.flock(file, fcntl.LOCK_UN)
+        file.close()
+
+
+def holder_of(path: Path) -> str | None:
+    """Who holds the lock file `path` now (another live process), or None."""
+    try:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f.read().strip() or "another process"
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:  # no lock file: nobody ever held it
+        pass
+    return None

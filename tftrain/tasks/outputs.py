@@ -34,7 +34,9 @@ def write_preprocessing(data, directory: Path) -> None:
     (directory / PREPROCESSING).write_text(json.dumps({
         "input_shape": list(data.input_shape), "num_outputs": data.num_outputs,
         "normalization": plain(data.normalization), "target_normalization": plain(data.target_normalization),
-        "target_names": data.target_names, "feature_names": data.feature_names}, indent=2) + "\n")
+        "target_names": data.target_names, "feature_names": data.feature_names,
+        # The training inputs' range (tftrain.data.ranges.input_range_warning compares new inputs with it).
+        "input_range": getattr(data, "input_range", None)}, indent=2) + "\n")
 
 
 def save_model(model, directory: Path) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tftrain.tasks.run import open_run
-from tftrain.tasks.runs import FinishedRun, check_shape, read_input
+from tftrain.tasks.runs import FinishedRun, check_shape, named_targets, read_input
 
 log = logging.getLogger("tftrain")
 
@@ -28,7 +28,7 @@ def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     with open_run(cfg, output_dir, trains=False) as opened:
         cfg, out_dir = opened.cfg, opened.run_dir
     task = cfg.task
-    run = FinishedRun(task.run)
+    run = FinishedRun(task.run, trust=task.trust_run, named=named_targets(cfg))
     model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     x, _, files = read_input(task.input, run, with_targets=False)
     check_shape(x, run, task.input)

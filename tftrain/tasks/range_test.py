@@ -173,7 +173,7 @@ def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     avg, best = 0.0, math.inf
     stop_reason = f"reached num_steps ({task.num_steps}) without diverging"
     for i, iterator in zip(range(task.num_steps), batches()):
-        loss = float(trainer.train(iterator, 1)[1].numpy())
+        loss = float(trainer.train(iterator, 1).last_loss.numpy())
         if not math.isfinite(loss):
             stop_reason = f"the loss became {loss} at step {i} (lr {planned[i]:.3g})"
             break

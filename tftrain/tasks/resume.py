@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,13 @@ log = logging.getLogger("tftrain")
 REFUSED = ("model", "data", "problem", "trainer.batch_size", "trainer.seed", "optimizer._target_", "schedule._target_")
 # ... except these, which change how the data is read, not what it is.
 HARMLESS = ("data.cache", "data.scan_limit", "output_dir")
+# Keys that add or remove state the checkpoint holds, refused rather than resumed with that state
+# started fresh: Keras builds an optimizer's moving averages (use_ema) from the weights before the
+# restore, so a fresh average would pull the resumed weights back towards the initial ones; and
+# callbacks' checkpointed state is matched by position, so adding or removing a stateful callback
+# would hand one callback's state to another. (`callbacks.extra` come after these, so changing them
+# shifts no built-in callback's state.)
+STATEFUL = ("optimizer.use_ema", "callbacks.early_stopping.enabled", "callbacks.best_checkpoint.enabled")
 # Keys that only matter when a run starts: a resume takes its weights from the checkpoint.
 AT_START = ("initializer", "trainer.deterministic")
 
@@ -118,16 +126,17 @@ def plan_resume(run_dir: Path, cfg, chief: bool = True) -> ResumePlan:
     """`trainer.resume` applied to `run_dir` and `cfg` compared with `run_dir/config.yaml` when the
     run has checkpoints to resume from. `never` moves earlier checkpoints aside (the chief does);
     `must` without a checkpoint, and changes that would corrupt the run, raise ResumeRefused."""
-    from tftrain.loop.checkpoints import steps_in
+    from tftrain.loop.checkpoints import committed_steps, steps_in
 
     mode, directory = cfg.trainer.resume, Path(run_dir) / "checkpoints"
-    steps = steps_in(directory)
+    # Only committed checkpoints count: an interrupted first write is not something to resume.
+    steps = committed_steps(directory)
     if mode == "never":
-        if steps and chief:
+        if steps_in(directory) and chief:
             aside = directory.with_name(f"{directory.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
             directory.rename(aside)
             log.warning("trainer.resume=never: moved the %d earlier checkpoint(s) aside to %s; starting from step 0.",
-                        len(steps), aside)
+                        len(steps_in(aside)), aside)
         return ResumePlan()
     if not steps:
         if mode == "must":
@@ -146,6 +155,16 @@ def plan_resume(run_dir: Path, cfg, chief: bool = True) -> ResumePlan:
             "with the model, data, problem, batch size, seed, optimizer and schedule kind it started with. Fix: "
             "train in a new run directory (hydra.run.dir=... or output_dir=...), or start this one again from step 0 "
             "with trainer.resume=never (its checkpoints are moved aside), or undo the changes.")
+    stateful = {k: v for k, v in changes.items() if _matches(k, STATEFUL)}
+    if stateful:
+        listing = ", ".join(f"`{k}` {v[0]!r} -> {v[1]!r}" for k, v in stateful.items())
+        raise ResumeRefused(
+            f"{run_dir} holds checkpoints without the state these changes need: {listing}. An optimizer's moving "
+            "average (optimizer.use_ema) started at a resume would average towards the initial weights, and a "
+            "callback added or removed would receive another callback's checkpointed state. Fix: keep the settings "
+            "the run started with to resume it; or start this run again from step 0 with trainer.resume=never (its "
+            "checkpoints are moved aside); or train with the new settings in a new run directory "
+            "(hydra.run.dir=... or output_dir=...).")
     return ResumePlan(previous, changes)
 
 
@@ -189,7 +208,9 @@ def describe(plan: ResumePlan, rate_before: float | None = None, rate_after: flo
     if at_start:
         log.warning("Ignored on resume (they apply when a run starts; the weights come from the checkpoint): %s.",
                     ", ".join(at_start))
-    if plan.schedule_changed and rate_before is not None and rate_after is not None:
+    # Equal rates (a constant schedule given more epochs): nothing changes, so nothing to say.
+    if plan.schedule_changed and rate_before is not None and rate_after is not None \
+            and not math.isclose(rate_before, rate_after, rel_tol=1e-6, abs_tol=1e-12):
         log.warning("The schedule is rebuilt for the new settings: at step %d the learning rate goes from %.4g to %.4g.",
                     step, rate_before, rate_after)
 

@@ -42,22 +42,76 @@ class Run:
     stop: object = None  # tftrain.loop.signals.StopSignals while the run trains
 
 
-def run_dir_of(cfg: DictConfig, output_dir: str | Path | None) -> Path:
-    """The run directory (created, and checked writable): `output_dir`, else `cfg.output_dir`, else
-    a new outputs/api/<date>/<time> directory (a notebook's tftrain.train())."""
+def run_dir_of(cfg: DictConfig, output_dir: str | Path | None, probe: bool = True) -> Path:
+    """The run directory (created, and checked writable unless `probe=False`, when taking its
+    lock is the check: nothing may be written there before the lock): `output_dir`, else
+    `cfg.output_dir`, else a new outputs/api/<date>/<time> directory (a notebook's tftrain.train())."""
     path = output_dir if output_dir is not None else cfg.get("output_dir")
     if path is None:
         path = Path("outputs") / "api" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
     path = Path(os.path.expanduser(str(path)))
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".tftrain-write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        if probe:
+            probe_file = path / f".tftrain-write-test-{os.getpid()}"
+            probe_file.write_text("")
+            probe_file.unlink()
     except OSError as e:
-        raise TftrainError(f"The run directory {path} cannot be written: {e.strerror or e} ({e.filename or path}). Fix: "
-                           "choose a writable directory (hydra.run.dir=... or output_dir=...) with free space.") from None
+        raise _unwritable(path, e) from None
     return path
+
+
+def _unwritable(path: Path, e: OSError) -> TftrainError:
+    return TftrainError(f"The run directory {path} cannot be written: {e.strerror or e} ({e.filename or path}). Fix: "
+                        "choose a writable directory (hydra.run.dir=... or output_dir=...) with free space.")
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """The run directory's lock (RunLock), its creation the directory's write check."""
+    try:
+        lock = RunLock(run_dir).__enter__()
+    except OSError as e:
+        raise _unwritable(run_dir, e) from None
+    try:
+        yield run_dir
+    finally:
+        lock.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def claim_run_dir(cfg: DictConfig, output_dir: str | Path | None):
+    """The CLI's hold on a run directory for the whole process: its lock first (chief only; a
+    refused process has written and deleted nothing there), then Hydra's record of the run
+    (.hydra/config.yaml, hydra.yaml, overrides.yaml; conf/config.yaml sets hydra.output_subdir
+    to null so that Hydra itself does not write them before the lock). Yields the directory."""
+    chief = chief_by_environment()
+    run_dir = run_dir_of(cfg, output_dir, probe=not chief)
+    if not chief:  # multi-worker: only the chief writes in the shared run directory
+        yield run_dir
+        return
+    with locked(run_dir):
+        write_hydra_record(cfg, run_dir)
+        yield run_dir
+
+
+def write_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
+    """What Hydra's run_job writes in <run>/.hydra (the composed config unresolved, Hydra's own
+    config, the command line's overrides), when a Hydra app runs this process."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    record = Path(run_dir) / ".hydra"
+    try:
+        record.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, record / "config.yaml")
+        OmegaConf.save(hydra_cfg, record / "hydra.yaml")
+        OmegaConf.save(hydra_cfg.hydra.overrides.task, record / "overrides.yaml")
+    except OSError as e:
+        raise _unwritable(run_dir, e) from None
 
 
 def ensure_console_logging() -> None:
@@ -152,14 +206,15 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
     phases = Phases()
     cfg = validate(cfg)  # before TensorFlow is imported: a bad config fails in well under a second
     phases.mark("validate")
-    run_dir = run_dir_of(cfg, output_dir)
+    chief = chief_by_environment()
+    # The lock before anything is written (taking it is the write check): a refused process
+    # changes nothing another one owns. The CLI holds it already (claim_run_dir).
+    run_dir = run_dir_of(cfg, output_dir, probe=not (trains and chief))
     ensure_console_logging()
     if not trains:
         yield Run(cfg, run_dir, run_dir, phases=phases)
         return
-    chief = chief_by_environment()
-    # The lock before anything is written: a refused process changes nothing another one owns.
-    with RunLock(run_dir) if chief else contextlib.nullcontext():
+    with locked(run_dir) if chief else contextlib.nullcontext():
         from tftrain.config.targets import preflight
 
         with quiet_tensorflow(cfg.trainer.verbose):  # the targets' modules import Keras, and so TensorFlow

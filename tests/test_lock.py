@@ -1,0 +1,76 @@
+"""One process at a time in a run directory: a refused start writes and deletes nothing there
+(issue 20, "The run lock"), with real processes racing for one directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl locks and signals as on Linux")
+
+# A first epoch of well over 10 s on 2 cores: the refused starts below happen before its checkpoint.
+SLOW = ["data=synthetic", "data.num_train=32768", "data.num_val=64", "data.num_test=64", "data.input_shape=[256]",
+        "model.hidden_units=[1024,1024]", "trainer.epochs=1", "trainer.batch_size=32", "trainer.verbose=2",
+        "logger=[]"]
+WATCHED = [".tftrain.lock", "config.yaml", "preprocessing.json", ".hydra/config.yaml", ".hydra/hydra.yaml",
+           ".hydra/overrides.yaml"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _wait_for(condition, proc, what: str, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the first process ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _snapshot(run_dir: Path) -> dict:
+    return {name: ((run_dir / name).read_bytes(), (run_dir / name).stat().st_mtime_ns) for name in WATCHED}
+
+
+def test_a_refused_start_changes_nothing_and_a_third_process_is_refused_too(tmp_path):
+    run_dir = tmp_path / "run"
+    with open(tmp_path / "p1.out", "w") as out:
+        p1 = subprocess.Popen([sys.executable, "-m", "tftrain", *SLOW, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                              env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # P1 holds the lock and has written its start-up files: it is about to train.
+        _wait_for(lambda: (run_dir / "preprocessing.json").is_file() and (run_dir / ".hydra/overrides.yaml").is_file(),
+                  p1, "its preprocessing.json")
+        assert not list(run_dir.glob("checkpoints/ckpt-*.index"))  # no checkpoint yet, as in the report
+        assert (run_dir / ".tftrain.lock").read_text().startswith(f"pid {p1.pid} ")
+        before = _snapshot(run_dir)
+        entries = sorted(p.name for p in run_dir.iterdir())
+
+        p2 = run_cli(*SLOW, f"hydra.run.dir={run_dir}", "trainer.seed=1", timeout=120)  # other overrides
+        p3 = run_cli(*SLOW, f"hydra.run.dir={run_dir}", timeout=120)  # the same command
+        bad = run_cli(*SLOW, f"hydra.run.dir={run_dir}", "optimizer.lr=-1", timeout=120)  # a bad config too
+        assert p1.poll() is None, "P1 ended before the other starts: the test did not race"
+        for refused in (p2, p3, bad):
+            assert refused.returncode == 2, refused.stderr[-2000:]
+            assert f"{run_dir} is in use: pid {p1.pid} on " in refused.stderr, refused.stderr[-2000:]
+            assert "Fix:" in refused.stderr and "Traceback" not in refused.stderr
+        assert _snapshot(run_dir) == before  # contents and mtimes: not even rewritten
+        assert [n for n in sorted(p.name for p in run_dir.iterdir()) if n != "checkpoints"] == \
+            [n for n in entries if n != "checkpoints"]
+        assert "is in use" not in (run_dir / "tftrain.log").read_text()
+
+        assert p1.wait(timeout=300) == 0, (tmp_path / "p1.out").read_text()[-3000:]
+    finally:
+        if p1.poll() is None:
+            p1.kill()
+    log = (run_dir / "tftrain.log").read_text()
+    assert log.count("Outputs in") == 1 and "Resumed from" not in log  # one run trained there, once
+    assert (run_dir / "model.keras").is_file() and (run_dir / "metrics.json").is_file()
+    assert (run_dir / ".tftrain.lock").read_text() == ""  # released
