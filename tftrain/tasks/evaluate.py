@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from tftrain.errors import TftrainError
 from tftrain.tasks.run import open_run
-from tftrain.tasks.runs import FinishedRun, check_shape, named_targets, read_input
+from tftrain.tasks.runs import FinishedRun, checked_inputs, named_targets, read_input
 
 log = logging.getLogger("tftrain")
 
@@ -34,7 +34,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     if task.input is not None:
         x, y, _ = read_input(task.input, run, with_targets=True)
-        check_shape(x, run, task.input)
+        x, y = checked_inputs(x, y, run, task.input)
         y = np.asarray(y).astype(problem.label_dtype)
         batches = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(task.batch_size)
         source = str(task.input)

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tftrain.tasks.run import open_run
-from tftrain.tasks.runs import FinishedRun, check_shape, named_targets, read_input
+from tftrain.tasks.runs import FinishedRun, checked_inputs, named_targets, read_input
 
 log = logging.getLogger("tftrain")
 
@@ -31,7 +31,7 @@ def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     run = FinishedRun(task.run, trust=task.trust_run, named=named_targets(cfg))
     model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     x, _, files = read_input(task.input, run, with_targets=False)
-    check_shape(x, run, task.input)
+    x, _ = checked_inputs(x, None, run, task.input)
     outputs = model.predict(x, batch_size=task.batch_size, verbose=0)
     columns, table = problem.columns(outputs, run.facts.get("target_names"))
     if files is not None:

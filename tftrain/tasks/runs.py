@@ -330,3 +330,20 @@ def check_shape(x: np.ndarray, run: FinishedRun, path: str) -> None:
     if want and tuple(x.shape[1:]) != want:
         raise DataError(f"task.input={path!r} has examples of shape {tuple(x.shape[1:])}, but the run's model takes "
                         f"{want}. Fix: give inputs shaped like the run's training data.")
+
+
+def checked_inputs(x, y, run: FinishedRun, path: str):
+    """`x` and `y` of an input file, checked against the run: the examples' shape, a warning when
+    the inputs lie far outside the training inputs' range, and class names as the run's class
+    indices (a name training never saw is a DataError)."""
+    from tftrain.data.labels import class_indices, is_text
+    from tftrain.data.ranges import input_range_warning
+
+    check_shape(x, run, path)
+    warning = input_range_warning(x, run.facts)
+    if warning:
+        log.warning("task.input=%r: %s", path, warning)
+    if y is not None and is_text(y):
+        y = class_indices(y, list(run.facts.get("target_names") or []), f"task.input={path!r}'s labels")
+    return x, y
+
