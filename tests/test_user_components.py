@@ -17,7 +17,7 @@ import pytest
 
 import tftrain
 from conftest import ROOT, SMALL, compose_small, crash_at, option_schema, options, run_cli, small
-from tftrain.errors import ConfigError
+from tftrain.errors import TftrainError, ConfigError
 from tftrain.schema import is_open
 
 USER_MODULE = textwrap.dedent('''
@@ -182,7 +182,7 @@ def test_saved_model_with_a_lambda_layer_is_refused(tmp_path):
 
     path = tmp_path / "lambda.keras"
     keras.Sequential([keras.Input((16,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(10)]).save(path)
-    with pytest.raises(ConfigError, match="model.path.*Lambda"):
+    with pytest.raises(TftrainError, match="model.path.*Lambda"):
         tftrain.train(_small_saved(path), output_dir=tmp_path / "run")
 
 

@@ -221,6 +221,7 @@ def clean_failed_start(run_dir: str, error: str, log_dir: str | None = None) -> 
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink(missing_ok=True)
+    (run_dir / ".tftrain.lock").unlink(missing_ok=True)  # ours (held while this runs): no run holds it
     try:
         with open(Path(log_dir or run_dir) / "tftrain.log", "a") as f:
             f.write(error + "\n")

@@ -220,6 +220,9 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
         with quiet_tensorflow(cfg.trainer.verbose):  # the targets' modules import Keras, and so TensorFlow
             preflight(cfg)
         phases.mark("import_tensorflow_and_check_targets")
+        import keras
+
+        policy = keras.mixed_precision.global_policy().name  # _strategy sets the run's; put back after it
         strategy, chief = _strategy(cfg)
         phases.mark("devices_and_strategy")
         from tftrain.loop.signals import StopSignals
@@ -236,5 +239,8 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
                 phases.mark("run_directory")
                 yield Run(cfg, run_dir, write_dir, strategy, chief, plan, phases, stop)
         finally:
+            # The precision policy is process-wide: a notebook's next model (or run) must not
+            # inherit this run's mixed precision.
+            keras.mixed_precision.set_global_policy(policy)
             if not chief:
                 shutil.rmtree(write_dir, ignore_errors=True)
