@@ -76,7 +76,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted,
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "tftrain", *KILL_ARGS, f"hydra.run.dir={run_dir}"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    index = run_dir / "checkpoints" / f"ckpt-{after}.index"
+    index = run_dir / "checkpoints" / f"state-{after}.json"  # written last: the checkpoint is committed
     deadline = time.monotonic() + 120
     while not index.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
