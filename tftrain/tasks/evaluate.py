@@ -15,8 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from tftrain.errors import TftrainError
-from tftrain.tasks.run import open_run
-from tftrain.tasks.runs import FinishedRun, checked_inputs, named_targets, read_input
+from tftrain.tasks.runs import checked_inputs, open_finished_run, read_input
 
 log = logging.getLogger("tftrain")
 
@@ -25,11 +24,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Score the model of `task.run` on `task.input` (a file with targets) or on its data's
     `task.split`; write evaluation.json (loss and every metric of the run's problem)."""
     t0 = time.perf_counter()
-    with open_run(cfg, output_dir, trains=False) as opened:
-        cfg, out_dir = opened.cfg, opened.run_dir
+    cfg, out_dir, run, model, problem = open_finished_run(cfg, output_dir)
     task = cfg.task
-    run = FinishedRun(task.run, trust=task.trust_run, named=named_targets(cfg))
-    model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     import tensorflow as tf
 
     if task.input is not None:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from tftrain.tasks.run import open_run
-from tftrain.tasks.runs import FinishedRun, checked_inputs, named_targets, read_input
+from tftrain.tasks.runs import checked_inputs, open_finished_run, read_input
 
 log = logging.getLogger("tftrain")
 
@@ -25,11 +24,8 @@ def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Predict `task.input` with the model of `task.run`; write `task.output` (a CSV: `prediction`,
     or `prediction_<i>` for several outputs; `prob_<class>` for classification)."""
     t0 = time.perf_counter()
-    with open_run(cfg, output_dir, trains=False) as opened:
-        cfg, out_dir = opened.cfg, opened.run_dir
+    cfg, out_dir, run, model, problem = open_finished_run(cfg, output_dir)
     task = cfg.task
-    run = FinishedRun(task.run, trust=task.trust_run, named=named_targets(cfg))
-    model, problem = run.model(), run.problem()  # TensorFlow loads here, quietly
     x, _, files = read_input(task.input, run, with_targets=False)
     x, _ = checked_inputs(x, None, run, task.input)
     outputs = model.predict(x, batch_size=task.batch_size, verbose=0)

@@ -347,3 +347,14 @@ def checked_inputs(x, y, run: FinishedRun, path: str):
         y = class_indices(y, list(run.facts.get("target_names") or []), f"task.input={path!r}'s labels")
     return x, y
 
+
+def open_finished_run(cfg, output_dir):
+    """predict's and evaluate's start: the opened task (tftrain.tasks.run.open_run, no lock and no
+    TensorFlow), then `task.run` read as data: (cfg, output directory, FinishedRun, model, problem)."""
+    from tftrain.tasks.run import open_run
+
+    with open_run(cfg, output_dir, trains=False) as opened:
+        cfg, out_dir = opened.cfg, opened.run_dir
+    run = FinishedRun(cfg.task.run, trust=cfg.task.trust_run, named=named_targets(cfg))
+    return cfg, out_dir, run, run.model(), run.problem()  # TensorFlow loads here, quietly
+
