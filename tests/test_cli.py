@@ -59,6 +59,13 @@ def test_bad_input_fails_with_one_paragraph(cli, tmp_path, overrides, key, shown
     (["data=npz", "data.path=/tmp/données.npz"], "Quote the value"),
     (["-m", "optimizer=sgd,adma", "trainer.epochs=1"], "did you mean `optimizer=adam`?"),
     (["--cfg", "job", "trainer.epoch=3"], "did you mean `trainer.epochs`?"),
+    (["optimzer.lr=0.01"], "did you mean `optimizer.lr`?"),
+    (["-m", "hparams_search=optuan"], "did you mean `hparams_search=optuna`?"),
+    (["experiment=compare_optimzers"], "did you mean `experiment=compare_optimizers`?"),
+    (["experiment=compare_optimizers", "trainer.seeds=1", "--cfg", "job"], "`trainer.seeds=1` asks for a sweep"),
+    (["-m", "optimizer=sgd,adam", "--cfg", "job"], "--cfg shows one run's configuration"),
+    pytest.param(["-m", "hydra/launcher=slurm", "trainer.epochs=1"], "`srun` is not on this machine's PATH",
+                 marks=pytest.mark.skipif(__import__("shutil").which("srun") is not None, reason="a SLURM machine")),
 ])
 def test_hydras_own_errors_are_one_paragraph_with_a_hint(cli, tmp_path, args, says):
     result = cli(*args, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep")

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 import tftrain.schema  # noqa: F401 - registers the schemas the YAML files extend
 from tftrain.config.files import config_dir
-from tftrain.errors import ConfigError, Preempted, RunDirBusy, TftrainError, UserCodeError, show_tracebacks
+from tftrain.errors import ComposeError, ConfigError, Preempted, RunDirBusy, TftrainError, UserCodeError, show_tracebacks
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the log
 
@@ -249,6 +249,36 @@ def _overrides(args: list[str]) -> list[str]:
     return out
 
 
+def _one_run_flags(args: list[str]) -> None:
+    """`--cfg`/`--info` show one run's config; Hydra refuses them with a sweep (-m, trainer.seeds,
+    or a preset whose hydra.mode is MULTIRUN) in a ValueError or an argparse error."""
+    shown = next((a for a in args if a in ("--cfg", "-c", "--info", "-i") or a.startswith("--info=")), None)
+    if shown is None:
+        return
+    sweep = next((a for a in args if a in ("-m", "--multirun") or a.startswith(("trainer.seeds=", "+trainer.seeds="))),
+                 None)
+    if sweep is not None:
+        raise ComposeError(
+            f"{shown} shows one run's configuration, and `{sweep}` asks for a sweep of several. Fix: leave out "
+            f"`{sweep}` (and any comma lists) to see the configuration each job starts from, e.g. `python -m tftrain "
+            "experiment=compare_optimizers --cfg job`; give one value of a swept key to see that job's, e.g. "
+            "`optimizer=adam trainer.seed=0 --cfg job`.")
+
+
+def _slurm_here(args: list[str]) -> None:
+    """hydra/launcher=slurm submits through SLURM's `srun`/`sbatch`; without them submitit raises a
+    RuntimeError deep in the launcher (a long traceback)."""
+    import shutil
+
+    launcher = next((a.partition("=")[2] for a in args if a.startswith("hydra/launcher=")), "")
+    if launcher in ("slurm", "submitit_slurm") and shutil.which("srun") is None:
+        raise ComposeError(
+            f"hydra/launcher={launcher} submits each job to SLURM, but `srun` is not on this machine's PATH (not a "
+            "SLURM login node, or SLURM's module not loaded). Fix: run the command on the cluster's login node "
+            "(`module load slurm` where the cluster needs it); on this machine leave out hydra/launcher=slurm (jobs "
+            "run one after another) or use hydra/launcher=parallel (several at once).")
+
+
 def expand_seeds(args: list[str]) -> list[str]:
     """`trainer.seeds=N` -> `trainer.seed=range(0,N)` and multirun: N seeds of every configuration,
     aggregated at the end of the sweep (aggregate.md)."""
@@ -317,6 +347,8 @@ def cli() -> None:
         # Hydra prints its own errors and exits 1 unless HYDRA_FULL_ERROR=1, when it raises them:
         # tftrain asks for that and reports them itself (the user's wish is in TFTRAIN_FULL_ERROR).
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        _one_run_flags(args)
+        _slurm_here(args)
         sys.argv[1:] = expand_seeds(args)
         from tftrain.sweep.rundirs import swept_keys
 

@@ -123,6 +123,14 @@ def explain(error: BaseException, overrides: list[str]) -> ConfigError | Compose
         from tftrain.schema import SCHEMAS, is_open, schema_of
 
         node = _node_at(parent, overrides, override)
+        head, _, rest = key.partition(".")
+        top = sorted(set(_groups()) | set(_keys_at("", overrides, override)) - {"hydra"})
+        if node is None and head not in top:  # the group itself misspelt: optimzer.lr
+            hint = did_you_mean(head, top)
+            return ConfigError(key, _value(override.split("=", 1)[-1]) if "=" in override else None,
+                               f"a key under a config group or top-level key: {', '.join(top)}",
+                               (f"did you mean `{hint}.{rest}`? " if hint else "") +
+                               f"correct the spelling of `{head}` in `{override}`")
         known = sorted(str(k) for k in (node.keys() if node is not None else []) if k != "_target_")
         raw = override.split("=", 1)[-1] if "=" in override else None
         open_schema = node is not None and parent in SCHEMAS and is_open(schema_of(parent, node) or object)
