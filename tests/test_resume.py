@@ -84,6 +84,8 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
     out = (tmp_path / "run.log").read_text()
     assert "Received SIGTERM" in out and "tftrain: stopped: Stopped on SIGTERM at step" in out
     assert "rerun the same command" in out and "Traceback" not in out
+    # The run's own log ends with the same paragraph (printed, so also appended there).
+    assert "tftrain: stopped: Stopped on SIGTERM at step" in (run_dir / "tftrain.log").read_text().splitlines()[-1]
     step = int(out.split("Stopped on SIGTERM at step ")[1].split()[0])
     assert step % SPE != 0, "stopped on the checkpoint grid: the test did not stop it mid-epoch"
     assert (run_dir / "checkpoints" / f"ckpt-{step}.index").is_file()

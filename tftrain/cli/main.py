@@ -122,14 +122,15 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
 
     Hydra's launchers catch a job's exception, but the basic sweeper then re-raises it after its
     batch and the sweep stops before on_multirun_end. A job another process holds (a second copy
-    of the sweep) is skipped: not a failure, and nothing is written in its directory. A stop
+    of the sweep) is skipped: not a failure, and nothing is written in its directory (its log
+    included; the summary counts it as running there, or completed once it is). A stop
     signal ends the sweep: the running job checkpoints and raises Preempted, the jobs after it
     do not start, and the CLI writes the summaries (tftrain.sweep.summary.finish_stopped_sweep).
     """
     global _sweep_stop, _in_job
     from tftrain.sweep.summary import record_failure
     from tftrain.tasks.resume import completed_earlier
-    from tftrain.tasks.run import claim_run_dir
+    from tftrain.tasks.run import claim_run_dir, without_credentials
 
     if _sweep_stop is not None:
         raise Preempted(f"Not started: the sweep stopped on {signal.Signals(_sweep_stop.signum).name}.",
@@ -141,7 +142,7 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
     try:
         with claim_run_dir(cfg, output_dir):
             try:
-                done = completed_earlier(cfg, output_dir)
+                done = completed_earlier(without_credentials(cfg), output_dir)  # as config.yaml holds it
                 return _objective(cfg, done if done is not None else run_task(cfg, output_dir))
             except Preempted as e:  # the whole sweep was told to stop: rerunning it resumes this job
                 _in_job = False
@@ -162,9 +163,16 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
                 # None: a failed job (the Optuna search reads the job's metrics.json and tells the trial FAIL).
                 return None
     except RunDirBusy as e:
-        log.warning("Job %s skipped, not failed: another process runs it (%s). That process records its outcome; "
-                    "this sweep's summary counts it as running.", Path(output_dir).name, str(e).split(" is in use: ")[-1]
-                    .split(" is training there")[0])
+        # The job's tftrain.log is the other process's: close what Hydra opened there for this job
+        # (it configures logging afresh for the next one).
+        root, inside = logging.getLogger(), os.path.realpath(output_dir) + os.sep
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler) and os.path.realpath(handler.baseFilename).startswith(inside):
+                root.removeHandler(handler)
+                handler.close()
+        log.warning("Job %s skipped, not failed: it is running in another process (%s), which records its outcome; "
+                    "this sweep's summary counts it as running there, or as completed once it is.",
+                    Path(output_dir).name, getattr(e, "holder", "another process"))
         return None
     finally:
         _in_job = False
@@ -198,16 +206,17 @@ def main(cfg: DictConfig) -> float | None:
                 raise
             print(error_text(e), file=sys.stderr)
             if chief_by_environment():  # this process holds the lock: what it wrote is its own
-                clean_failed_start(run_dir, error_text(e), log_dir=output_dir)
+                clean_failed_start(run_dir)
+                _log_last_word(output_dir, error_text(e))
             sys.exit(exit_status(e))
     return _objective(cfg, metrics)
 
 
-def clean_failed_start(run_dir: str, error: str, log_dir: str | None = None) -> None:
+def clean_failed_start(run_dir: str) -> None:
     """A run that stopped before training (a config, data or resume error) leaves only its log
-    (in `log_dir`, Hydra's run directory; default `run_dir`), with the error appended, rather than
-    a run directory that looks like a run. A directory holding anything of value (checkpoints,
-    metrics.json) is left as it is. Called only while this process holds the directory's lock."""
+    rather than a run directory that looks like a run. A directory holding anything of value
+    (checkpoints, metrics.json) is left as it is. Called only while this process holds the
+    directory's lock."""
     import shutil
 
     from tftrain.tasks.outputs import BEFORE_TRAINING, OF_VALUE
@@ -222,9 +231,14 @@ def clean_failed_start(run_dir: str, error: str, log_dir: str | None = None) -> 
         elif path.exists():
             path.unlink(missing_ok=True)
     (run_dir / ".tftrain.lock").unlink(missing_ok=True)  # ours (held while this runs): no run holds it
+
+
+def _log_last_word(log_dir: str, text: str) -> None:
+    """The paragraph the console got (an error, or "stopped ... rerun" after a signal) ends the
+    run's tftrain.log too: it is printed rather than logged, so that it is the console's last line."""
     try:
-        with open(Path(log_dir or run_dir) / "tftrain.log", "a") as f:
-            f.write(error + "\n")
+        with open(Path(log_dir) / "tftrain.log", "a") as f:
+            f.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
     except OSError:
         pass
 
