@@ -117,8 +117,20 @@ def test_a_lambda_layer_in_model_keras_is_refused_by_predict_and_model_saved(run
     _one_paragraph(result, "Lambda", "task.trust_run=true")
     saved = run_cli("model=saved", f"model.path={run_copy / 'model.keras'}", "data=synthetic", "data.num_train=64",
                     "data.num_val=16", "data.num_test=16", "trainer.epochs=1", f"hydra.run.dir={tmp_path / 's'}")
-    _one_paragraph(saved, "Lambda", "model.path")
+    _one_paragraph(saved, "Lambda", "model.safe_mode=false")
     assert not (tmp_path / "pwned").exists()
+    # The user's word on the command line, as Keras' own switch: the file's code loads and trains.
+    # (A lambda with default arguments, as above, does not load in Keras 3.15 even unsafe.)
+    import keras
+
+    inputs = keras.Input((16,))
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2.0)(inputs))).save(
+        tmp_path / "doubled.keras")
+    trusted = run_cli("model=saved", f"model.path={tmp_path / 'doubled.keras'}", "model.safe_mode=false",
+                      "data=synthetic", "data.num_train=64", "data.num_val=16", "data.num_test=16", "trainer.epochs=1",
+                      "logger=[]", f"hydra.run.dir={tmp_path / 't'}")
+    assert trusted.returncode == 0, trusted.stderr[-2000:]
+    assert (tmp_path / "t" / "model.keras").is_file()
 
 
 def test_an_npz_of_pickled_objects_is_refused_as_input(trained, tmp_path):

@@ -133,9 +133,10 @@ def with_preprocessing(core: keras.Model, input_shape, normalization: dict | Non
     return keras.Model(inputs, x, name=core.name)
 
 
-def saved(input_shape, num_outputs: int, *, path: str) -> keras.Model:
-    """A saved .keras model (e.g. an earlier run's model.keras), loaded in Keras' safe mode without
-    its optimizer, to continue training or fine-tune. Its input shape must be the data's."""
+def saved(input_shape, num_outputs: int, *, path: str, safe_mode: bool = True) -> keras.Model:
+    """A saved .keras model (e.g. an earlier run's model.keras), loaded without its optimizer, to
+    continue training or fine-tune. Its input shape must be the data's. `safe_mode=False` (the
+    user's word on the command line, as Keras' own switch) lets a Lambda layer's code load."""
     import tftrain.layers  # noqa: F401 - tftrain's registered layers and schedules deserialize
     import tftrain.schedules  # noqa: F401
 
@@ -144,7 +145,7 @@ def saved(input_shape, num_outputs: int, *, path: str) -> keras.Model:
         raise TftrainError(f"model.path={path!r} {what}. Fix: give the model.keras of a finished run, e.g. "
                            "model.path=outputs/<date>/<time>/model.keras.")
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        model = keras.models.load_model(path, compile=False, safe_mode=bool(safe_mode))
     except Exception as e:  # noqa: BLE001 - Keras' errors for a file it will not rebuild, classified below
         text = " ".join(str(e).split())
         if "Lambda" in text or "safe_mode" in text:
@@ -152,7 +153,8 @@ def saved(input_shape, num_outputs: int, *, path: str) -> keras.Model:
             raise TftrainError(f"model.path={path!r} holds a Lambda layer, Python code that Keras' safe mode does not "
                                "load (a model file is data, and code in it could do anything). Fix: rebuild the model "
                                "with a registered custom layer (keras.saving.register_keras_serializable) instead of "
-                               "a Lambda layer.") from None
+                               "a Lambda layer; or, only if you trust the file and whoever made it, load it with "
+                               "model.safe_mode=false.") from None
         if "locate" in text or "Unknown" in text or "custom_objects" in text:
             raise TftrainError(f"model.path={path!r} uses a class or function that is not tftrain's or Keras' own "
                                f"({text[:300]}). Fix: register it with keras.saving.register_keras_serializable in "

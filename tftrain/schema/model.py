@@ -106,6 +106,7 @@ class CustomModelConf(ModelConf):
 class SavedModelConf(ModelConf):
     _target_: str = "tftrain.models.saved"
     path: str = MISSING  # a .keras file (e.g. an earlier run's model.keras), loaded in Keras' safe mode
+    safe_mode: bool = True  # false: a Lambda layer's Python code in the file may run (only for a file you trust)
 
     def __post_init__(self):
         super().__post_init__()
