@@ -146,3 +146,14 @@ def test_sweeper_plugin_is_found_outside_the_repo(tmp_path):
     assert "TftrainOptunaSweeper" in result.stdout, (
         "Hydra's plugin scan does not see hydra_plugins/tftrain_optuna_sweeper: is \"hydra_plugins\" in pyproject's "
         "[tool.setuptools] packages, and was the editable install redone since (pip install -e .)?")
+
+
+@pytest.mark.parametrize("override", ['output_dir="~/runs/a"', "hydra.run.dir=~/runs/a"])
+def test_a_run_directory_under_home_is_the_home_directory(cli, tmp_path, override):
+    from conftest import SMALL
+
+    home = tmp_path / "home"
+    result = cli(*SMALL, "trainer.epochs=1", "logger=[]", override, cwd=tmp_path, env={"HOME": str(home)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (home / "runs" / "a" / "metrics.json").is_file()
+    assert not (tmp_path / "~").exists()  # no folder named ~ where the command ran

@@ -198,7 +198,8 @@ def main(cfg: DictConfig) -> float | None:
         return _run_in_sweep(cfg, output_dir)
     # The lock before anything is written, held until the process ends: a refused start (the
     # directory busy: RunDirBusy, reported by cli()) has written and deleted nothing there.
-    with claim_run_dir(cfg, cfg.get("output_dir") or output_dir) as run_dir:  # output_dir=... beats hydra.run.dir
+    # output_dir=... beats hydra.run.dir; "~/x" is the home directory, as in a shell (not a folder named ~).
+    with claim_run_dir(cfg, os.path.expanduser(cfg.get("output_dir") or output_dir)) as run_dir:
         try:
             metrics = run_task(cfg, str(run_dir))
         except TftrainError as e:
@@ -293,6 +294,19 @@ def _slurm_here(args: list[str]) -> None:
             "run one after another) or use hydra/launcher=parallel (several at once).")
 
 
+def expand_home(args: list[str]) -> list[str]:
+    """`hydra.run.dir="~/x"`: the home directory, as a shell would read it. Hydra takes the value
+    as it is and creates a folder named `~` in the current directory."""
+    out = []
+    for a in args:
+        key, eq, value = a.partition("=")
+        bare = value.strip("'\"")
+        if eq and key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir", "output_dir") and bare.startswith("~"):
+            a = f"{key}={json.dumps(os.path.expanduser(bare))}"
+        out.append(a)
+    return out
+
+
 def expand_seeds(args: list[str]) -> list[str]:
     """`trainer.seeds=N` -> `trainer.seed=range(0,N)` and multirun: N seeds of every configuration,
     aggregated at the end of the sweep (aggregate.md)."""
@@ -363,7 +377,7 @@ def cli() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         _one_run_flags(args)
         _slurm_here(args)
-        sys.argv[1:] = expand_seeds(args)
+        sys.argv[1:] = expand_seeds(expand_home(args))
         from tftrain.sweep.rundirs import swept_keys
 
         os.environ["TFTRAIN_SWEPT_KEYS"] = ",".join(swept_keys(sys.argv[1:]))  # named first in run directories
