@@ -74,3 +74,43 @@ def test_a_refused_start_changes_nothing_and_a_third_process_is_refused_too(tmp_
     assert log.count("Outputs in") == 1 and "Resumed from" not in log  # one run trained there, once
     assert (run_dir / "model.keras").is_file() and (run_dir / "metrics.json").is_file()
     assert (run_dir / ".tftrain.lock").read_text() == ""  # released
+
+
+def test_a_reader_asking_who_holds_a_lock_does_not_turn_a_start_away(tmp_path):
+    import fcntl
+    import threading
+
+    from tftrain.tasks.locks import holder_of
+    from tftrain.tasks.resume import RunLock
+
+    lock = tmp_path / ".tftrain.lock"
+    lock.write_text("")
+    reader = open(lock)
+    fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)  # holder_of's shared probe, caught mid-way
+    threading.Timer(0.01, lambda: (fcntl.flock(reader, fcntl.LOCK_UN), reader.close())).start()
+    with RunLock(tmp_path):
+        assert lock.read_text().startswith(f"pid {os.getpid()} ")
+        assert holder_of(lock).startswith(f"pid {os.getpid()} ")
+    assert holder_of(lock) is None
+
+
+def test_a_busy_lock_names_its_holder_on_the_error(tmp_path):
+    from tftrain.errors import RunDirBusy
+    from tftrain.tasks.resume import RunLock
+
+    lock = tmp_path / ".tftrain.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"f = open({str(lock)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write(f'pid {os.getpid()} on here since now'); f.flush(); time.sleep(60)")])
+    try:
+        end = time.monotonic() + 30
+        while not (lock.is_file() and lock.read_text()) and time.monotonic() < end:
+            time.sleep(0.05)
+        with pytest.raises(RunDirBusy) as refused:
+            RunLock(tmp_path).__enter__()
+        assert refused.value.holder == f"pid {holder.pid} on here since now"
+        assert lock.read_text() == f"pid {holder.pid} on here since now"  # the refused one changed nothing
+    finally:
+        holder.kill()
+        holder.wait()

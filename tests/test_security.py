@@ -272,3 +272,130 @@ def test_mlflow_files_and_artifacts_hold_no_token(tmp_path, monkeypatch, caplog)
     params = client.get_run(info["run_id"]).data.params
     assert params and not any("s3cr3t" in v for v in params.values())
     assert "s3cr3t" not in caplog.text and "MLflow: run" in caplog.text
+
+
+# ---------------------------------------------------------------- reading runs: report and sweep summary
+
+CRAFTED = ("problem", "data", "model", "optimizer", "schedule", "initializer", "callbacks", "logger", "task")
+
+
+def _crafted_run(trained, run, marker, num: int, overrides: list[str]):
+    """A copy of a finished run whose config.yaml and Hydra record name the chain everywhere
+    code could be built from (every group; Hydra's own callbacks), as a sweep's job `num`."""
+    shutil.copytree(trained, run)
+    for group in CRAFTED:
+        _edit_config(run, group, _pickle_chain(marker))
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({g: _pickle_chain(marker) for g in CRAFTED}))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"job": {"num": num}, "callbacks": {"crafted": _pickle_chain(marker)}}}))
+
+
+def _tool(module: str, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_the_report_reads_crafted_run_directories_as_data(trained, tmp_path):
+    for name in ("a", "b"):
+        _crafted_run(trained, tmp_path / name, tmp_path / f"pwned-{name}", 0, [f"optimizer={name}"])
+    result = _tool("tftrain.report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "2 run(s) (2 completed)" in report and "| 1 | a | completed |" in report, report[:2000]
+    assert "`problem._target_=numpy.load`" in report  # shown as the text it is
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0 and (tmp_path / "report" / "report.png").is_file()
+    assert not list(tmp_path.glob("pwned-*"))
+
+
+def test_the_sweep_summary_reads_crafted_job_directories_as_data(trained, tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, name in enumerate(("sgd", "adam")):
+        _crafted_run(trained, sweep / f"{num}_optimizer={name}", tmp_path / f"pwned-{name}", num,
+                     [f"optimizer={name}"])
+    result = _tool("tftrain.sweep", str(sweep))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = (sweep / "summary.md").read_text()
+    assert "2 run(s), 2 completed" in summary and "`optimizer=adam`" not in summary  # the overrides are read
+    assert "| optimizer=sgd | completed |" in summary and "| optimizer=adam | completed |" in summary
+    assert all((sweep / f).is_file() for f in ("summary.csv", "aggregate.md", "aggregate.csv", "summary.png"))
+    assert not list(tmp_path.glob("pwned-*"))
+
+
+def test_the_runs_own_config_holds_no_token_and_the_run_resumes_with_it(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from tftrain.loggers import mlflow as tracking
+
+    uri, store = "https://user:s3cr3t@mlflow.example.com", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(tracking, "_client", lambda u: (MlflowClient(store), u))
+    run = tmp_path / "run"
+    logged = ["logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+              f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}"]
+    tftrain.train(compose_small("trainer.epochs=1", *logged), output_dir=run)
+    saved = (run / "config.yaml").read_text()
+    assert "s3cr3t" not in saved and "tracking_uri: https://***@mlflow.example.com" in saved
+    first = json.loads((run / "mlflow_run.json").read_text())["run_id"]
+    # The rerun compares its config with the masked one: only the new epochs differ, and the
+    # MLflow run is continued, not started again.
+    with caplog.at_level("INFO", logger="tftrain"):
+        tftrain.train(compose_small("trainer.epochs=2", *logged), output_dir=run)
+    assert "Resumed from" in caplog.text and "s3cr3t" not in caplog.text
+    assert "tracking_uri" not in caplog.text.split("Resuming with changed settings", 1)[-1].split("\n")[0]
+    assert json.loads((run / "mlflow_run.json").read_text())["run_id"] == first
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    for path in [run / "config.yaml", *run.glob("config_history/*.yaml")]:
+        assert "s3cr3t" not in path.read_text(), path
+
+
+def test_the_hydra_record_holds_no_token(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from tftrain.config.files import config_dir
+    from tftrain.tasks.run import write_hydra_record
+
+    uri = "https://user:s3cr3t@mlflow.example.com"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        full = compose(config_name="config", overrides=["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"],
+                       return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    cfg = OmegaConf.create(OmegaConf.to_container(full))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    HydraConfig.instance().set_config(full)
+    try:
+        write_hydra_record(cfg, tmp_path)
+    finally:
+        HydraConfig.instance().cfg = None  # later runs in this process are not Hydra apps
+    texts = {name: (tmp_path / ".hydra" / name).read_text() for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    assert not [name for name, text in texts.items() if "s3cr3t" in text]
+    assert "- logger.mlflow.tracking_uri=https://***@mlflow.example.com" in texts["overrides.yaml"]
+    assert "tracking_uri: https://***@mlflow.example.com" in texts["config.yaml"]
+
+
+def test_the_sweeps_multirun_yaml_holds_no_token_once_a_job_starts(tmp_path):
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from tftrain.sweep.summary import SweepSummary
+
+    uri = "https://user:s3cr3t@mlflow.example.com"
+    written = f"hydra:\n  overrides:\n    task:\n    - logger=mlflow\n    - logger.mlflow.tracking_uri={uri}\n"
+    (tmp_path / "multirun.yaml").write_text(written)  # as Hydra's launcher writes it
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}},
+                               "logger": {"mlflow": {"tracking_uri": uri}}})
+    SweepSummary().on_job_start(config)
+    assert (tmp_path / "multirun.yaml").read_text() == written.replace(uri, "https://***@mlflow.example.com")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun.yaml"]

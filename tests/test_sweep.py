@@ -270,3 +270,26 @@ def test_run_directory_names_stay_short_and_distinct():
     assert short_dirname(long) == short_dirname(list(reversed(long)))  # stable: a rerun finds the same directory
     assert short_dirname(["model.dropout=0.1", "data.dropout=0.2"]) == "data.dropout=0.2,model.dropout=0.1"
     assert short_dirname(["output_dir=x", "trainer.seed=1"], exclude=["output_dir"]) == "seed=1"
+
+
+def test_a_job_another_process_holds_is_running_not_failed_and_completed_once_it_is(tmp_path):
+    import os
+
+    from tftrain.sweep.summary import read_run
+    from tftrain.tasks.resume import RunLock
+
+    sweep = tmp_path / "sweep"
+    held = _fake_run(sweep, "1_optimizer=adam", 1, ["optimizer=adam"], None)
+    free = _fake_run(sweep, "2_optimizer=sgd", 2, ["optimizer=sgd"], None)  # its process died: no outcome
+    with RunLock(held):  # what a second copy of the sweep holds while it trains the job
+        row = read_run(held, sweep)
+        assert row["status"] == "running" and f"pid {os.getpid()} " in row["error"]
+        (held / "metrics.json").write_text(json.dumps({"status": "failed", "error": "an earlier attempt"}))
+        assert read_run(held, sweep)["status"] == "running"  # that record is stale while it runs again
+        statuses = {r["run"]: r["status"] for r in write_summary(sweep, "val_accuracy", "max")}
+        assert statuses == {"1_optimizer=adam": "running", "2_optimizer=sgd": "failed"}
+        assert "1 running in another process, 1 failed" in (sweep / "summary.md").read_text()
+        (held / "metrics.json").write_text(json.dumps(_metrics(0.9, 0.3) | {"status": "completed"}))
+        assert read_run(held, sweep)["status"] == "completed"  # held while a rerun reuses the outcome
+    assert read_run(held, sweep)["status"] == "completed"
+    assert read_run(free, sweep)["status"] == "failed"

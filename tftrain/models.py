@@ -133,7 +133,7 @@ def with_preprocessing(core: keras.Model, input_shape, normalization: dict | Non
     return keras.Model(inputs, x, name=core.name)
 
 
-def saved(input_shape, num_outputs: int, *, path: str, safe_mode: bool = True) -> keras.Model:
+def saved(input_shape, num_outputs: int, *, path: str, safe_mode: bool) -> keras.Model:
     """A saved .keras model (e.g. an earlier run's model.keras), loaded without its optimizer, to
     continue training or fine-tune. Its input shape must be the data's. `safe_mode=False` (the
     user's word on the command line, as Keras' own switch) lets a Lambda layer's code load."""

@@ -84,6 +84,23 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+def _not_a_list(key: str, value, overrides: list[str], bad: str) -> ConfigError:
+    """A single value given to a list key (`model.hidden_units=128`): the same value in brackets."""
+    parent, _, leaf = key.rpartition(".")
+    node = _node_at(parent, overrides, bad)
+    current = node.get(leaf) if node is not None else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        example = f"[{value}]"
+    elif current is not None and hasattr(current, "__len__") and len(current):
+        example = f"[{current[-1]}]"
+    else:
+        example = "[...]"
+    several = f"[{','.join(str(v) for v in current)}]" if current is not None and len(current) > 1 else None
+    return ConfigError(key, value, "a list in brackets" + (f" (its default: {several})" if several else ""),
+                       f"write `{key}={example}`" + (f" (several: `{key}={several}`" if several else " (") +
+                       "; none: `[]`)")
+
+
 def explain(error: BaseException, overrides: list[str]) -> ConfigError | ComposeError:
     """A one-paragraph error for Hydra's exception `error`, raised composing `overrides`."""
     text = str(error)
@@ -143,6 +160,8 @@ def explain(error: BaseException, overrides: list[str]) -> ConfigError | Compose
     m = re.search(r"Error merging override (\S+?)=(.*)", text)
     if m:  # a value of the wrong type for the schema
         key, value = m.group(1), m.group(2)
+        if "is not a ListConfig, list or tuple" in cause_text:
+            return _not_a_list(key.lstrip("+~"), _value(value), overrides, _override_of(key, overrides))
         want = re.search(r"could not be converted to (\w+)", cause_text)
         allowed = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
                    "String": "a string"}.get(want.group(1), want.group(1)) if want else cause_text.split("\n")[0]

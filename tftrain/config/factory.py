@@ -34,7 +34,8 @@ def pipeline_of(cfg):
                     split_seed=int(d.get("split_seed", 0)), normalize=d.get("normalize"),
                     normalize_target=bool(d.get("normalize_target", False)),
                     augment=Augment(aug.get("flip"), float(aug.get("translate", 0.0))), cache=d.get("cache"),
-                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"), name=label(d))
+                    shuffle_buffer=d.get("shuffle_buffer"), scan_limit=d.get("scan_limit"),
+                    drop_remainder=bool(d.get("drop_remainder", False)), name=label(d))
 
 
 def build_data(cfg, strategy=None, problem=None):
@@ -77,6 +78,13 @@ def build_model(cfg, input_shape, num_outputs: int, normalization: dict | None =
     model = call_target("model", node, tuple(input_shape), int(num_outputs), skip=frozenset({"l2"}))
     require_returns("model._target_", node._target_, model, keras.Model, "a keras.Model")
     outputs = _outputs_of(model, tuple(input_shape), node._target_)
+    shape = _output_shape(model, tuple(input_shape))
+    if shape is not None and len(shape) != 2:
+        # Every problem compares one vector of outputs per example with its targets.
+        raise UserCodeError(f"`model._target_`={node._target_!r} built a model whose output has shape "
+                            f"{tuple(shape)}, but the problem needs one vector of {num_outputs} outputs per example: "
+                            f"shape (None, {num_outputs}). Fix: end the model with a flat output, e.g. "
+                            f"keras.layers.Flatten() or GlobalAveragePooling, then keras.layers.Dense({num_outputs}).")
     add_l2(model, float(node.get("l2", 0.0)))
     model = call_initializer(cfg, model)
     if outputs != num_outputs:
@@ -89,6 +97,20 @@ def build_model(cfg, input_shape, num_outputs: int, normalization: dict | None =
                         "inputs and gives outputs in the targets' units already).")
         return model
     return with_preprocessing(model, input_shape, normalization, target_normalization)
+
+
+def _output_shape(model, input_shape: tuple) -> tuple | None:
+    """The model's single output shape with its batch axis (None: several outputs, left to the loss)."""
+    import numpy as np
+
+    try:
+        shape = tuple(model.output_shape)
+    except (AttributeError, ValueError, TypeError):  # a subclassed model: _outputs_of has called it already
+        try:
+            shape = (None, *model(np.zeros((1, *input_shape), "float32")).shape[1:])
+        except Exception:  # noqa: BLE001 - several outputs or a structure: not a shape to judge here
+            return None
+    return shape if all(d is None or isinstance(d, int) for d in shape) else None
 
 
 def _outputs_of(model, input_shape: tuple, target: str) -> int:

@@ -302,12 +302,17 @@ def _scan(name: str, stream: Stream, dataset: tf.data.Dataset, limit: int | None
                 xs.append(x)
                 ys.append(y)
     except tf.errors.OpError as e:
+        start = f"data={name}: reading the {stream.split} split ({stream.describe}) failed"
+        row = stream.locate() if stream.locate is not None else None
+        if row:
+            raise DataError(f"{start}: {row}. Fix: correct or remove that row (and any like it).") from None
         bad_file = _first_unreadable_file(stream)
-        where = f" The first unreadable file: {bad_file}." if bad_file else ""
-        raise DataError(f"data={name}: reading the {stream.split} split ({stream.describe}) failed after {n} "
-                        f"examples: {tf_message(e)}.{where} Fix: correct or remove the offending records (a missing "
-                        "column or feature, a wrong number of values, text where numbers belong, an unreadable "
-                        "file).") from None
+        if bad_file:
+            raise DataError(f"{start} ({tf_message(e).rstrip('.')}). The first unreadable file: {bad_file}. Fix: "
+                            "remove or replace that file (and any like it).") from None
+        raise DataError(f"{start} after {n} examples: {tf_message(e).rstrip('.')}. Fix: correct or remove the "
+                        "offending records (a missing column or feature, a wrong number of values, text where "
+                        "numbers belong, an unreadable file).") from None
     if n == 0:
         raise DataError(f"data={name}: the {stream.split} split ({stream.describe}) is empty. Fix: give it "
                         "examples (or a smaller val/test fraction).")

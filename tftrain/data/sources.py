@@ -74,6 +74,9 @@ def hold_out(s: Splits, val_fraction: float | None, test_fraction: float | None,
     if stratify is None:
         stratify = np.issubdtype(np.asarray(s.y_train).dtype, np.integer) and np.ndim(s.y_train) == 1
     x, y, n = s.x_train, s.y_train, len(s.x_train)
+    if n == 0:
+        raise DataError("x_train has no examples (an array of shape "
+                        f"{tuple(np.shape(s.x_train))}). Fix: give the training split examples.")
     out = dataclasses.replace(s)
     if s.x_test is None:
         if not test_fraction:
@@ -84,6 +87,10 @@ def hold_out(s: Splits, val_fraction: float | None, test_fraction: float | None,
         if not val_fraction:
             raise DataError("The source has no validation split and no val_fraction to hold one out. Fix: set "
                             "data.val_fraction (e.g. 0.1) or give x_val, y_val.")
+        if len(x) < 2:
+            raise DataError(f"Holding out the test split (test_fraction={test_fraction}) left {len(x)} of the {n} "
+                            "training examples, too few to hold out a validation split and train. Fix: give more "
+                            "examples, a smaller data.test_fraction, or x_val, y_val and x_test, y_test.")
         x, out.x_val, y, out.y_val = _split(x, y, val_fraction * n / len(x), seed, stratify)
     out.x_train, out.y_train = x, y
     return out
@@ -186,8 +193,16 @@ def from_arrays(arrays: dict, what: str) -> Splits:
     if missing or unpaired:
         raise DataError(f"{what} lacks the arrays {missing or [f'x_{unpaired[0]}/y_{unpaired[0]}']} (it has "
                         f"{sorted(arrays)}). Fix: give x_train, y_train and optionally x_val, y_val, x_test, y_test.")
-    get = {k: (_numeric(np.asarray(v), k) if k.startswith("x_") else np.asarray(v)) for k, v in arrays.items()
+    get = {k: (_numeric(np.asarray(v), k, what) if k.startswith("x_") else np.asarray(v)) for k, v in arrays.items()
            if k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    for k, v in get.items():
+        if np.iscomplexobj(v):  # NumPy's cast to float would keep the real part without a word
+            raise DataError(f"{what}: {k} holds complex numbers (dtype {v.dtype}); a model takes real inputs and "
+                            "targets, and casting would drop the imaginary part. Fix: store real arrays, e.g. the "
+                            "real and imaginary parts as separate features (numpy.stack([x.real, x.imag], -1)).")
+    if get["x_train"].ndim == 0 or len(get["x_train"]) == 0:
+        raise DataError(f"{what}: x_train has no examples (shape {get['x_train'].shape}). Fix: give x_train and "
+                        "y_train one row per training example.")
     if any(is_text(get[k]) for k in ("y_train", "y_val", "y_test") if k in get):
         # Class names: the classes are the training arrays' names, sorted (before any hold-out,
         # so a held-out split never meets a name its model lacks); other splits must use them.
@@ -199,14 +214,14 @@ def from_arrays(arrays: dict, what: str) -> Splits:
     return Splits(**get)
 
 
-def _numeric(x: np.ndarray, name: str) -> np.ndarray:
+def _numeric(x: np.ndarray, name: str, what: str = "the data") -> np.ndarray:
     """Numbers as they are (uint8 stays uint8: 4x less memory, cast per batch); anything else float32."""
-    if x.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float16, np.float32):
-        return x
+    if x.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float16, np.float32) or np.iscomplexobj(x):
+        return x  # complex: refused by the caller, with the array's name
     try:
         return x.astype("float32")
     except (TypeError, ValueError):
-        raise DataError(f"{name} has dtype {x.dtype}, not numbers. Fix: store numeric features.") from None
+        raise DataError(f"{what}: {name} has dtype {x.dtype}, not numbers. Fix: store numeric features.") from None
 
 
 # ---------------------------------------------------------------- keras.datasets (cache on disk)

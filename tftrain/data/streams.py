@@ -15,6 +15,8 @@ import csv as csv_module
 import dataclasses
 import logging
 import os
+import re
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -44,6 +46,9 @@ class Stream:
     mask: tuple[np.ndarray, int] | None = None
     cheap_records: bool = False  # records are tiny (paths): shuffle all of them before decoding
     arrays: tuple[np.ndarray, ...] | None = None  # the records as arrays (split and sharded in NumPy)
+    # After the decoder failed: "<file>, line N: what is wrong" for the first bad record, found by
+    # a plain reading of the files (TensorFlow's error counts records within a decoded batch).
+    locate: Callable[[], str | None] | None = None
 
 
 @dataclasses.dataclass
@@ -66,9 +71,12 @@ class StreamSource:
 
 
 def tf_message(e: Exception) -> str:
-    """The useful first line of a TensorFlow error, without the op/graph trailer."""
+    """The useful first line of a TensorFlow error, without the op/graph trailer nor the
+    `{{function_node ...}}` and iterator prefixes of an error raised inside tf.data."""
     msg = getattr(e, "message", None) or str(e)
     msg = msg.split("\n\t [[")[0].split(" [Op:")[0].strip()
+    msg = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", msg)
+    msg = re.sub(r"Error in user-defined function passed to \S+ transformation with iterator: \S+:\s*", "", msg)
     lines = [ln.strip() for ln in msg.splitlines() if ln.strip() and not ln.strip().startswith(("[[", "Traceback"))]
     return " ".join(lines)[:600]
 
@@ -100,11 +108,34 @@ def _describe(files: list[str]) -> str:
 # ---------------------------------------------------------------- csv
 
 
+def _not_utf8(path: str) -> DataError:
+    """The error for a CSV file that is not UTF-8, naming its first such line."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(f"{path}, line {number}: byte {line[e.start]:#04x} at column {e.start + 1} is not "
+                                 "UTF-8 (the file is in another encoding, e.g. Latin-1 or Windows-1252). Fix: save it "
+                                 f"as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > {Path(path).stem}.utf8.csv`.")
+    return DataError(f"{path} is not UTF-8 text. Fix: save it as UTF-8.")
+
+
+def _csv_rows(path: str, delimiter: str):
+    """(line number, row) of every row of `path` with a field that is not blank."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv_module.reader(f, delimiter=delimiter)
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    yield reader.line_num, row
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
 def _csv_header(path: str, delimiter: str, header: bool) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for row in csv_module.reader(f, delimiter=delimiter):
-            if row and any(c.strip() for c in row):
-                return [c.strip() for c in row] if header else [str(i) for i in range(len(row))]
+    for _, row in _csv_rows(path, delimiter):
+        return [c.strip() for c in row] if header else [str(i) for i in range(len(row))]
     raise DataError(f"{path} is empty: no header or rows. Fix: give it a header line and rows.")
 
 
@@ -118,6 +149,11 @@ def _csv_lines(files: list[str], header: bool) -> tuple[int, np.ndarray]:
             for i, line in enumerate(f):
                 if (header and i == 0) or not line.strip():
                     skipped.append(total + i)
+                if not line.isascii():  # TensorFlow reads bytes: a Latin-1 name would be a class of its own
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise _not_utf8(path) from None
         total += i + 1
     return total, np.delete(np.arange(total), skipped)
 
@@ -126,12 +162,33 @@ def _csv_column(files: list[str], delimiter: str, header: bool, index: int) -> l
     """Column `index`'s fields of every data row of `files` (blank lines skipped), as text."""
     values = []
     for path in files:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = csv_module.reader(f, delimiter=delimiter)
-            if header:
-                next(rows, None)
-            values += [row[index].strip() for row in rows if row and any(c.strip() for c in row) and len(row) > index]
+        rows = _csv_rows(path, delimiter)
+        if header:
+            next(rows, None)
+        values += [row[index].strip() for _, row in rows if len(row) > index]
     return values
+
+
+def _first_bad_row(files: list[str], delimiter: str, header: bool, width: int, numeric: set[int],
+                   names: set[str] | None, label: int) -> str | None:
+    """`<file>, line N: <what>` for the first data row TensorFlow's CSV decoder rejects: a wrong
+    number of fields, text in a numeric column, a label that is missing or not a known class."""
+    for path in files:
+        rows = _csv_rows(path, delimiter)
+        if header:
+            next(rows, None)
+        for line, row in rows:
+            if len(row) != width:
+                return f"{path}, line {line}: {len(row)} fields where the header has {width}"
+            for i in sorted(numeric):
+                field = row[i].strip()
+                if field and not _is_number(field):
+                    return f"{path}, line {line}: column {i + 1} holds {field[:40]!r}, not a number"
+            if not row[label].strip():
+                return f"{path}, line {line}: the label (column {label + 1}) is empty"
+            if names is not None and row[label].strip() not in names:
+                return f"{path}, line {line}: the label {row[label].strip()[:40]!r} is not one of the classes"
+    return None
 
 
 def _is_number(text: str) -> bool:
@@ -215,9 +272,17 @@ def csv(*, path: str, val_path: str | None, test_path: str | None, label_column:
         y = tf.stack([cols[k] for k in target_pos], axis=1) if several else cols[target_pos[0]]
         return x, tf.cast(y, tf.float32)
 
+    numeric = set(wanted) - (label_is if names else set())
+    label_at = index[targets[0]]
+
     def make(files, total):
+        def locate():
+            return _first_bad_row(files, delimiter, header, len(columns), numeric, set(names) if names else None,
+                                  label_at)
+
         def stream(split, mask, count):
-            return Stream(split, _describe(files), lambda: tf.data.TextLineDataset(files), count, decode, True, mask)
+            return Stream(split, _describe(files), lambda: tf.data.TextLineDataset(files), count, decode, True, mask,
+                          locate=locate)
         return stream
 
     streams = {"val": None, "test": None}
@@ -265,6 +330,12 @@ def image_folder(*, path: str, val_path: str | None, test_path: str | None, imag
     if len(names) < 2:
         raise DataError(f"{path} has {len(names)} class sub-folder(s) ({names}); classification needs at "
                         "least 2. Fix: one sub-folder per class.")
+    empty = [n for i, n in enumerate(names) if not np.any(labels == i)]
+    if empty:  # a class without examples would still get an output, never trained nor tested
+        raise DataError(f"{os.path.join(os.path.expanduser(path), empty[0])} (class {empty[0]!r}"
+                        f"{f' and {len(empty) - 1} more: {empty[1:6]}' if len(empty) > 1 else ''}) holds no image "
+                        "in a format image_dataset_from_directory reads (.png, .jpg, .jpeg, .bmp, .gif). Fix: put that "
+                        "class' images there, or remove the empty sub-folder.")
     method = interpolation
 
     def decode(path, label):

@@ -59,6 +59,13 @@ def _scrub(text: str, uri: str | None) -> str:
     return text.replace(uri, hidden) if uri and hidden != uri else text
 
 
+def scrub(text: str, uris) -> str:
+    """`text` with every copy of each of `uris` in its masked form."""
+    for uri in uris:
+        text = _scrub(text, uri)
+    return text
+
+
 # Sweep directory -> the parent run's full tracking URI: the file holds only its masked form.
 _PARENT_URIS: dict[str, str] = {}
 

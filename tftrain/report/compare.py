@@ -107,17 +107,10 @@ def _history_csv(path: Path) -> dict[str, list]:
 def _lock_holder(run_dir: Path) -> str | None:
     """Who trains in `run_dir` now (tftrain.tasks.resume.RunLock's flock), or None."""
     try:
-        import fcntl
-
-        with open(run_dir / ".tftrain.lock") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return f.read().strip() or "another process"
-            fcntl.flock(f, fcntl.LOCK_UN)
-    except (OSError, ImportError):  # no lock file (never trained here), or no flock (Windows)
-        pass
-    return None
+        from tftrain.tasks.locks import holder_of
+    except ImportError:  # no fcntl (Windows): no flock either, so nobody can be seen holding it
+        return None
+    return holder_of(run_dir / ".tftrain.lock")
 
 
 def _from_history(history: dict[str, list]) -> dict:
@@ -318,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     except TftrainError as e:
         print(f"tftrain: error: {e}", file=sys.stderr)
         return 2
-    print(md.read_text())
-    print(f"Report: {md}, {md.with_suffix('.png')}, {md.with_suffix('.html')}")
+    # Where the report is, not the report: a sweep's tables run to hundreds of lines.
+    print(f"Report: {md}, {md.with_suffix('.png')}, {md.with_suffix('.html')} (open the .html in a browser)")
     return 0
 
 

@@ -94,6 +94,8 @@ class MultiStep(Schedule):
     def __init__(self, lr, milestones, gamma=0.1):
         _check_rate("lr", lr)
         milestones = list(milestones)
+        require(len(milestones) > 0, "milestones", milestones,
+                "a non-empty list of steps (no milestone would be a constant rate: use schedule=constant)")
         require(all(is_number(m) and m > 0 for m in milestones)
                 and all(a < b for a, b in zip(milestones, milestones[1:])),
                 "milestones", milestones, "a list of strictly increasing steps > 0")
@@ -101,8 +103,6 @@ class MultiStep(Schedule):
         self.lr, self.milestones, self.gamma = float(lr), [number(m) for m in milestones], float(gamma)
 
     def rate(self, t):
-        if not self.milestones:
-            return tf.zeros_like(t) + self.lr
         passed = tf.cast(t[..., None] >= tf.constant(self.milestones, tf.float64), tf.float64)
         return self.lr * tf.pow(tf.constant(self.gamma, tf.float64), tf.reduce_sum(passed, axis=-1))
 

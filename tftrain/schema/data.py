@@ -44,6 +44,7 @@ class DataConf:
     _target_: str = MISSING
     normalize: Optional[str] = None  # null | standardize (mean 0, std 1) | scale (min-max to [0, 1]): per channel, training-split statistics; a layer of the saved model
     normalize_target: bool = False  # regression: train on targets standardized by the training split's mean and std; the saved model's outputs are in the original units
+    drop_remainder: bool = False  # false: every training example every epoch (a smaller last batch, its loss averaged over its real examples); true: only full batches, a different remainder left out each epoch
 
     def __post_init__(self):
         require(self.normalize in NORMALIZE, "normalize", self.normalize,
@@ -57,9 +58,15 @@ class DataConf:
         for key in ("val_fraction", "test_fraction"):
             if hasattr(self, key):
                 require(0 < getattr(self, key) < 1, key, getattr(self, key), "a fraction in (0, 1)")
-        held = getattr(self, "val_fraction", 0) + getattr(self, "test_fraction", 0)
-        require(held < 1, "val_fraction", getattr(self, "val_fraction", None),
-                "val_fraction + test_fraction < 1, leaving examples to train on")
+        val, test = getattr(self, "val_fraction", 0), getattr(self, "test_fraction", 0)
+        if val + test >= 1:
+            # The larger fraction is the likelier mistake; the message names both.
+            key, other = ("test_fraction", "val_fraction") if test >= val else ("val_fraction", "test_fraction")
+            require(False, key, getattr(self, key),
+                    f"with data.{other}={getattr(self, other)}, less than {1 - getattr(self, other):.4g} "
+                    "(val_fraction + test_fraction < 1, leaving examples to train on)",
+                    f"lower `data.{key}` (or `data.{other}`) so that the two add up to less than 1, "
+                    f"e.g. data.{key}={round(min(0.2, (1 - getattr(self, other)) / 2), 3):g}")
 
 
 @dataclass(kw_only=True)

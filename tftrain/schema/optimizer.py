@@ -15,6 +15,9 @@ from omegaconf import MISSING
 from tftrain.errors import require
 from tftrain.schema.registry import schema
 
+# The smallest normal and the largest finite float32 (numpy.finfo("float32").tiny / .max).
+FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e+38
+
 
 def _unit_interval(conf, *keys: str) -> None:
     for key in keys:
@@ -40,7 +43,9 @@ class OptimizerConf:
     ema_momentum: float = 0.99  # the EMA's decay per step
 
     def __post_init__(self):
-        require(self.lr > 0, "lr", self.lr, "a learning rate > 0, e.g. 0.001")
+        # The optimizer computes in float32: a smaller rate is 0 (or a denormal), a larger one inf.
+        require(FLOAT32_TINY <= self.lr <= FLOAT32_MAX, "lr", self.lr,
+                f"a finite learning rate > 0 that float32 holds ({FLOAT32_TINY:.4g} to {FLOAT32_MAX:.4g}), e.g. 0.001")
         require(self.weight_decay is None or self.weight_decay >= 0, "weight_decay",
                 self.weight_decay, "null or a number >= 0")
         clips = [k for k in ("clipnorm", "global_clipnorm", "clipvalue") if getattr(self, k) is not None]

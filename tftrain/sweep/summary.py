@@ -4,8 +4,8 @@
 multirun it reads the runs' directories under `hydra.sweep.dir`, so it works with any sweeper
 (basic, Optuna) and launcher (basic, joblib, submitit) and writes there:
 
-- `summary.csv`: every run's overrides, status (completed | pruned | failed), final and best
-  validation metrics, test metrics, epochs, wall time and error, sorted by `trainer.objective`
+- `summary.csv`: every run's overrides, status (completed | pruned | failed | stopped | running),
+  final and best validation metrics, test metrics, epochs, wall time and error, sorted by `trainer.objective`
   (`trainer.objective_mode`), ties broken by the validation loss, failed runs last;
 - `summary.md`: the same as a Markdown table (overrides common to all runs shown once above it);
 - `aggregate.csv`, `aggregate.md`: runs that differ only in `trainer.seed` as one configuration,
@@ -15,7 +15,8 @@ multirun it reads the runs' directories under `hydra.sweep.dir`, so it works wit
 
 A run is a directory with `.hydra/overrides.yaml`; its outcome is its `metrics.json` (written by
 the task, or by `record_failure` with `"status": "failed"`). A run that left neither (killed,
-out of memory, timed out) is a failed row too. Rebuild a summary by hand with
+out of memory, timed out) is a failed row too, unless another process holds its lock (a second
+copy of the sweep trains it): that row is `running`, not failed. Rebuild a summary by hand with
 `python -m tftrain.sweep <sweep dir>`.
 
 This module stays light (no TensorFlow): Hydra imports it for every run.
@@ -27,6 +28,7 @@ import csv
 import json
 import logging
 import math
+import os
 import re
 import sys
 import textwrap
@@ -45,7 +47,7 @@ log = logging.getLogger("tftrain")
 
 METRIC_PREFIXES = ("val_", "best_val_", "test_")  # the summary's metric columns: these of every logged metric
 LABELLED = 10  # configurations of the figure with a colour and a legend entry (the best ones); others are grey
-STATUS_ORDER = {"completed": 0, "pruned": 1}  # then failed (and anything else)
+STATUS_ORDER = {"completed": 0, "pruned": 1, "running": 2}  # then failed (and anything else)
 
 # The outcome of the last sweep summarized in this process: the CLI exits non-zero when jobs failed.
 last_outcome: dict | None = None
@@ -61,15 +63,6 @@ def finish_stopped_sweep() -> Path | None:
     config = _open_sweep
     SweepSummary().on_multirun_end(config)
     return Path(str(config.hydra.sweep.dir))
-
-
-def _running_elsewhere(sweep_dir: Path, rows: list[dict]) -> list[str]:
-    """The jobs without an outcome that another process runs now (a second copy of the sweep holds
-    their lock): not failed."""
-    from tftrain.tasks.locks import holder_of
-
-    return [r["run"] for r in rows if r["status"] == "failed" and not (sweep_dir / r["run"] / "metrics.json").exists()
-            and holder_of(sweep_dir / r["run"] / ".tftrain.lock") is not None]
 
 
 def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float | None = None,
@@ -90,6 +83,27 @@ def record_failure(run_dir: str | Path, error: BaseException, wall_time_s: float
 class SweepSummary(Callback):
     """Hydra callback: writes the summaries when a multirun ends; with the MLflow logger, also
     opens the sweep's parent run before its jobs and logs the summaries to it at the end."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra's multirun.yaml (written by its launcher, before the first job) repeats the
+        command line: a tracking URI's credentials are masked there before any job trains."""
+        from hydra.types import RunMode
+
+        if OmegaConf.select(config, "hydra.mode", default=None) != RunMode.MULTIRUN:
+            return
+        from tftrain.loggers.mlflow import scrub
+        from tftrain.tasks.run import credential_uris
+
+        uris = credential_uris(config)
+        path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        try:
+            text = path.read_text(encoding="utf-8") if uris else ""
+            if text and scrub(text, uris) != text:
+                part = path.with_name(f".{path.name}.{os.getpid()}.part")
+                part.write_text(scrub(text, uris), encoding="utf-8")
+                os.replace(part, path)  # whole: another job or copy of the sweep may be reading it
+        except OSError as e:
+            log.warning("Could not mask the tracking URI's credentials in %s (%s).", path, e.strerror or e)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _open_sweep
@@ -116,14 +130,16 @@ class SweepSummary(Callback):
             log.exception("Could not write the sweep summary in %s", sweep_dir)
             return
         global last_outcome
-        elsewhere = _running_elsewhere(sweep_dir, rows)
-        if elsewhere:
+        running = [r for r in rows if r["status"] == "running"]
+        if running:
             log.warning("Still running in another process (not failed): %s. Rebuild the summary when they end: "
-                        "python -m tftrain.sweep %s", ", ".join(elsewhere), sweep_dir)
-        failed = sum(r["status"] == "failed" for r in rows) - len(elsewhere)
-        last_outcome = {"sweep_dir": str(sweep_dir), "runs": len(rows), "failed": failed}
-        log.info("Sweep summary of %d run(s) (%d failed): %s (also summary.csv, aggregate.md, summary.png)",
-                 len(rows), failed, sweep_dir / "summary.md")
+                        "python -m tftrain.sweep %s", ", ".join(f"{r['run']} ({r['holder']})" for r in running),
+                        sweep_dir)
+        failed = sum(r["status"] == "failed" for r in rows)
+        last_outcome = {"sweep_dir": str(sweep_dir), "runs": len(rows), "failed": failed, "running": len(running)}
+        elsewhere = f", {len(running)} running in another process" if running else ""
+        log.info("Sweep summary of %d run(s) (%d failed%s): %s (also summary.csv, aggregate.md, summary.png)",
+                 len(rows), failed, elsewhere, sweep_dir / "summary.md")
         if rows and rows[0]["status"] == "completed":
             log.info("Best run: %s", sweep_dir / rows[0]["run"])
             log.info("%s (aggregate.md)", aggregate.conclusion(configs, objective, mode))
@@ -174,13 +190,25 @@ def find_runs(sweep_dir: Path) -> list[Path]:
 
 
 def read_run(run_dir: Path, sweep_dir: Path) -> dict:
-    """One summary row (plus `metrics`, the run's metrics.json, and `overrides_list`)."""
+    """One summary row (plus `metrics`, the run's metrics.json, `overrides_list`, and `holder`:
+    who trains it now, for a `running` row).
+
+    The lock is read before metrics.json: its holder writes metrics.json before it lets go, so
+    a job found free has its outcome on disk, and a job found held is running unless it had
+    completed (a second copy of the sweep holds it while it reuses that outcome)."""
+    from tftrain.tasks.locks import holder_of
+
     overrides = _load_yaml(run_dir / ".hydra" / "overrides.yaml")
     overrides = [str(o) for o in overrides] if overrides is not None else []
     row: dict[str, Any] = {"run": run_dir.relative_to(sweep_dir).as_posix(), "overrides_list": overrides,
-                           "overrides": " ".join(overrides)}
+                           "overrides": " ".join(overrides), "holder": None}
+    holder = holder_of(run_dir / ".tftrain.lock")
     metrics = _read_json(run_dir / "metrics.json")
-    if metrics is None:
+    if holder is not None and (metrics is None or metrics.get("status", "completed") not in ("completed", "pruned")):
+        # An earlier attempt's record (failed, stopped) is stale while it runs again.
+        row["holder"] = holder
+        metrics = {"status": "running", "error": f"running in another process ({holder})"}
+    elif metrics is None:
         error_txt = run_dir / "error.txt"
         reason = (error_txt.read_text().strip().splitlines() or ["?"])[-1] if error_txt.is_file() else (
             "no metrics.json: the job did not finish (killed, out of memory or timed out?); see its .log")
@@ -325,11 +353,13 @@ def _own_overrides(row: dict, common: list[str]) -> str:
 
 def to_markdown(rows: list[dict], objective: str, mode: str, sweep_dir: Path | None = None) -> str:
     common = _common_overrides(rows) if len(rows) > 1 else []
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "failed")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "running", "failed")}
     second = tiebreak_of(objective)
     lines = [f"# Sweep summary{f': `{sweep_dir}`' if sweep_dir else ''}", "",
              (f"{len(rows)} run(s), {counts['completed']} completed, "
-              + (f"{counts['pruned']} pruned, " if counts["pruned"] else "") + f"{counts['failed']} failed; sorted by "
+              + (f"{counts['pruned']} pruned, " if counts["pruned"] else "")
+              + (f"{counts['running']} running in another process, " if counts["running"] else "")
+              + f"{counts['failed']} failed; sorted by "
               f"`{objective}` ({'highest' if mode == 'max' else 'lowest'} first"
               + (f", ties by `{second}` (lowest first)" if second else "") + "), failed runs last. "
               "Seeds of one configuration are aggregated in aggregate.md.")]

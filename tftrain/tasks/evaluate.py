@@ -31,6 +31,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     if task.input is not None:
         x, y, _ = read_input(task.input, run, with_targets=True)
         x, y = checked_inputs(x, y, run, task.input)
+        _check_targets(problem, model, y, task.input)
         y = np.asarray(y).astype(problem.label_dtype)
         batches = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(task.batch_size)
         source = str(task.input)
@@ -57,3 +58,19 @@ def evaluate(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     log.info("Evaluated %s on %s (%d examples): %s; evaluation.json in %s", run.dir, source, int(totals[1]),
              " - ".join(f"{k} {v:.4f}" for k, v in scores.items()), out_dir.resolve())
     return result
+
+
+def _check_targets(problem, model, y, path) -> None:
+    """The file's targets checked by the run's problem as training checked its own, against the
+    model's outputs (a class index >= the run's classes would fail inside TensorFlow's loss)."""
+    from tftrain.data.labels import Labels
+    from tftrain.errors import DataError
+
+    outputs = int(model.output_shape[-1])
+    try:
+        if not np.issubdtype(np.asarray(y).dtype, np.number) and np.asarray(y).dtype != bool:
+            raise DataError(f"y has dtype {np.asarray(y).dtype}, not numbers. Fix: store numeric targets.")
+        problem.check({"train": Labels.of("input", y)}, outputs)
+    except DataError as e:
+        raise DataError(f"task.input={str(path)!r}: its targets do not fit the run's model ({outputs} output(s)): "
+                        f"{str(e).replace('y_input ', 'y ')}") from None

@@ -39,13 +39,13 @@ class HolderLock:
             self._key = key
             return self
         file = open(self.path, "a+")  # "a+": opening changes nothing a holder wrote
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _take(file):
             file.seek(0)
             holder = file.read().strip() or "another process"
             file.close()
-            raise self.busy(holder) from None
+            error = self.busy(holder)
+            error.holder = holder  # "pid N on host since ...": callers name it without parsing the message
+            raise error from None
         file.seek(0)
         previous = file.read().strip()
         if previous:
@@ -72,6 +72,23 @@ class HolderLock:
         file.truncate()
         fcntl.flock(file, fcntl.LOCK_UN)
         file.close()
+
+
+# A reader asking who holds a lock (holder_of: a sweep's summary, a report) holds it shared for
+# microseconds; a process taking it in that instant must not take the reader for a holder.
+PROBE_RETRIES, PROBE_WAIT_S = 10, 0.02
+
+
+def _take(file) -> bool:
+    """flock(LOCK_EX) without blocking on a live holder: False when another process holds it."""
+    for attempt in range(PROBE_RETRIES):
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < PROBE_RETRIES:
+                time.sleep(PROBE_WAIT_S)
+    return False
 
 
 def holder_of(path: Path) -> str | None:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tftrain.errors import ResumeRefused, RunDirBusy, TftrainError
 from tftrain.tasks.locks import HolderLock
@@ -116,7 +116,22 @@ def changes_from_saved(run_dir: Path, cfg) -> tuple[object | None, dict]:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None, {}
-    previous = OmegaConf.load(path)
+    try:
+        previous = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - yaml's and OmegaConf's parse errors, undecodable bytes: all mean damage
+        mark = getattr(e, "problem_mark", None)  # yaml's parse errors say where
+        previous = None
+        reason = (f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None
+                  and getattr(e, "problem", None) else " ".join(str(e).split())[:200])
+    else:
+        reason = "" if isinstance(previous, DictConfig) else f"it holds a {type(previous).__name__}, not a mapping"
+    if reason:
+        # Read as data: a damaged config cannot say what the checkpoints were trained with.
+        raise ResumeRefused(
+            f"{path} cannot be read as the config the run in {run_dir} trained with ({reason}), so it cannot be "
+            "compared with this command's config to resume the run. Fix: train in a new run directory "
+            "(hydra.run.dir=... or output_dir=...), or start this one again from step 0 with trainer.resume=never "
+            "(its checkpoints are moved aside), or restore config.yaml from a copy of the run.")
     old, new = _flat(previous), _flat(cfg)
     return previous, {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                       if old.get(k) != new.get(k) and not k.startswith("hydra")}

@@ -97,21 +97,66 @@ def claim_run_dir(cfg: DictConfig, output_dir: str | Path | None):
 
 def write_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
     """What Hydra's run_job writes in <run>/.hydra (the composed config unresolved, Hydra's own
-    config, the command line's overrides), when a Hydra app runs this process."""
+    config, the command line's overrides), when a Hydra app runs this process; a tracking URI's
+    credentials masked wherever the URI appears (an override repeats it)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
+
+    from tftrain.loggers.mlflow import scrub
 
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.instance().cfg
+    uris = credential_uris(cfg)
     record = Path(run_dir) / ".hydra"
     try:
         record.mkdir(exist_ok=True)
-        OmegaConf.save(cfg, record / "config.yaml")
-        OmegaConf.save(hydra_cfg, record / "hydra.yaml")
-        OmegaConf.save(hydra_cfg.hydra.overrides.task, record / "overrides.yaml")
+        files = {"config.yaml": cfg, "hydra.yaml": hydra_cfg, "overrides.yaml": hydra_cfg.hydra.overrides.task}
+        for name, node in files.items():
+            # Replaced whole: a summary in another process (a second copy of the sweep) may be reading it.
+            part = record / f".{name}.{os.getpid()}.part"
+            part.write_text(scrub(OmegaConf.to_yaml(node), uris), encoding="utf-8")
+            os.replace(part, record / name)
     except OSError as e:
         raise _unwritable(run_dir, e) from None
+
+
+def credential_uris(cfg: DictConfig) -> list[str]:
+    """The loggers' tracking URIs that carry credentials (`https://user:token@host`)."""
+    from omegaconf import OmegaConf
+
+    from tftrain.loggers.mlflow import masked
+
+    uris = []
+    for node in (cfg.get("logger") or {}).values():
+        # An unresolvable value is validation's to report, with its key and fix.
+        uri = OmegaConf.select(node, "tracking_uri", throw_on_resolution_failure=False) \
+            if isinstance(node, DictConfig) else None
+        if isinstance(uri, str) and masked(uri) != uri:
+            uris.append(uri)
+    return uris
+
+
+def without_credentials(cfg: DictConfig) -> DictConfig:
+    """`cfg` as the run directory keeps it (config.yaml, and what a resume or a rerun sweep
+    compares with it): its loggers' tracking URIs with credentials masked. `cfg` itself when
+    none carries any; the run's loggers are built from the real one."""
+    import copy
+
+    from omegaconf import OmegaConf, open_dict
+
+    from tftrain.loggers.mlflow import masked
+
+    if not credential_uris(cfg):
+        return cfg
+    shown = copy.deepcopy(cfg)
+    with open_dict(shown):
+        for node in shown.logger.values():
+            uri = OmegaConf.select(node, "tracking_uri", throw_on_resolution_failure=False) \
+                if isinstance(node, DictConfig) else None
+            if isinstance(uri, str):
+                node.tracking_uri = masked(uri)
+    return shown
 
 
 def ensure_console_logging() -> None:
@@ -233,9 +278,11 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
             with StopSignals() as stop:
                 if before_resume is not None:
                     cfg = before_resume(cfg, run_dir, strategy)
-                plan = plan_resume(run_dir, cfg, chief) if resumes else ResumePlan()
+                # config.yaml holds no credentials, so the comparison is with the masked form too.
+                shown = without_credentials(cfg)
+                plan = plan_resume(run_dir, shown, chief) if resumes else ResumePlan()
                 if chief and resumes:
-                    save_config(cfg, write_dir, plan)
+                    save_config(shown, write_dir, plan)
                 phases.mark("run_directory")
                 yield Run(cfg, run_dir, write_dir, strategy, chief, plan, phases, stop)
         finally:
