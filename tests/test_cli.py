@@ -157,3 +157,17 @@ def test_a_run_directory_under_home_is_the_home_directory(cli, tmp_path, overrid
     assert result.returncode == 0, result.stderr[-2000:]
     assert (home / "runs" / "a" / "metrics.json").is_file()
     assert not (tmp_path / "~").exists()  # no folder named ~ where the command ran
+
+
+def test_model_saved_warns_about_normalization_only_when_the_user_set_it(cli, tmp_path):
+    first = cli("data=diabetes", "trainer.epochs=1", "logger=[]", f"hydra.run.dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    saved = ["model=saved", f"model.path={tmp_path / 'a' / 'model.keras'}", "data=diabetes", "trainer.epochs=1",
+             "logger=[]"]
+    quiet = cli(*saved, f"hydra.run.dir={tmp_path / 'b'}")  # diabetes standardizes by its own default
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "WARNING" not in quiet.stdout + quiet.stderr
+    assert "the data option's normalization does not apply" in quiet.stdout
+    told = cli(*saved, "data.normalize=scale", f"hydra.run.dir={tmp_path / 'c'}")
+    assert told.returncode == 0, told.stderr[-2000:]
+    assert "WARNING: model=saved: data.normalize does not apply" in told.stdout

@@ -93,8 +93,12 @@ def build_model(cfg, input_shape, num_outputs: int, normalization: dict | None =
                             f"{num_outputs} units (use the `num_outputs` argument tftrain passes).")
     if str(node._target_) == "tftrain.models.saved":
         if normalization is not None or target_normalization is not None:
-            log.warning("model=saved: data.normalize and data.normalize_target do not apply (a saved model takes raw "
-                        "inputs and gives outputs in the targets' units already).")
+            # A data option's own default (data=diabetes standardizes) is no reason to warn; a
+            # setting the user typed is.
+            said = _overridden(("data.normalize", "data.normalize_target"))
+            (log.warning if said else log.info)(
+                "model=saved: %s not apply (a saved model takes raw inputs and gives outputs in the targets' units "
+                "already).", f"{' and '.join(said)} {'do' if len(said) > 1 else 'does'}" if said else "the data option's normalization does")
         return model
     return with_preprocessing(model, input_shape, normalization, target_normalization)
 
@@ -111,6 +115,16 @@ def _output_shape(model, input_shape: tuple) -> tuple | None:
         except Exception:  # noqa: BLE001 - several outputs or a structure: not a shape to judge here
             return None
     return shape if all(d is None or isinstance(d, int) for d in shape) else None
+
+
+def _overridden(keys: tuple) -> list[str]:
+    """Which of `keys` the command line set (none outside a Hydra run, e.g. from the library API)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    given = {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
+    return [k for k in keys if k in given]
 
 
 def _outputs_of(model, input_shape: tuple, target: str) -> int:
