@@ -220,6 +220,20 @@ def test_resume_with_a_garbage_config_yaml_is_refused_and_changes_nothing(traine
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["resume"] == "never"
 
 
+def test_a_resume_refused_at_the_cli_changes_nothing_but_the_log(trained, tmp_path):
+    from conftest import SMALL
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "config.yaml").write_text("problem: [unclosed\n  : :\n")
+    before = _digest(run)
+    result = run_cli(*SMALL, "trainer.epochs=2", f"hydra.run.dir={run}")
+    assert result.returncode == 2 and "cannot be read" in result.stderr, result.stderr[-3000:]
+    after = _digest(run)
+    assert after.pop("tftrain.log", None) is not None  # the log says why, as the console did
+    assert after == before  # no .hydra record, config.yaml as it was
+
+
 def test_a_bad_input_exits_2_from_the_cli_with_one_paragraph(tmp_path):
     path = _csv(tmp_path / "latin.csv", header="caf\xe9,b,label".encode("latin-1"))
     result = run_cli("data=csv", f"data.path={path}", "data.label_column=label", "trainer.epochs=1",

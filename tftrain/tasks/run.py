@@ -91,7 +91,8 @@ def claim_run_dir(cfg: DictConfig, output_dir: str | Path | None):
         yield run_dir
         return
     with locked(run_dir):
-        write_hydra_record(cfg, run_dir)
+        if not (run_dir / "config.yaml").exists():  # a run there: recorded once its resume is accepted (open_run)
+            write_hydra_record(cfg, run_dir)
         yield run_dir
 
 
@@ -283,6 +284,7 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
                 plan = plan_resume(run_dir, shown, chief) if resumes else ResumePlan()
                 if chief and resumes:
                     save_config(shown, write_dir, plan)
+                    write_hydra_record(cfg, run_dir)  # a refused resume has left the record as it was
                 phases.mark("run_directory")
                 yield Run(cfg, run_dir, write_dir, strategy, chief, plan, phases, stop)
         finally:
