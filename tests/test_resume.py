@@ -487,12 +487,15 @@ def test_disk_full_during_a_save_is_a_clear_error_and_the_earlier_checkpoint_res
                         "trainer.keep_checkpoints=10", "logger=[]", f"hydra.run.dir={mnt}/run"])
     python = f"{sys.executable} -m tftrain {tf_args}"
     script = (f"mount -t tmpfs -o size=3m tmpfs {mnt} && {python}; echo FIRST_EXIT=$?; "
+              f"echo LEFT: $(ls -a {mnt}/run/checkpoints); "
               f"mount -o remount,size=64m {mnt} && {python}; echo SECOND_EXIT=$?")
     r = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     out = r.stdout + r.stderr
     assert "FIRST_EXIT=2" in out, out[-3000:]
     assert "Could not write checkpoint" in out and "No space left on device" in out and "Traceback" not in out
+    left = out.split("LEFT: ")[1].splitlines()[0].split()
+    assert "state-4.json" in left and not [n for n in left if "_temp" in n or n.endswith(".tmp")], left  # as it says
     assert "SECOND_EXIT=0" in out and "Resumed from" in out
 
 

@@ -110,8 +110,11 @@ def checksum(index: bytes, state: dict) -> str:
 
 
 def _files_of(step: int, directory: Path) -> list[Path]:
-    return [*directory.glob(f"ckpt-{step}.*"), *directory.glob(f"ckpt-{step}_temp*"),
-            *directory.glob(f"state-{step}.json*")]
+    # The state file first: removing files in this order uncommits a checkpoint before its data go,
+    # so a kill while rotating or clearing leaves an uncommitted write (set aside), never a
+    # committed checkpoint without its files.
+    return [*directory.glob(f"state-{step}.json*"), *directory.glob(f"ckpt-{step}.*"),
+            *directory.glob(f"ckpt-{step}_temp*")]
 
 
 class Checkpointer:
