@@ -1,4 +1,4 @@
-# python scripts/benchmark.py [--reps 2] [--rows mlp,cnn,...] [--markdown docs/benchmark.md]
+# python scripts/benchmark.py [--reps 2] [--rows mlp,cnn,...] [--markdown docs/benchmark.md] [--epochs N]
 """tftrain's defaults against a hand-written `model.fit` script on the same model and data.
 
 Rows (each job in a fresh child process; both variants of a row run back to back, alternating
@@ -208,10 +208,11 @@ def machine() -> str:
             f"Keras {version('keras')}; load average at start {os.getloadavg()[0]:.2f}")
 
 
-def prepare_in_child(rows: list[str], folder: Path) -> dict:
+def prepare_in_child(rows: list[str], folder: Path, epochs: int | None = None) -> dict:
     """prepare() in a child process: this parent must stay small, since a child's peak RSS counts
     the memory it inherits from the parent before exec (1 GB once TensorFlow is imported here)."""
-    _, _, out = run([sys.executable, __file__, "--prepare", ",".join(rows), "--out", str(folder)], ROOT)
+    _, _, out = run([sys.executable, __file__, "--prepare", ",".join(rows), "--out", str(folder),
+                     *(["--epochs", str(epochs)] if epochs else [])], ROOT)
     return json.loads([ln for ln in out.splitlines() if ln.startswith(TAG)][-1][len(TAG):])
 
 
@@ -221,10 +222,15 @@ def main():
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
     p.add_argument("--no-extras", action="store_true", help="skip the XLA, steps-per-call and memory rows")
     p.add_argument("--markdown", help="also write the tables to this file")
+    p.add_argument("--epochs", type=int, help="train every row this many epochs instead of its own (a quick check "
+                   "that the script works; the ratios need the rows' own epochs)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--prepare", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.epochs:
+        for row, overrides in ROWS.items():
+            ROWS[row] = [o for o in overrides if not o.startswith("trainer.epochs=")] + [f"trainer.epochs={a.epochs}"]
     if a.child:
         return child_fit(json.loads(a.child), a.out)
     if a.prepare:
@@ -241,7 +247,7 @@ def main():
     extras = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        jobs = prepare_in_child(rows, folder)
+        jobs = prepare_in_child(rows, folder, a.epochs)
         for rep in range(a.reps):
             for i, row in enumerate(rows):
                 order = ("tftrain", "fit") if (rep + i) % 2 == 0 else ("fit", "tftrain")

@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--child", choices=["keras", "tftrain"])
-    parser.add_argument("--data", choices=list(DATASETS))
+    parser.add_argument("--data", choices=list(DATASETS), help="only this data set (default: both)")
     args = parser.parse_args()
     if args.child:
         sys.path.insert(0, str(ROOT))
@@ -119,7 +119,7 @@ def main() -> None:
         print(TAG + json.dumps(fn(args.data, args.epochs)), flush=True)
         return
     lines = ["| data | model | test accuracy | s / epoch (training) | parameters |", "|---|---|---|---|---|"]
-    for name in DATASETS:
+    for name in [args.data] if args.data else DATASETS:
         results = {"keras": [], "tftrain": []}
         for rep in range(args.reps):
             order = ["keras", "tftrain"] if rep % 2 == 0 else ["tftrain", "keras"]

@@ -1,4 +1,4 @@
-# python scripts/compare_problems.py [--seeds 3] [--markdown docs/problems.md]
+# python scripts/compare_problems.py [--seeds 3] [--markdown docs/problems.md] [--only digits] [--epochs N]
 """tftrain on each bundled problem against a well-known scikit-learn baseline on the same split.
 
 For each data option (diabetes: regression, breast_cancer: binary, digits: classification,
@@ -103,7 +103,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--only", nargs="*", default=list(CONFIGS))
+    parser.add_argument("--epochs", type=int, help="train every configuration this many epochs instead of its own "
+                        "(a quick check that the script works; the table's numbers need the configured epochs)")
     args = parser.parse_args()
+    if args.epochs:
+        for option, (overrides, names) in CONFIGS.items():
+            CONFIGS[option] = ([o for o in overrides if not o.startswith("trainer.epochs=")]
+                               + [f"trainer.epochs={args.epochs}"], names)
     lines = ["| data (problem) | test examples | metric | tftrain (mean ± std, seeds) | baseline | baseline model | "
              "tftrain overrides |", "|---|---|---|---|---|---|---|"]
     problems = {"diabetes": "regression", "breast_cancer": "binary", "digits": "classification",

@@ -82,8 +82,10 @@ def run_workers(n: int, ports: list[int], overrides: list[str], timeout: float |
     procs, pumps = [], []
     for i in range(n):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        # Only the chief keeps Hydra's files (.hydra/, the log) in the shared run directory.
-        quiet = [] if i == 0 else ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        # Only the chief keeps Hydra's files (.hydra/, the log) in the shared run directory; the others keep
+        # tftrain's console format (Hydra's `stdout` logging would print their lines without the time).
+        quiet = [] if i == 0 else ["hydra.output_subdir=null", "~hydra.job_logging.handlers.file",
+                                   "hydra.job_logging.root.handlers=[console]"]
         cmd = [sys.executable, "-m", "tftrain", "trainer.strategy=multi_worker", *overrides, *quiet]
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t = threading.Thread(target=_pump, args=(f"[worker {i}]", p.stdout, sys.stdout), daemon=True)

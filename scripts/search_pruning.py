@@ -82,7 +82,9 @@ def main() -> None:
     print(f"\npruned / unpruned: epochs {pruned['epochs'] / base['epochs']:.2f}, wall time "
           f"{pruned['wall_s'] / base['wall_s']:.2f}, best value {pruned['best'] - base['best']:+.4f}")
     if not pruned["states"].get("PRUNED"):
-        print("\nNo trial was pruned: does tftrain/train.py add tftrain.sweep.pruning.pruning_callback to the run's callbacks?")
+        # The pruner judges nothing before its 5 start-up trials have trained to the end.
+        print("\nNo trial was pruned" + (" (the median pruner starts after 5 complete trials: use --trials 8 or more)"
+                                         if a.trials <= 5 else "") + ".")
 
 
 if __name__ == "__main__":

@@ -169,9 +169,17 @@ def _presets_and_schemas(rel: str) -> list[tuple[str, dict, type]]:
     if group in SCHEMAS:
         return [(rel, data, type(_schema(group, option)))]
     defaults = data.get("defaults", [])
-    if group.startswith("hydra/"):  # conf/hydra/launcher/parallel.yaml: `defaults: [joblib, _self_]`
+    if group.startswith("hydra/"):  # conf/hydra/launcher/slurm.yaml: `defaults: [submitit_slurm, _self_]`
         base = [e for e in defaults if isinstance(e, str) and e != "_self_"]
         assert len(base) == 1, f"{rel}: extends {base}, expected one plugin config"
+        node = group.split("/", 1)[1]
+        if base[0] == f"/{group}/{base[0].rsplit('/', 1)[-1].split('@')[0]}@hydra.{node}":
+            # A _global_ preset (parallel.yaml: `/hydra/launcher/joblib@hydra.launcher`) presets
+            # hydra.<node>, and may quiet the plugin's logger (hydra.hydra_logging) beside it.
+            outside = (set(data) - {"defaults", "hydra"}) | (set(data.get("hydra", {})) - {node, "hydra_logging"})
+            assert not outside, f"{rel} sets {sorted(outside)}, which the plugin's schema does not cover"
+            name = base[0].rsplit("/", 1)[-1].split("@")[0]
+            return [(f"{rel}: hydra.{node}", data["hydra"][node], _hydra_schema(f"{group}/{name}"))]
         return [(rel, data, _hydra_schema(f"{group}/{base[0]}"))]
     out = []
     chosen = [(k.split("/")[-1], v) for e in defaults if isinstance(e, dict) for k, v in e.items()
