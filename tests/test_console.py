@@ -109,3 +109,17 @@ def test_help_shows_each_keys_meaning_and_the_verbosity_levels():
     assert "  epochs: 30  # passes over the training split" in result.stdout
     assert "verbose: 1  # 0 no per-epoch lines; 1 a live line per epoch on a terminal" in result.stdout
     assert "3 also TensorFlow's own start-up" in result.stdout
+
+
+def test_the_log_format_masks_credentials_in_any_uri():
+    import logging
+
+    from tftrain.console import LogFormatter
+
+    record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "#0 : logger.mlflow.tracking_uri=https://user:"
+                               "s3cret@mlflow.example.com:5000/x data.path=/data/a@b.csv sqlite:////tmp/m.db",
+                               None, None)
+    line = LogFormatter().format(record)
+    assert "s3cret" not in line and "user" not in line
+    assert line.endswith("tracking_uri=https://***@mlflow.example.com:5000/x data.path=/data/a@b.csv "
+                         "sqlite:////tmp/m.db")

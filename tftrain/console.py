@@ -201,6 +201,9 @@ def device_summary(strategy) -> str:
     return f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: {described}"
 
 
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+
+
 class LogFormatter(logging.Formatter):
     """`[hh:mm:ss] message`, with the level named only from WARNING up (the console's lines carry
     no logger name and level prefix: a 43-character prefix on every line was noise)."""
@@ -209,7 +212,9 @@ class LogFormatter(logging.Formatter):
         super().__init__("[%(asctime)s] %(message)s", datefmt)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        # A URI's user-info (`https://user:token@host`) never reaches the console or tftrain.log,
+        # whoever logs it: Hydra's list of a sweep's jobs repeats the command line's overrides.
+        text = _CREDENTIALS.sub(r"\1***@", super().format(record))
         if record.levelno >= logging.WARNING:
             stamp, _, rest = text.partition("] ")
             text = f"{stamp}] {record.levelname}: {rest}"
