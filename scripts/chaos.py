@@ -164,7 +164,7 @@ def kill_sweep(sweep_dir: Path, rng: random.Random) -> tuple[int, float]:
     """SIGTERM a basic sweep at a random moment of its jobs' training; (exit code, delay)."""
     proc, log = _start(sweep_dir, SWEEP_ARGS)
     _wait_for_training(proc, log)
-    delay = rng.uniform(0.2, 10.0)  # three jobs of 64 steps, each with its own set-up
+    delay = rng.uniform(0.2, 4.0)  # three jobs of 64 steps (about 6 s with their set-up): within them
     time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=300), delay
