@@ -31,7 +31,7 @@ def test_suggestions_on_a_known_curve():
     # The loss falls all the way from the first rate to `lowest`: the valley is about half-way (log scale).
     assert 1e-4 < valley(lrs, losses) < 1e-2
     # With a divergence the last points are left out of every suggestion.
-    assert set(suggest(lrs, losses, num_steps=61, diverged=True)) == {"valley", "steepest", "minimum"}
+    assert set(suggest(lrs, losses, num_steps=61, diverged=True)) == {"valley", "steepest", "minimum", "slide"}
 
 
 def test_task_options_are_validated():
@@ -58,7 +58,7 @@ def test_cli_writes_json_and_plot(lr_find_run):
     run_dir, result = lr_find_run
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((run_dir / "lr_find.json").read_text())
-    assert out["suggested"] == "valley" and set(out["suggestions"]) == {"valley", "steepest", "minimum"}
+    assert out["suggested"] == "valley" and set(out["suggestions"]) == {"valley", "steepest", "minimum", "slide"}
     assert out["suggested_lr"] == out["suggestions"]["valley"]
     assert len(out["lrs"]) == len(out["losses"]) == len(out["raw_losses"]) == out["steps"]
     assert out["lrs"][0] == pytest.approx(1e-7)

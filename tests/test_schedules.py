@@ -92,6 +92,12 @@ def ref_onecycle(t, max_lr, T, pct, anneal, div, final_div, three_phase):
         start = end
 
 
+def ref_wsd(t, lr, T, D, f, shape):
+    p = min(max(t - (T - D), 0), D) / D
+    g = {"linear": 1 - p, "cosine": (1 + math.cos(math.pi * p)) / 2, "1-sqrt": 1 - math.sqrt(p)}[shape]
+    return lr * (f + (1 - f) * g)
+
+
 def ref_warmup(inner, W, factor):
     return lambda t: inner(0) * (factor + (1 - factor) * t / W) if t < W else inner(t - W)
 
@@ -128,6 +134,10 @@ CASES = {
                             lambda t: ref_onecycle(t, LR, RUN, 0.4, "cos", 25.0, 1e4, True)),
     "warmup": ("warmup", {}, ref_warmup(lambda t: ref_cosine(t, LR, RUN - 14, 0.0), 14, 0.1)),
     "plateau": ("plateau", {}, lambda t: LR),
+    "wsd": ("wsd", {}, lambda t: ref_wsd(t, LR, RUN, 17, 0.0, "1-sqrt")),  # round(0.2 * 84) = 17
+    "wsd_linear": ("wsd", {"decay_fraction": 0.5, "shape": "linear", "final_lr_factor": 0.1},
+                   lambda t: ref_wsd(t, LR, RUN, 42, 0.1, "linear")),
+    "wsd_cosine": ("wsd", {"decay_fraction": 1.0, "shape": "cosine"}, lambda t: ref_wsd(t, LR, RUN, RUN, 0.0, "cosine")),
     # Warmup composes with every option; the main schedule counts its own steps from 0.
     "step+warmup": ("step", {"step_size": 2, "gamma": 0.5, "warmup_epochs": 1.5},
                     ref_warmup(lambda t: LR * 0.5 ** (t // 14), 10, 0.1)),
@@ -145,6 +155,8 @@ CASES = {
                       ref_warmup(lambda t: ref_cyclic(t, 0.01, LR, 7, "triangular", 1.0), 7, 0.1)),
     "onecycle+warmup": ("onecycle", {"warmup_epochs": 2},
                         ref_warmup(lambda t: ref_onecycle(t, LR, RUN - 14, 0.3, "cos", 25.0, 1e4, False), 14, 0.1)),
+    "wsd+warmup": ("wsd", {"warmup_epochs": 2, "decay_fraction": 0.25},
+                   ref_warmup(lambda t: ref_wsd(t, LR, RUN - 14, 18, 0.0, "1-sqrt"), 14, 0.1)),  # round(17.5) = 18
     "plateau+warmup": ("plateau", {"warmup_epochs": 1}, ref_warmup(lambda t: LR, 7, 0.1)),
     "constant+warmup": ("constant", {"warmup_epochs": 11.5}, ref_warmup(lambda t: LR, 80, 0.1)),  # round(80.5) = 80
 }
@@ -240,7 +252,7 @@ INSTANCES = [S.Constant(0.01), S.Step(LR, 30, 0.5), S.MultiStep(LR, [10, 20], 0.
              S.Cosine(LR, 100, 0.001), S.CosineRestarts(LR, 10, 2, 0.001), S.Cyclic(0.001, LR, 5, "exp_range", 0.99),
              S.OneCycle(LR, 100, 0.25, "linear", 10.0, 100.0, True), S.Plateau(LR, "val_accuracy", "max", 0.5, 2),
              S.Warmup(S.Cosine(LR, 100), 10, 0.2), S.Join([S.Constant(LR), S.Step(LR, 10)], [15]),
-             S.Scaled(S.Warmup(S.Plateau(LR), 3), 4.0)]
+             S.Scaled(S.Warmup(S.Plateau(LR), 3), 4.0), S.WarmupStableDecay(LR, 100, 0.25, 0.1, "cosine")]
 
 
 def test_every_public_schedule_class_is_covered():
@@ -447,6 +459,9 @@ BAD_VALUES = [  # option, override, the key the error must name; every option in
     ("plateau", "schedule.cooldown=-1", "schedule.cooldown"),
     ("plateau", "schedule.threshold=-0.1", "schedule.threshold"),
     ("warmup", "schedule.warmup_start_factor=1.5", "schedule.warmup_start_factor"),
+    ("wsd", "schedule.decay_fraction=0", "schedule.decay_fraction"),
+    ("wsd", "schedule.shape=exp", "schedule.shape"),
+    ("wsd", "schedule.final_lr_factor=2", "schedule.final_lr_factor"),
     ("constant", "schedule.warmup_epochs=-1", "schedule.warmup_epochs"),
     ("cosine", "+schedule.gamma=0.5", "schedule.gamma"),  # a key the option does not have
 ]

@@ -10,8 +10,9 @@ from tftrain.schedules._base import Schedule, ScheduleArgumentError
 from tftrain.schedules.build import Run, build_for_run
 from tftrain.schedules.compose import Join, Scaled, Warmup
 from tftrain.schedules.cyclic import Cyclic, OneCycle
-from tftrain.schedules.decay import Constant, Cosine, CosineRestarts, MultiStep, Polynomial, Step
+from tftrain.schedules.decay import Constant, Cosine, CosineRestarts, MultiStep, Polynomial, Step, WarmupStableDecay
 from tftrain.schedules.plateau import Plateau
 
 __all__ = ["Schedule", "ScheduleArgumentError", "Run", "build_for_run", "Constant", "Step", "MultiStep",
-           "Polynomial", "Cosine", "CosineRestarts", "Cyclic", "OneCycle", "Plateau", "Warmup", "Join", "Scaled"]
+           "Polynomial", "Cosine", "CosineRestarts", "Cyclic", "OneCycle", "Plateau", "Warmup", "Join", "Scaled",
+           "WarmupStableDecay"]

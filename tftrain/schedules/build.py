@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tftrain.schedules._base import ScheduleArgumentError, require
 from tftrain.schedules.compose import Warmup
 from tftrain.schedules.cyclic import Cyclic, OneCycle
-from tftrain.schedules.decay import Constant, Cosine, CosineRestarts, MultiStep, Polynomial, Step
+from tftrain.schedules.decay import Constant, Cosine, CosineRestarts, MultiStep, Polynomial, Step, WarmupStableDecay
 from tftrain.schedules.plateau import Plateau
 
 
@@ -116,5 +116,9 @@ def plateau(run: Run, *, monitor: str, mode: str, factor: float, patience: int, 
     return Plateau(run.lr, monitor, mode, factor, patience, threshold, threshold_mode, cooldown, min_lr)
 
 
+def wsd(run: Run, *, decay_fraction: float, final_lr_factor: float, shape: str):
+    return WarmupStableDecay(run.lr, run.steps, decay_fraction, final_lr_factor, shape)
+
+
 __all__ = ["Run", "build_for_run", "ScheduleArgumentError", "constant", "step", "multistep", "exponential",
-           "polynomial", "cosine", "cosine_restarts", "cyclic", "onecycle", "plateau"]
+           "polynomial", "cosine", "cosine_restarts", "cyclic", "onecycle", "plateau", "wsd"]

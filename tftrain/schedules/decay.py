@@ -1,5 +1,5 @@
 """Decays that are pure functions of the step (PyTorch's StepLR, MultiStepLR, PolynomialLR,
-CosineAnnealingLR, CosineAnnealingWarmRestarts). All durations are in steps."""
+CosineAnnealingLR, CosineAnnealingWarmRestarts) and warmup-stable-decay. All durations are in steps."""
 
 from __future__ import annotations
 
@@ -206,3 +206,63 @@ class CosineRestarts(Schedule):
 
     def get_config(self):
         return {"lr": self.lr, "t0": self.t0, "t_mult": self.t_mult, "min_lr": self.min_lr}
+
+
+@keras.saving.register_keras_serializable(package="tftrain")
+class WarmupStableDecay(Schedule):
+    """The stable and decay phases of warmup-stable-decay (WSD; Hu et al. 2024, MiniCPM; Hägele
+    et al. 2024): `lr` held, then a decay over the last `decay_fraction` of `total_steps` to
+    `final_lr_factor * lr`, held afterwards. The warmup is tftrain's `Warmup` around it, as for
+    every schedule (`schedule.warmup_epochs`).
+
+    With T = `total_steps`, D = `round(decay_fraction * T)` decay steps starting at S = T - D and
+    f = `final_lr_factor`: `lr` for t < S, then `lr * (f + (1 - f) * g(p))` with
+    `p = min(t - S, D) / D`, where g(p) is `1 - p` (shape "linear"), `(1 + cos(pi * p)) / 2`
+    ("cosine") or `1 - sqrt(p)` ("1-sqrt", the best in Hägele et al.). As with `Cosine`, the
+    final rate is reached at step T.
+
+    >>> from tftrain.schedules import Warmup, WarmupStableDecay
+    >>> s = WarmupStableDecay(0.1, total_steps=100, decay_fraction=0.2, shape="linear")
+    >>> [round(float(s(t)), 6) for t in (0, 79, 80, 90, 100, 150)]
+    [0.1, 0.1, 0.1, 0.05, 0.0, 0.0]
+    >>> w = Warmup(s, warmup_steps=10, start_factor=0.0)
+    >>> [round(float(w(t)), 6) for t in (0, 5, 10, 100)]
+    [0.0, 0.05, 0.1, 0.05]
+    """
+
+    SHAPES = ("linear", "cosine", "1-sqrt")
+
+    def __init__(self, lr, total_steps, decay_fraction=0.2, final_lr_factor=0.0, shape="1-sqrt"):
+        _check_rate("lr", lr)
+        require(is_number(total_steps) and total_steps >= 1 and float(total_steps).is_integer(), "total_steps",
+                total_steps, "an integer >= 1")
+        require(is_number(decay_fraction) and 0 < decay_fraction <= 1, "decay_fraction", decay_fraction,
+                "in (0, 1]: the fraction of the schedule's steps spent decaying")
+        require(is_number(final_lr_factor) and 0 <= final_lr_factor <= 1, "final_lr_factor", final_lr_factor,
+                "in [0, 1]: the final rate as a fraction of lr")
+        require(shape in self.SHAPES, "shape", shape, f"one of {list(self.SHAPES)}")
+        # Whole steps, so that the decay starts at the same step in runs of any length (issue 22's branches).
+        decay_steps = round(decay_fraction * total_steps)
+        require(decay_steps >= 1, "decay_fraction", decay_fraction,
+                f"at least one of the schedule's {int(total_steps)} steps: >= {0.5 / total_steps:.4g}")
+        self.lr, self.total_steps, self.decay_fraction = float(lr), int(total_steps), float(decay_fraction)
+        self.final_lr_factor, self.shape, self.decay_steps = float(final_lr_factor), shape, decay_steps
+
+    @property
+    def decay_start(self) -> int:
+        return self.total_steps - self.decay_steps
+
+    def rate(self, t):
+        d, f = self.decay_steps, self.final_lr_factor
+        p = tf.clip_by_value(t - self.decay_start, 0.0, float(d)) / d
+        if self.shape == "linear":
+            g = 1.0 - p
+        elif self.shape == "cosine":
+            g = (1.0 + tf.cos(math.pi * p)) / 2.0
+        else:
+            g = 1.0 - tf.sqrt(p)
+        return self.lr * (f + (1.0 - f) * g)
+
+    def get_config(self):
+        return {"lr": self.lr, "total_steps": self.total_steps, "decay_fraction": self.decay_fraction,
+                "final_lr_factor": self.final_lr_factor, "shape": self.shape}

@@ -116,3 +116,12 @@ class PlateauConf(ScheduleConf):
     cooldown: int = 0  # epochs after a reduction during which no bad epochs are counted
     min_lr: float = 0.0  # the rate is never reduced below this
 
+
+
+@schema("schedule", "wsd")
+@dataclass(kw_only=True)
+class WsdConf(ScheduleConf):
+    _target_: str = "tftrain.schedules.build.wsd"
+    decay_fraction: float = 0.2  # the last fraction of the schedule (the run after its warmup) spent decaying, in (0, 1]
+    final_lr_factor: float = 0.0  # the rate at the end of the run, as a fraction of optimizer.lr
+    shape: str = "1-sqrt"  # linear | cosine | 1-sqrt (lr * (1 - sqrt(p)), Hägele et al. 2024's best)

@@ -14,7 +14,7 @@ from omegaconf import MISSING
 from tftrain.errors import require
 from tftrain.schema.registry import schema
 
-SUGGESTIONS = ("valley", "steepest", "minimum")
+SUGGESTIONS = ("valley", "steepest", "minimum", "slide")
 
 
 @schema("task", "train")
@@ -37,7 +37,7 @@ class LrFindTaskConf:
     num_steps: int = 100
     smoothing: float = 0.9  # beta of the debiased moving average of the loss (0: raw loss; fastai's 0.98 lags ~4 decades of rate on 100 steps)
     divergence_threshold: float = 4.0  # stop once the smoothed loss exceeds this times the best one
-    suggestion: str = "valley"  # valley | steepest | minimum (the minimum's rate / 10): the one "suggested"
+    suggestion: str = "valley"  # valley | steepest | minimum (the minimum's rate / 10) | slide (fastai's interval slide rule): the one "suggested"
 
     def __post_init__(self):
         require(self.min_lr > 0, "min_lr", self.min_lr, "a learning rate > 0, e.g. 1e-7")

@@ -6,12 +6,14 @@ rate rises exponentially from `task.min_lr` to `task.max_lr` over `task.num_step
 (Smith 2017, "Cyclical Learning Rates", section 3.3; fastai's lr_find). The training loss is
 smoothed with a debiased exponential moving average (`task.smoothing`, beta) and the test stops
 once the smoothed loss exceeds `task.divergence_threshold` times its best value (or is not
-finite). Three suggestions are read off the smoothed curve (its first tenth and, after a
+finite). Four suggestions are read off the smoothed curve (its first tenth and, after a
 divergence, its last 5 points left out):
 
 - valley: the middle of the longest stretch over which the loss keeps falling (fastai's default);
 - steepest: where the loss falls fastest against log(lr);
-- minimum: the rate of the lowest loss, divided by 10.
+- minimum: the rate of the lowest loss, divided by 10;
+- slide: fastai's interval slide rule: the left end of the rightmost 15-point window over which
+  the loss's slope changes by more than 0.005.
 
 Outputs in the run directory: `lr_find.json` (rates, losses, suggestions, which one is
 "suggested") and `lr_find.png` (loss against rate, log x axis, suggestions marked). The trained
@@ -79,7 +81,31 @@ def minimum(lrs, losses) -> float:
     return float(np.asarray(lrs)[int(np.argmin(losses))] / 10)
 
 
-SUGGESTERS = {"valley": valley, "steepest": steepest, "minimum": minimum}
+def slide(lrs, losses, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0) -> float:
+    """fastai's `slide` (fastai.callback.schedule.slide, PR 3377; Andrew Chang's interval slide
+    rule), ported as written: a window of `lr_diff` points slides left from the curve's end while
+    the loss's gradient (np.gradient, per point) differs between its two ends by more than
+    `thresh`; the rate at the window's left end where it last did, times `adjust_value`.
+
+    The window stops where the curve is close to a straight line across `lr_diff` points, i.e. on
+    the steady descent below the rates where the loss bends up. `thresh` is in loss units per
+    point, as in fastai. fastai indexes past the start on curves of `lr_diff` points or fewer;
+    here the window shrinks to the curve's length minus one.
+    """
+    lrs, losses = np.asarray(lrs), np.asarray(losses)
+    lr_diff = min(lr_diff, len(losses) - 1)
+    loss_grad = np.gradient(losses)
+    r_idx = -1
+    l_idx = r_idx - lr_diff
+    local_min_lr = lrs[l_idx]
+    while l_idx >= -len(losses) and abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh:
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    return float(local_min_lr) * adjust_value
+
+
+SUGGESTERS = {"valley": valley, "steepest": steepest, "minimum": minimum, "slide": slide}
 
 
 def suggestion_window(n: int, num_steps: int, diverged: bool) -> slice:
@@ -219,9 +245,9 @@ def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     (run_dir / "lr_find.json").write_text(json.dumps(result, indent=2) + "\n")
     plot_lr_find(result, run_dir / "lr_find.png")
     log.info("lr_find: %s; %d steps in %.1fs", stop_reason, len(lrs), result["wall_time_s"])
-    log.info("lr_find: suggested optimizer.lr=%.3g (%s); valley %.3g, steepest %.3g, minimum/10 %.3g",
+    log.info("lr_find: suggested optimizer.lr=%.3g (%s); valley %.3g, steepest %.3g, minimum/10 %.3g, slide %.3g",
              result["suggested_lr"], task.suggestion, suggestions["valley"], suggestions["steepest"],
-             suggestions["minimum"])
+             suggestions["minimum"], suggestions["slide"])
     log.info("Outputs in %s: lr_find.png, lr_find.json. Train with: python -m tftrain optimizer.lr=%.3g "
              "(and the same other overrides)", run_dir.resolve(), result["suggested_lr"])
     return result
@@ -236,7 +262,7 @@ def plot_lr_find(result: dict, path: Path) -> None:
     ax = fig.subplots()
     ax.plot(lrs, raw, color="0.75", linewidth=0.8, label="loss (per step)")
     ax.plot(lrs, losses, color="C0", linewidth=2, label=f"smoothed loss (beta {result['smoothing']:g})")
-    styles = {"valley": ("C2", "o"), "steepest": ("C1", "^"), "minimum": ("C3", "s")}
+    styles = {"valley": ("C2", "o"), "steepest": ("C1", "^"), "minimum": ("C3", "s"), "slide": ("C4", "D")}
     for name, lr in result["suggestions"].items():
         color, marker = styles[name]
         y = float(np.interp(np.log(lr), np.log(lrs), losses))
