@@ -9,6 +9,7 @@ command without a test fails. Each run's console must hold nothing but tftrain's
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -398,18 +399,28 @@ def test_sweep_seeds(tmp_path):
     assert "optimizer=sgd" in aggregate and "optimizer=adam" in aggregate
 
 
+# Each preset's swept group narrowed to two of its options on the command line, as the README says
+# users may: 2 configurations x 2 seeds, enough for an aggregate with intervals and verdicts.
+NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["schedule=constant,cosine"],
+          "compare_initializers": ["initializer=zeros,he_normal", "model.hidden_units=[16,16]"],
+          "warmup": ["model.hidden_units=[32]"], "lr_range": []}
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_experiment_preset(tmp_path, preset):
-    shrink = WARMUP if preset in ("warmup", "compare_schedules") else SHRINK
-    if preset == "compare_schedules":  # multistep's milestones (15, 25) need 26 epochs: left out here
-        shrink = [*shrink, "schedule=constant,step,cosine,onecycle,warmup"]
-    run(shorten(readme(f"python -m tftrain experiment={preset}"), *shrink, "trainer.seeds=1"), tmp_path)
+    shrink = WARMUP if preset == "warmup" else SHRINK
+    run(shorten(readme(f"python -m tftrain experiment={preset}"), *shrink, *NARROW[preset], "trainer.seeds=2"),
+        tmp_path)
     sweeps = list((tmp_path / "outputs" / "experiments" / preset).glob("*/aggregate.md"))
     assert len(sweeps) == 1
     sweep = sweeps[0].parent
-    assert (sweep / "summary.png").is_file()
+    assert (sweep / "summary.png").read_bytes()[:4] == b"\x89PNG"
     rows = sweep_rows(sweep)
-    assert len(rows) == PRESETS[preset] and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    with open(sweep / "aggregate.csv", newline="") as f:
+        configs = list(csv.DictReader(f))
+    assert len(configs) == 2 and all(r["n"] == "2" and r["seeds"] == "0 1" for r in configs)
+    assert all(r["val_accuracy_ci95_low"] and r["verdict"] for r in configs)
 
 
 def test_optuna_search(tmp_path):
