@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def wait_until(condition, proc, what: str, timeout: float = 180) -> None:
+    """Poll `condition()` until it holds; fail naming `what` if the process ends or time runs out first."""
+    deadline = time.monotonic() + timeout
+    while not condition() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition(), f"{what} never happened (process exit status {proc.poll()})"
 
 
 class CrashAtEpoch:

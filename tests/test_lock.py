@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fcntl locks and signals as on Linux")
 
@@ -27,14 +27,6 @@ def _env() -> dict:
             "CUDA_VISIBLE_DEVICES": ""}
 
 
-def _wait_for(condition, proc, what: str, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the first process ended (exit {proc.returncode}) before {what}"
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _snapshot(run_dir: Path) -> dict:
     return {name: ((run_dir / name).read_bytes(), (run_dir / name).stat().st_mtime_ns) for name in WATCHED}
 
@@ -46,8 +38,8 @@ def test_a_refused_start_changes_nothing_and_a_third_process_is_refused_too(tmp_
                               env=_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         # P1 holds the lock and has written its start-up files: it is about to train.
-        _wait_for(lambda: (run_dir / "preprocessing.json").is_file() and (run_dir / ".hydra/overrides.yaml").is_file(),
-                  p1, "its preprocessing.json")
+        wait_until(lambda: (run_dir / "preprocessing.json").is_file() and (run_dir / ".hydra/overrides.yaml").is_file(),
+                   p1, "its preprocessing.json", timeout=120)
         assert not list(run_dir.glob("checkpoints/ckpt-*.index"))  # no checkpoint yet, as in the report
         assert (run_dir / ".tftrain.lock").read_text().startswith(f"pid {p1.pid} ")
         before = _snapshot(run_dir)

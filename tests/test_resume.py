@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tftrain
-from conftest import ROOT, SMALL, compose_small, crash_at, run_cli
+from conftest import ROOT, SMALL, compose_small, crash_at, run_cli, wait_until
 from conftest import metrics_of as _metrics, same_numbers as _same_numbers
 from tftrain.errors import ConfigError, DataError, TftrainError
 
@@ -36,16 +36,8 @@ def _start(run_dir, *args):
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT), log
 
 
-def _wait_until(condition, proc, what, timeout=180):
-    """Poll `condition()` until it holds; fail naming `what` if the process ends or time runs out first."""
-    deadline = time.monotonic() + timeout
-    while not condition() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert condition(), f"{what} never happened (process exit status {proc.poll()})"
-
-
 def _wait_for(path, proc, timeout=180):
-    _wait_until(path.exists, proc, f"{path} appearing", timeout)
+    wait_until(path.exists, proc, f"{path} appearing", timeout)
 
 
 def _epochs_saved(run_dir) -> int:
@@ -78,7 +70,7 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
     # the uninterrupted run it is compared with ran with auto: the grouping changes no number.
     proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=5")
     # Epoch 1's checkpoint complete: the signal lands in epoch 2's steps, not in the save.
-    _wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
+    wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     out = (tmp_path / "run.log").read_text()
@@ -106,10 +98,10 @@ def test_a_second_signal_stops_at_once(tmp_path):
     checkpoint past epoch 1's and the orderly stop's 130 and message."""
     run_dir = tmp_path / "run"
     proc, log = _start(run_dir, *LONG, "model.hidden_units=[1024,1024]", "trainer.steps_per_execution=64")
-    _wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
+    wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
     proc.send_signal(signal.SIGINT)
     log_file = tmp_path / "run.log"  # two signals sent together can arrive as one: wait for the first
-    _wait_until(lambda: "Received SIGINT" in log_file.read_text(), proc, "the first SIGINT's log line", timeout=60)
+    wait_until(lambda: "Received SIGINT" in log_file.read_text(), proc, "the first SIGINT's log line", timeout=60)
     proc.send_signal(signal.SIGINT)
     returncode = proc.wait(timeout=60)
     out = log_file.read_text()

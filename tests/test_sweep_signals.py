@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SMALL
+from conftest import ROOT, SMALL, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc as on Linux")
 
@@ -32,14 +32,6 @@ def _start(out: Path, *args: str) -> subprocess.Popen:
     with open(out, "w") as f:
         return subprocess.Popen([sys.executable, "-m", "tftrain", *args], cwd=ROOT, env=_env(), stdout=f,
                                 stderr=subprocess.STDOUT)
-
-
-def _wait_for(condition, proc, what: str, timeout: float = 180) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the sweep ended (exit {proc.returncode}) before {what}"
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _status(run: Path) -> str | None:
@@ -122,7 +114,7 @@ def test_sigterm_stops_a_sweep_after_the_running_jobs_checkpoint_and_the_rerun_r
     args = ["-m", *LONGER, "trainer.epochs=5", "optimizer=sgd,adam", f"hydra.sweep.dir={sweep}"]
     proc = _start(tmp_path / "first.out", *args)
     try:
-        _wait_for(lambda: any(sweep.glob("0_*/checkpoints/ckpt-*.index")), proc, "job 0's first checkpoint")
+        wait_until(lambda: any(sweep.glob("0_*/checkpoints/ckpt-*.index")), proc, "job 0's first checkpoint")
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
     finally:
@@ -161,7 +153,7 @@ def test_sigkill_to_a_parallel_sweep_ends_its_workers(tmp_path):
     proc = _start(tmp_path / "sweep.out", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *LONGER,
                   "trainer.epochs=50", "optimizer=sgd,adam", f"hydra.sweep.dir={sweep}")
     try:
-        _wait_for(lambda: len(list(sweep.glob("*/preprocessing.json"))) == 2, proc, "both jobs training")
+        wait_until(lambda: len(list(sweep.glob("*/preprocessing.json"))) == 2, proc, "both jobs training")
         workers = sorted(int(p.read_text().split()[1]) for p in sweep.glob("*/.tftrain.lock"))
         assert len(workers) == 2 and proc.pid not in workers and all(_alive(w) for w in workers)
         proc.kill()

@@ -198,8 +198,8 @@ def main(cfg: DictConfig) -> float | None:
         return _run_in_sweep(cfg, output_dir)
     # The lock before anything is written, held until the process ends: a refused start (the
     # directory busy: RunDirBusy, reported by cli()) has written and deleted nothing there.
-    # output_dir=... beats hydra.run.dir; "~/x" is the home directory, as in a shell (not a folder named ~).
-    with claim_run_dir(cfg, os.path.expanduser(cfg.get("output_dir") or output_dir)) as run_dir:
+    # output_dir=... beats hydra.run.dir (tasks.run.run_dir_of reads "~/x" as the home directory).
+    with claim_run_dir(cfg, cfg.get("output_dir") or output_dir) as run_dir:
         try:
             metrics = run_task(cfg, str(run_dir))
         except TftrainError as e:

@@ -137,6 +137,11 @@ def changes_from_saved(run_dir: Path, cfg) -> tuple[object | None, dict]:
                       if old.get(k) != new.get(k) and not k.startswith("hydra")}
 
 
+def _listing(changes: dict) -> str:
+    """`key` old -> new, for a refusal's paragraph."""
+    return ", ".join(f"`{k}` {v[0]!r} -> {v[1]!r}" for k, v in changes.items())
+
+
 def plan_resume(run_dir: Path, cfg, chief: bool = True) -> ResumePlan:
     """`trainer.resume` applied to `run_dir` and `cfg` compared with `run_dir/config.yaml` when the
     run has checkpoints to resume from. `never` moves earlier checkpoints aside (the chief does);
@@ -164,17 +169,15 @@ def plan_resume(run_dir: Path, cfg, chief: bool = True) -> ResumePlan:
         return ResumePlan()
     refused = {k: v for k, v in changes.items() if _matches(k, REFUSED) and not _matches(k, HARMLESS)}
     if refused:
-        listing = ", ".join(f"`{k}` {v[0]!r} -> {v[1]!r}" for k, v in refused.items())
         raise ResumeRefused(
-            f"{run_dir} holds checkpoints of a run these changes would corrupt: {listing}. A resumed run continues "
+            f"{run_dir} holds checkpoints of a run these changes would corrupt: {_listing(refused)}. A resumed run continues "
             "with the model, data, problem, batch size, seed, optimizer and schedule kind it started with. Fix: "
             "train in a new run directory (hydra.run.dir=... or output_dir=...), or start this one again from step 0 "
             "with trainer.resume=never (its checkpoints are moved aside), or undo the changes.")
     stateful = {k: v for k, v in changes.items() if _matches(k, STATEFUL)}
     if stateful:
-        listing = ", ".join(f"`{k}` {v[0]!r} -> {v[1]!r}" for k, v in stateful.items())
         raise ResumeRefused(
-            f"{run_dir} holds checkpoints without the state these changes need: {listing}. An optimizer's moving "
+            f"{run_dir} holds checkpoints without the state these changes need: {_listing(stateful)}. An optimizer's moving "
             "average (optimizer.use_ema) started at a resume would average towards the initial weights, and a "
             "callback added or removed would receive another callback's checkpointed state. Fix: keep the settings "
             "the run started with to resume it; or start this run again from step 0 with trainer.resume=never (its "

@@ -124,18 +124,20 @@ def write_hydra_record(cfg: DictConfig, run_dir: Path) -> None:
 
 def credential_uris(cfg: DictConfig) -> list[str]:
     """The loggers' tracking URIs that carry credentials (`https://user:token@host`)."""
-    from omegaconf import OmegaConf
-
     from tftrain.loggers.mlflow import masked
 
-    uris = []
-    for node in (cfg.get("logger") or {}).values():
-        # An unresolvable value is validation's to report, with its key and fix.
-        uri = OmegaConf.select(node, "tracking_uri", throw_on_resolution_failure=False) \
-            if isinstance(node, DictConfig) else None
-        if isinstance(uri, str) and masked(uri) != uri:
-            uris.append(uri)
-    return uris
+    uris = [_tracking_uri(node) for node in (cfg.get("logger") or {}).values()]
+    return [uri for uri in uris if uri is not None and masked(uri) != uri]
+
+
+def _tracking_uri(node) -> str | None:
+    """A logger node's tracking_uri, when it has one that resolves to a string (an unresolvable
+    value is validation's to report, with its key and fix)."""
+    from omegaconf import OmegaConf
+
+    uri = OmegaConf.select(node, "tracking_uri", throw_on_resolution_failure=False) \
+        if isinstance(node, DictConfig) else None
+    return uri if isinstance(uri, str) else None
 
 
 def without_credentials(cfg: DictConfig) -> DictConfig:
@@ -144,7 +146,7 @@ def without_credentials(cfg: DictConfig) -> DictConfig:
     none carries any; the run's loggers are built from the real one."""
     import copy
 
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from tftrain.loggers.mlflow import masked
 
@@ -153,9 +155,8 @@ def without_credentials(cfg: DictConfig) -> DictConfig:
     shown = copy.deepcopy(cfg)
     with open_dict(shown):
         for node in shown.logger.values():
-            uri = OmegaConf.select(node, "tracking_uri", throw_on_resolution_failure=False) \
-                if isinstance(node, DictConfig) else None
-            if isinstance(uri, str):
+            uri = _tracking_uri(node)
+            if uri is not None:
                 node.tracking_uri = masked(uri)
     return shown
 
