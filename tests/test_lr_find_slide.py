@@ -62,3 +62,22 @@ def test_task_suggestion_slide_is_accepted_and_reported(tmp_path):
     assert written["suggested"] == "slide" and set(written["suggestions"]) == {"valley", "steepest", "minimum", "slide"}
     assert written["suggested_lr"] == written["suggestions"]["slide"] == result["suggested_lr"]
     assert written["suggested_lr"] in written["lrs"]  # adjust_value 1: one of the tested rates
+
+
+def test_train_with_find_lr_trains_at_the_named_suggestion(tmp_path, caplog):
+    from conftest import compose_small
+
+    with caplog.at_level("INFO", logger="tftrain"):
+        metrics = tftrain.train(compose_small("task.find_lr=true", "task.suggestion=steepest", "optimizer=sgd",
+                                              "trainer.epochs=1"), output_dir=tmp_path)
+    found = json.loads((tmp_path / "lr_find" / "lr_find.json").read_text())
+    assert metrics["found_lr"] == float(f"{found['suggestions']['steepest']:.3g}")
+    assert "(steepest; see" in caplog.text
+
+
+def test_an_unknown_train_suggestion_names_the_key_and_the_choices():
+    from tftrain.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        validate(tftrain.compose(["task.find_lr=true", "task.suggestion=slid"]))
+    assert "task.suggestion" in str(e.value) and "'slide'" in str(e.value)

@@ -403,7 +403,8 @@ def test_sweep_seeds(tmp_path):
 # users may: 2 configurations x 2 seeds, enough for an aggregate with intervals and verdicts.
 NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["schedule=constant,cosine"],
           "compare_initializers": ["initializer=zeros,he_normal", "model.hidden_units=[16,16]"],
-          "warmup": ["model.hidden_units=[32]"], "lr_range": []}
+          "warmup": ["model.hidden_units=[32]"], "lr_range": [],
+          "lr_suggestions": ["task.suggestion=valley,steepest"]}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -24,6 +24,10 @@ class TrainTaskConf:
 
     _target_: str = "tftrain.tasks.train.train"
     find_lr: bool = False  # first run the learning-rate range test (task=lr_find's settings, in <run>/lr_find/) and train at its suggested optimizer.lr
+    suggestion: str = "valley"  # with find_lr: which of the range test's suggestions to train at (valley | steepest | minimum | slide)
+
+    def __post_init__(self):
+        require(self.suggestion in SUGGESTIONS, "suggestion", self.suggestion, f"one of {list(SUGGESTIONS)}")
 
 
 @schema("task", "lr_find")

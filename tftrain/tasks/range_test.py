@@ -161,10 +161,12 @@ def with_found_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
         (path.parent).mkdir(parents=True, exist_ok=True)
         result = range_test(test_cfg, path.parent, strategy)
         keras.utils.set_random_seed(cfg.trainer.seed)  # training starts from the same random state as without the test
+    # The test's own "suggested" is task=lr_find's default; the train task names the one it trains at.
+    chosen = cfg.task.get("suggestion", result["suggested"])
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
-    cfg.optimizer.lr = float(f"{result['suggested_lr']:.3g}")
+    cfg.optimizer.lr = float(f"{result['suggestions'][chosen]:.3g}")
     log.info("task.find_lr: training at the range test's suggestion optimizer.lr=%g (%s; see %s)", cfg.optimizer.lr,
-             result["suggested"], path.parent / "lr_find.png")
+             chosen, path.parent / "lr_find.png")
     return cfg
 
 
