@@ -404,7 +404,7 @@ def test_sweep_seeds(tmp_path):
 NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["schedule=constant,cosine"],
           "compare_initializers": ["initializer=zeros,he_normal", "model.hidden_units=[16,16]"],
           "warmup": ["model.hidden_units=[32]"], "lr_range": [],
-          "lr_suggestions": ["task.suggestion=valley,steepest"]}
+          "lr_suggestions": ["task.suggestion=valley,steepest"], "swa": ["optimizer.use_ema=false"]}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

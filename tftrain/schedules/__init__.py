@@ -12,6 +12,7 @@ from tftrain.schedules.compose import Join, Scaled, Warmup
 from tftrain.schedules.cyclic import Cyclic, OneCycle
 from tftrain.schedules.decay import Constant, Cosine, CosineRestarts, MultiStep, Polynomial, Step, WarmupStableDecay
 from tftrain.schedules.plateau import Plateau
+from tftrain.schedules.swa import SWALR
 
 __all__ = ["Schedule", "ScheduleArgumentError", "Run", "build_for_run", "Constant", "Step", "MultiStep",
            "Polynomial", "Cosine", "CosineRestarts", "Cyclic", "OneCycle", "Plateau", "Warmup", "Join", "Scaled",
