@@ -44,6 +44,9 @@ NOT_RUN = {
                                                         "the run wrote",
     "bash scripts/gpu_check.sh": "needs a GPU; tests/test_gpu_check.py runs its --cpu form",
     "pytest -n 2": "the test suite itself",
+    "python -m tftrain task=budgets schedule=wsd trainer.epochs=12 'task.budgets=[0.25,0.5,1.0]'":
+        "the task experiment=wsd_budgets runs (test_wsd_budgets_preset runs it shrunk from outside the checkout; "
+        "tests/test_wsd_budgets.py checks each budget against its run from scratch)",
 }
 NOT_RUN_SCRIPTS = {  # a `#!` block, by its first command line
     "srun python -m tftrain": "a SLURM job script (srun, scontrol); test_slurm_script_parses checks its syntax",
@@ -109,6 +112,7 @@ TRAINING = [
 ]
 PRESETS = {  # experiment preset -> configurations it compares (rows of aggregate.csv with trainer.seeds=1)
     "compare_optimizers": 5, "compare_schedules": 5, "compare_initializers": 5, "warmup": 2, "lr_range": 2,
+    "lr_suggestions": 4, "swa": 4,
 }
 RUN_BY.update({c: "test_training_command" for c in TRAINING})
 RUN_BY.update({f"python -m tftrain experiment={p}": "test_experiment_preset" for p in PRESETS})
@@ -422,6 +426,21 @@ def test_experiment_preset(tmp_path, preset):
         configs = list(csv.DictReader(f))
     assert len(configs) == 2 and all(r["n"] == "2" and r["seeds"] == "0 1" for r in configs)
     assert all(r["val_accuracy_ci95_low"] and r["verdict"] for r in configs)
+
+
+RUN_BY["python -m tftrain experiment=wsd_budgets"] = "test_wsd_budgets_preset"
+
+
+def test_wsd_budgets_preset(tmp_path):
+    # Budgets of 1 and 2 epochs (no warmup: the shortest budget must outlast it), one seed.
+    run(shorten(readme("python -m tftrain experiment=wsd_budgets"), "trainer.epochs=2", "task.budgets=[0.5,1.0]",
+                "schedule.warmup_epochs=0", "model.hidden_units=[16]", "trainer.seeds=1"), tmp_path)
+    (job,) = [p.parent for p in (tmp_path / "outputs" / "experiments" / "wsd_budgets").glob("*/*/budgets.csv")]
+    with open(job / "budgets.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epochs"] for r in rows] == ["1", "2"]
+    assert json.loads((job / "budget_1" / "metrics.json").read_text())["epochs"] == 1
+    assert json.loads((job / "budget_2" / "metrics.json").read_text())["epochs"] == 2
 
 
 def test_optuna_search(tmp_path):

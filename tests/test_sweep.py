@@ -294,3 +294,12 @@ def test_a_job_another_process_holds_is_running_not_failed_and_completed_once_it
         assert read_run(held, sweep)["status"] == "completed"  # held while a rerun reuses the outcome
     assert read_run(held, sweep)["status"] == "completed"
     assert read_run(free, sweep)["status"] == "failed"
+
+
+def test_a_run_inside_a_jobs_directory_is_not_a_job_of_the_sweep(tmp_path):
+    from tftrain.sweep.summary import find_runs
+
+    for run in ("0_seed=0", "0_seed=0/budget_3", "1_seed=1"):
+        (tmp_path / run / ".hydra").mkdir(parents=True)
+        (tmp_path / run / ".hydra" / "overrides.yaml").write_text("- trainer.seed=0\n")
+    assert sorted(r.name for r in find_runs(tmp_path)) == ["0_seed=0", "1_seed=1"]

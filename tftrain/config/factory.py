@@ -7,6 +7,8 @@ their own `ArgumentError` / `DataError`; here they become `ConfigError`s naming 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -68,25 +70,28 @@ def build_model(cfg, input_shape, num_outputs: int, normalization: dict | None =
                 target_normalization: dict | None = None):
     """The configured model with the initializer group and `model.l2` applied, inside the
     preprocessing layers that make it take raw inputs (tftrain.models.with_preprocessing; call
-    inside the strategy's scope). A saved model is used as it is: it takes raw inputs already."""
+    inside the strategy's scope). A saved model is used as it is: it takes raw inputs already.
+    `model.trainable` freezes the layers the first epoch does not train (`build_unfreeze`)."""
     import keras
 
     from tftrain.initializers import add_l2
     from tftrain.models import with_preprocessing
+    from tftrain.schema.model import OWN_KEYS
 
     node = cfg.model
-    model = call_target("model", node, tuple(input_shape), int(num_outputs), skip=frozenset({"l2"}))
-    require_returns("model._target_", node._target_, model, keras.Model, "a keras.Model")
-    outputs = _outputs_of(model, tuple(input_shape), node._target_)
-    shape = _output_shape(model, tuple(input_shape))
-    if shape is not None and len(shape) != 2:
-        # Every problem compares one vector of outputs per example with its targets.
-        raise UserCodeError(f"`model._target_`={node._target_!r} built a model whose output has shape "
-                            f"{tuple(shape)}, but the problem needs one vector of {num_outputs} outputs per example: "
-                            f"shape (None, {num_outputs}). Fix: end the model with a flat output, e.g. "
-                            f"keras.layers.Flatten() or GlobalAveragePooling, then keras.layers.Dense({num_outputs}).")
-    add_l2(model, float(node.get("l2", 0.0)))
-    model = call_initializer(cfg, model)
+    with _fresh_layer_names():
+        model = call_target("model", node, tuple(input_shape), int(num_outputs), skip=OWN_KEYS)
+        require_returns("model._target_", node._target_, model, keras.Model, "a keras.Model")
+        outputs = _outputs_of(model, tuple(input_shape), node._target_)
+        shape = _output_shape(model, tuple(input_shape))
+        if shape is not None and len(shape) != 2:
+            # Every problem compares one vector of outputs per example with its targets.
+            raise UserCodeError(f"`model._target_`={node._target_!r} built a model whose output has shape "
+                                f"{tuple(shape)}, but the problem needs one vector of {num_outputs} outputs per example: "
+                                f"shape (None, {num_outputs}). Fix: end the model with a flat output, e.g. "
+                                f"keras.layers.Flatten() or GlobalAveragePooling, then keras.layers.Dense({num_outputs}).")
+        add_l2(model, float(node.get("l2", 0.0)))
+        model = call_initializer(cfg, model)
     if outputs != num_outputs:
         raise UserCodeError(f"`model._target_`={node._target_!r} built a model with {outputs} outputs, but the data "
                             f"has {num_outputs} (one per class, label or target value). Fix: give the last layer "
@@ -99,8 +104,66 @@ def build_model(cfg, input_shape, num_outputs: int, normalization: dict | None =
             (log.warning if said else log.info)(
                 "model=saved: %s not apply (a saved model takes raw inputs and gives outputs in the targets' units "
                 "already).", f"{' and '.join(said)} {'do' if len(said) > 1 else 'does'}" if said else "the data option's normalization does")
+        return _fine_tune(cfg, model)
+    return _fine_tune(cfg, with_preprocessing(model, input_shape, normalization, target_normalization))
+
+
+@contextlib.contextmanager
+def _fresh_layer_names():
+    """Keras numbers auto-named layers per process (dense, dense_1, ...): the model is built with
+    the count at zero, so its layer names (what `model.trainable` patterns match) are the same in
+    every run, also in a process that built models before (a sweep's jobs, the library API)."""
+    from keras.src.backend.common import global_state  # Keras' own counter; no public reset but clear_session
+
+    saved = global_state.get_global_attribute("object_name_uids")
+    global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("object_name_uids", saved)
+
+
+def _patterns(value) -> list[str]:
+    return [str(v) for v in value] if not isinstance(value, str) else [value]
+
+
+def build_unfreeze(cfg, model):
+    """`model.trainable` and `model.unfreeze` as a tftrain.loop.unfreeze.Unfreeze (None when every
+    layer trains throughout)."""
+    from tftrain.loop.unfreeze import Unfreeze
+
+    node = cfg.model
+    if node.get("trainable") is None:
+        return None
+    return Unfreeze(_patterns(node.trainable),
+                    [(stage["epoch"], _patterns(stage["pattern"])) for stage in node.get("unfreeze") or []])
+
+
+def _fine_tune(cfg, model):
+    """`model` with the layers its first epoch trains (`model.trainable`, `model.unfreeze`); each
+    pattern must match a layer."""
+    from tftrain.loop.unfreeze import named_layers, unmatched
+
+    unfreeze = build_unfreeze(cfg, model)
+    if unfreeze is None:
         return model
-    return with_preprocessing(model, input_shape, normalization, target_normalization)
+    keys = [("model.trainable", unfreeze.trainable)]
+    keys += [(f"model.unfreeze[{i}].pattern", _patterns(s["pattern"])) for i, s in enumerate(cfg.model.unfreeze)]
+    for key, patterns in keys:
+        missing = unmatched(model, patterns)
+        if missing:
+            names = [path for path, _ in named_layers(model)]
+            raise ConfigError(key, missing[0] if len(missing) == 1 else missing,
+                              f"patterns (fnmatch globs) that each match a layer of the model by name or path; "
+                              f"its layers: {', '.join(names)}",
+                              f"correct `{key}` to one of those names or a glob matching some (e.g. "
+                              f"`{names[-1] if names else 'logits'}`)")
+    epochs = int(cfg.trainer.epochs)
+    for epoch in sorted({start for start, _ in unfreeze.stages if start > epochs}):
+        log.warning("model.unfreeze: a stage starts at epoch %d, after the last epoch (trainer.epochs=%d): it never "
+                    "trains.", epoch, epochs)
+    unfreeze.apply(model, 1)
+    return model
 
 
 def _output_shape(model, input_shape: tuple) -> tuple | None:
@@ -243,15 +306,31 @@ def build_schedule(cfg, steps_per_epoch: int):
                           f"a value giving {e.arg} {e.requirement} at {steps_per_epoch} steps per epoch") from None
 
 
-def build_optimizer(cfg, learning_rate):
-    """The configured optimizer with `learning_rate` (a LearningRateSchedule); wrapped in a
-    LossScaleOptimizer under mixed_float16 (float16 gradients underflow without loss scaling)."""
+def build_optimizer(cfg, learning_rate, model=None):
+    """The configured optimizer with `learning_rate` (a LearningRateSchedule), given `model`, with
+    its parameter groups (`optimizer.weight_decay_on`, `lr_multipliers`, `layer_decay`: applied
+    before the Trainer builds it); wrapped in a LossScaleOptimizer under mixed_float16 (float16
+    gradients underflow without loss scaling)."""
     import keras
 
+    from tftrain.schema.optimizer import OWN_KEYS
+
     node = cfg.optimizer
-    optimizer = call_target("optimizer", node, skip=frozenset({"lr"}), learning_rate=learning_rate)
+    optimizer = call_target("optimizer", node, skip=OWN_KEYS, learning_rate=learning_rate)
     require_returns("optimizer._target_", node._target_, optimizer, keras.optimizers.Optimizer,
                     "a keras.optimizers.Optimizer")
+    if model is not None:
+        from tftrain.optim.param_groups import apply_param_groups
+
+        try:
+            apply_param_groups(optimizer, model, weight_decay_on=node.get("weight_decay_on") or "all",
+                               lr_multipliers=dict(node.get("lr_multipliers") or {}),
+                               layer_decay=node.get("layer_decay"))
+        except ArgumentError as e:  # lr_multipliers['<pattern>'] names its pattern's factor
+            key = f"optimizer.{e.arg.split('[')[0]}"
+            fix = ("use patterns that match the model's variable paths listed, "
+                   "e.g. `++optimizer.lr_multipliers={logits/*:0.1}`" if key == "optimizer.lr_multipliers" else None)
+            raise ConfigError(key, e.value, e.requirement, fix) from None
     if cfg.trainer.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -283,10 +362,39 @@ def build_loggers(cfg) -> list:
     return out
 
 
+def swa_start_epoch(cfg) -> int:
+    """`callbacks.swa.swa_epoch_start` as the 0-based index of the first averaged epoch, read as
+    Lightning reads it: an epoch number (1-based), or a fraction f of the run (epoch int(f * epochs))."""
+    swa, epochs = cfg.callbacks.swa, int(cfg.trainer.epochs)
+    start = float(swa.swa_epoch_start)
+    if start > epochs:
+        raise ConfigError("callbacks.swa.swa_epoch_start", swa.swa_epoch_start,
+                          f"an epoch of the run: 1 to trainer.epochs={epochs}, or a fraction in (0, 1) of the epochs",
+                          f"lower callbacks.swa.swa_epoch_start to at most {epochs} (e.g. 0.75 for the last quarter) "
+                          "or raise trainer.epochs")
+    return max(int(start * epochs) - 1, 0) if start < 1 else int(start) - 1
+
+
+def swa_schedule(cfg, schedule, steps_per_epoch: int):
+    """`schedule` inside the rate of stochastic weight averaging (tftrain.schedules.SWALR) when
+    `callbacks.swa` is enabled with a `swa_lr`; as it is otherwise (swa_lr null keeps it)."""
+    swa = cfg.callbacks.get("swa")
+    if swa is None or not swa.enabled:
+        return schedule
+    start = swa_start_epoch(cfg)
+    if swa.swa_lr is None:
+        return schedule
+    from tftrain.schedules import SWALR
+
+    return SWALR(schedule, float(swa.swa_lr), start * steps_per_epoch,
+                 round(float(swa.annealing_epochs) * steps_per_epoch), swa.annealing_strategy)
+
+
 def build_callbacks(cfg, write_dir) -> list:
     """The callbacks the (validated) config asks for, writing under `write_dir`, then the user's
     own (`callbacks.extra`)."""
     from tftrain.loop.callbacks import BestCheckpoint, EarlyStopping
+    from tftrain.loop.swa import StochasticWeightAveraging
 
     callbacks = []
     es, best = cfg.callbacks.early_stopping, cfg.callbacks.best_checkpoint
@@ -296,6 +404,8 @@ def build_callbacks(cfg, write_dir) -> list:
     if best.enabled:
         callbacks.append(BestCheckpoint(str(write_dir / "best.keras"), monitor=best.monitor, mode=best.mode,
                                         save_best_only=True, verbose=0))
+    if cfg.callbacks.swa.enabled:  # tftrain.tasks.train finalizes it after the loop
+        callbacks.append(StochasticWeightAveraging(swa_start_epoch(cfg), verbose=1))
     return callbacks + build_extra_callbacks(cfg)
 
 
@@ -330,10 +440,10 @@ def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callabl
         if schedule is None:
             # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
             replicas = strategy.num_replicas_in_sync
-            schedule = Scaled(build_schedule(cfg, data.steps_per_epoch),
+            schedule = Scaled(swa_schedule(cfg, build_schedule(cfg, data.steps_per_epoch), data.steps_per_epoch),
                               float(replicas) if cfg.trainer.scale_lr else 1.0)
         model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
-        optimizer = build_optimizer(cfg, schedule)
+        optimizer = build_optimizer(cfg, schedule, model)
         prepare_problem(problem, model, data)
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
         # and a reloaded model can evaluate() or keep training with fit().

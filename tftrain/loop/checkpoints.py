@@ -23,7 +23,7 @@ or truncated, a corrupt or edited state JSON, files swapped between checkpoints)
 moved to `checkpoints/damaged/` with a warning naming it, and the next older one is tried; when
 committed checkpoints exist but none loads, it fails with the options (never silently from step
 0). Rotation keeps the `keep` newest checkpoints by step, so good checkpoints are never
-rotated away in favour of damaged ones. A failed write (disk full, read-only directory) removes
+rotated away in favour of damaged ones; checkpoints at `pinned` steps are kept besides them. A failed write (disk full, read-only directory) removes
 its partial files and fails with a clear error; earlier checkpoints stay intact.
 
 Under MultiWorkerMirroredStrategy every worker must take part in saving (variables may be read
@@ -118,9 +118,12 @@ def _files_of(step: int, directory: Path) -> list[Path]:
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int, is_chief: bool = True, **trackables):
+    def __init__(self, directory: Path, keep: int, is_chief: bool = True, pinned=(), **trackables):
         self.directory = Path(directory)
         self.keep, self.is_chief = keep, is_chief
+        # Steps whose checkpoints rotation never removes nor counts (trainer.checkpoint_at_steps):
+        # later runs branch from them (task=budgets).
+        self.pinned = frozenset(int(s) for s in pinned)
         self._write_dir = self.directory if is_chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-ckpt-"))
         self.checkpoint = tf.train.Checkpoint(**trackables)
         self.restored: str | None = None  # the checkpoint this run resumed from
@@ -166,7 +169,7 @@ class Checkpointer:
                 f"the directory not writable?). Its partial files were removed; the last good checkpoint is {last}. "
                 "Fix: free disk space or make the run directory writable, then rerun the same command: it resumes "
                 "from the last good checkpoint.") from None
-        for old in self.steps(d)[self.keep:]:
+        for old in [s for s in self.steps(d) if s not in self.pinned][self.keep:]:
             self._remove(old, d)
 
     @staticmethod

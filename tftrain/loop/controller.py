@@ -49,6 +49,7 @@ class LoopOptions:
     epochs: int
     steps_per_execution: int | str  # or "auto" (tftrain.loop.pacing)
     checkpoint_every_steps: int  # 0: at epoch ends only
+    checkpoint_at_steps: list[int]  # also at these steps, kept through rotation (branch points)
     keep_checkpoints: int
     nan_recovery: int
     nan_lr_factor: float
@@ -112,7 +113,8 @@ class Controller:
         callback_vars = {f"c{i}": tf.train.Checkpoint(**{f"v{j}": v for j, v in enumerate(cb.checkpoint_variables)})
                          for i, cb in enumerate(self.callbacks.callbacks) if getattr(cb, "checkpoint_variables", None)}
         self.checkpointer = Checkpointer(Path(io.run_dir) / "checkpoints", options.keep_checkpoints, io.is_chief,
-                                         model=model, optimizer=trainer.optimizer, epoch_sums=self.epoch_sums,
+                                         pinned=options.checkpoint_at_steps, model=model,
+                                         optimizer=trainer.optimizer, epoch_sums=self.epoch_sums,
                                          schedule=tf.train.Checkpoint(**schedule_state),
                                          rng=tf.train.Checkpoint(**rng_state),
                                          callbacks=tf.train.Checkpoint(**callback_vars))
@@ -193,6 +195,7 @@ class Controller:
                 n = min(self.pacer.next(), spe - done)
                 if every:
                     n = min(n, every - self.step % every)  # land exactly on checkpoint steps
+                n = min([n, *(s - self.step for s in self.checkpointer.pinned if s > self.step)])  # and on pinned ones
                 t_call = time.perf_counter()
                 self.callbacks.on_train_batch_begin(done)
                 sums, last_loss, first_bad, stop, step_log = self.trainer.train(iterator, n, totals)
@@ -216,7 +219,8 @@ class Controller:
                     if self.pacer.chosen is not None:
                         progress.clear()  # the log line in place of the live bar, not after it
                         log.info("%s", self.pacer.describe())
-                if done < spe and (stop or (every and self.step % every == 0)):
+                pinned = self.step in self.checkpointer.pinned
+                if done < spe and (stop or (every and self.step % every == 0) or pinned):
                     self.epoch_sums.assign(totals)
                     self._save(history)
                     if stop:

@@ -6,8 +6,8 @@ metrics.json), whose `trainer.objective` the CLI returns to Hydra's sweepers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 from omegaconf import MISSING
 
@@ -84,3 +84,18 @@ class EvaluateTaskConf:
     def __post_init__(self):
         require(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
         require(self.split in ("train", "val", "test"), "split", self.split, "train, val or test")
+
+
+@schema("task", "budgets")
+@dataclass(kw_only=True)
+class BudgetsTaskConf:
+    """One warmup-stable-decay run for several training budgets (tftrain/tasks/budgets.py): the
+    longest budget trained once, each shorter one's cooldown branched from its checkpoint."""
+
+    _target_: str = "tftrain.tasks.budgets.budgets"
+    budgets: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # fractions of trainer.epochs, increasing, in (0, 1], each a whole number of epochs; each gets <run>/budget_<epochs>/
+
+    def __post_init__(self):
+        b = list(self.budgets)
+        require(len(b) >= 1 and all(0 < x <= 1 for x in b) and all(x < y for x, y in zip(b, b[1:])), "budgets", b,
+                "a non-empty, strictly increasing list of fractions of trainer.epochs in (0, 1], e.g. [0.25, 0.5, 1.0]")

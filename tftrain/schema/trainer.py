@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
 from tftrain.errors import require
 from tftrain.loop.distribute import STRATEGIES as STRATEGY_FACTORIES
@@ -31,6 +31,7 @@ class TrainerConf:
     deterministic: bool = False  # deterministic ops: same command, bit-identical weights and metrics
     keep_checkpoints: int = 3  # checkpoints kept in <run>/checkpoints (the latest ones)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    checkpoint_at_steps: List[int] = field(default_factory=list)  # also checkpoint at these steps (counted over the whole run) and keep those checkpoints through keep_checkpoints' rotation: branch points (task=budgets)
     nan_recovery: int = 0  # on a NaN/Inf loss: restore the last checkpoint, scale the rate down, retry N times
     nan_lr_factor: float = 0.5  # the learning-rate scale applied at each NaN recovery
     resume: str = "auto"  # auto: resume from the run directory's newest loadable checkpoint | never: move them aside, start at step 0 | must: fail when there is none
@@ -60,6 +61,8 @@ class TrainerConf:
         require(self.cpu_devices >= 1, "cpu_devices", self.cpu_devices, "an integer >= 1")
         require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps,
                 "an integer >= 0 (0: checkpoint at epoch ends only)")
+        require(all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.checkpoint_at_steps),
+                "checkpoint_at_steps", list(self.checkpoint_at_steps), "a list of steps, each an integer >= 1")
         require(self.nan_recovery >= 0, "nan_recovery", self.nan_recovery, "an integer >= 0")
         require(0 < self.nan_lr_factor < 1, "nan_lr_factor", self.nan_lr_factor, "a number in (0, 1)")
         require(self.objective_mode in (None, "min", "max"), "objective_mode", self.objective_mode,

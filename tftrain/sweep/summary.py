@@ -180,6 +180,9 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     """The run directories under `sweep_dir` (each has .hydra/overrides.yaml), in job order."""
     runs = [p.parent.parent for p in Path(sweep_dir).glob("**/.hydra/overrides.yaml")]
     runs = [r for r in runs if r != Path(sweep_dir)]
+    # A run inside another job's directory is that job's own (task=budgets' branches), not a job.
+    found = set(runs)
+    runs = [r for r in runs if not any(parent in found for parent in r.parents)]
 
     def job_num(run: Path):
         hydra_yaml = _load_yaml(run / ".hydra" / "hydra.yaml")

@@ -36,7 +36,8 @@ HARMLESS = ("data.cache", "data.scan_limit", "output_dir")
 # callbacks' checkpointed state is matched by position, so adding or removing a stateful callback
 # would hand one callback's state to another. (`callbacks.extra` come after these, so changing them
 # shifts no built-in callback's state.)
-STATEFUL = ("optimizer.use_ema", "callbacks.early_stopping.enabled", "callbacks.best_checkpoint.enabled")
+STATEFUL = ("optimizer.use_ema", "callbacks.early_stopping.enabled", "callbacks.best_checkpoint.enabled",
+            "callbacks.swa.enabled")
 # Keys that only matter when a run starts: a resume takes its weights from the checkpoint.
 AT_START = ("initializer", "trainer.deterministic")
 

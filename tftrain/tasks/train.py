@@ -40,11 +40,13 @@ def _find_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
 
 
 def _train(run) -> dict:
-    from tftrain.config.factory import build_components, build_schedule, loop_options, step_options
+    from tftrain.config.factory import build_components, build_schedule, loop_options, step_options, swa_schedule
+    from tftrain.config.factory import build_unfreeze
     from tftrain.config.run_info import flat_params, sweep_dir_of_job
     from tftrain.layers import data_dependent_init, needs_data_init
     from tftrain.loggers import Loggers, RunInfo
     from tftrain.loop import Controller, RunIO, Trainer
+    from tftrain.loop.swa import StochasticWeightAveraging
     from tftrain.schema import validate
     from tftrain.sweep.pruning import pruning_callback
     from tftrain.tasks import outputs
@@ -56,13 +58,17 @@ def _train(run) -> dict:
     outputs.write_preprocessing(built.data, run.write_dir)
     describe_training(run, built.data.steps_per_epoch)
     loggers = Loggers(built.loggers if run.chief else [])  # only the chief logs
+    unfreeze = build_unfreeze(cfg, built.model)  # model.trainable and model.unfreeze (tftrain.loop.unfreeze), or None
     trainer = Trainer(strategy, built.model, built.optimizer, built.problem,
-                      step_options(cfg, update_freq=loggers.graph_freq(), record_steps=loggers.record_steps))
+                      step_options(cfg, update_freq=loggers.graph_freq(), record_steps=loggers.record_steps),
+                      variables=unfreeze.optimizer_variables(built.model) if unfreeze else None)
     pruning = pruning_callback(cfg, strategy)  # an Optuna trial with a pruner (hparams_search=optuna)
     spe, sweep_dir = built.data.steps_per_epoch, sweep_dir_of_job()
 
     def rates(step):  # the rate at the resumed step under the previous config and under this one
-        return float(build_schedule(validate(run.resume.previous), spe)(step)), float(built.schedule.schedule(step))
+        previous = validate(run.resume.previous)
+        before = swa_schedule(previous, build_schedule(previous, spe), spe)
+        return float(before(step)), float(built.schedule.schedule(step))
 
     io = RunIO(run.run_dir, run.write_dir, run.chief, run.stop, loggers,
                RunInfo(run.write_dir, cfg, built.model, flat_params(cfg), sweep_dir=sweep_dir),
@@ -70,7 +76,7 @@ def _train(run) -> dict:
     # A sweep's jobs print plain lines: live lines of parallel jobs would overwrite each other.
     options = loop_options(cfg, verbose=2 if t.verbose == 1 and sweep_dir is not None else None)
     controller = Controller(trainer, built.data, options, io, schedule=built.schedule,
-                            callbacks=built.callbacks + ([pruning] if pruning is not None else []))
+                            callbacks=built.callbacks + ([pruning] if pruning is not None else []) + ([unfreeze] if unfreeze else []))
     if needs_data_init(built.model):
         # Weight norm: g and biases from the first training batch; a resumed run's checkpoint
         # restore (in Controller.fit) then overwrites what this computes.
@@ -86,10 +92,16 @@ def _train(run) -> dict:
             run.phases.mark("first_step", at=controller.first_call_done)
         if cfg.optimizer.use_ema:
             built.optimizer.finalize_variable_values(built.model.trainable_variables)  # evaluate and save the EMA weights
+        # callbacks.swa: the averaged weights, BatchNorm statistics over the training data (next epoch's order)
+        averaged = [cb.finalize(strategy, built.data.train(t.epochs, 0)) for cb in built.callbacks
+                    if isinstance(cb, StochasticWeightAveraging)]
+        # Weights other than the last epoch's are evaluated on val too, so val_ and test_ score one model.
+        final_val = trainer.evaluate(built.data.val) if cfg.optimizer.use_ema or any(averaged) else {}
         test = trainer.evaluate(built.data.test)
         saved = outputs.save_model(built.model, run.write_dir)
         final = "pruned" if pruning is not None and pruning.pruned else "completed"
         metrics = outputs.metrics_of(run, built, history, test, final, started)
+        metrics.update({f"val_{k}": v for k, v in final_val.items()})
         outputs.write_metrics(run, metrics)
         loggers.finish(metrics, [run.write_dir / name for name in (saved, outputs.HISTORY, outputs.METRICS,
                                                                    outputs.CONFIG, outputs.PREPROCESSING)])
