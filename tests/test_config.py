@@ -266,8 +266,10 @@ def test_the_step_options_state_no_default_of_the_trainer_schema():
     assert not restated, f"StepOptions restates trainer defaults: {sorted(restated)}"
 
 
+from tftrain.schema.optimizer import OWN_KEYS as OPTIMIZER_OWN_KEYS  # noqa: E402
+
 # Keys tftrain consumes itself, per group (never passed to the target).
-OWN_KEYS = {"optimizer": {"lr"}, "model": {"l2"}, "data": set(PIPELINE_KEYS), "initializer": {"bias"},
+OWN_KEYS = {"optimizer": set(OPTIMIZER_OWN_KEYS), "model": {"l2", "trainable", "unfreeze"}, "data": set(PIPELINE_KEYS), "initializer": {"bias"},
             "schedule": {"warmup_epochs", "warmup_start_factor"}}
 
 
@@ -370,6 +372,7 @@ def test_bad_values_name_their_key(override, key):
     ("trainer.epoch=3", "did you mean `trainer.epochs`?"),
     ("optimizer.learning_rate=0.1", "did you mean `optimizer.lr`?"),
     ("schedule=cosin", "did you mean `schedule=cosine`?"),
+    ("optimizer.lr_multipliers={logits:0.1}", "write `++optimizer.lr_multipliers={logits:0.1}`"),
 ])
 def test_compose_errors_suggest_the_intended_name(override, hint):
     with pytest.raises(ConfigError) as info:

@@ -150,6 +150,11 @@ def explain(error: BaseException, overrides: list[str]) -> ConfigError | Compose
                                f"correct the spelling of `{head}` in `{override}`")
         known = sorted(str(k) for k in (node.keys() if node is not None else []) if k != "_target_")
         raw = override.split("=", 1)[-1] if "=" in override else None
+        if key.rsplit(".", 1)[-1] in known and f"full_key: {key}." in cause_text:
+            # The key exists and holds a mapping: Hydra adds keys to it only with `++`.
+            return ConfigError(key, _value(raw) if raw is not None else None,
+                               "a mapping, set with `++` (Hydra adds keys to a mapping only with ++)",
+                               f"write `++{key}={raw or '{...}'}`")
         open_schema = node is not None and parent in SCHEMAS and is_open(schema_of(parent, node) or object)
         return ConfigError(key, _value(raw) if raw is not None else None,
                            f"a key of `{parent}`: {', '.join(known)}" if known else f"a key of `{parent}`",

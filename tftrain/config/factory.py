@@ -322,10 +322,13 @@ def build_optimizer(cfg, learning_rate, model=None):
     if model is not None:
         from tftrain.optim.param_groups import apply_param_groups
 
+        # Grouped: every variable some epoch trains (a layer `model.unfreeze` thaws later too).
+        unfreeze = build_unfreeze(cfg, model)
         try:
             apply_param_groups(optimizer, model, weight_decay_on=node.get("weight_decay_on") or "all",
                                lr_multipliers=dict(node.get("lr_multipliers") or {}),
-                               layer_decay=node.get("layer_decay"))
+                               layer_decay=node.get("layer_decay"),
+                               variables=unfreeze.optimizer_variables(model) if unfreeze else None)
         except ArgumentError as e:  # lr_multipliers['<pattern>'] names its pattern's factor
             key = f"optimizer.{e.arg.split('[')[0]}"
             fix = ("use patterns that match the model's variable paths listed, "

@@ -7,13 +7,19 @@ signature, so they cannot drift from Keras.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, List, Optional
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Optional
 
 from omegaconf import MISSING
 
 from tftrain.errors import require
 from tftrain.schema.registry import schema
+
+# Keys tftrain applies itself, never passed to the optimizer class: the base rate (the schedule's)
+# and the parameter groups (tftrain.optim.param_groups).
+OWN_KEYS = frozenset({"lr", "weight_decay_on", "lr_multipliers", "layer_decay"})
+WEIGHT_DECAY_ON = ("all", "kernels")
 
 # The smallest normal and the largest finite float32 (numpy.finfo("float32").tiny / .max).
 FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e+38
@@ -35,7 +41,10 @@ class OptimizerConf:
 
     _target_: str = MISSING
     lr: float = 0.001  # base learning rate: where the schedule starts (Keras' learning_rate)
-    weight_decay: Optional[float] = None  # decoupled weight decay, applied to every trainable variable
+    weight_decay: Optional[float] = None  # decoupled weight decay (see weight_decay_on)
+    weight_decay_on: str = "all"  # all (Keras' rule) | kernels: 2+-D variables only, not biases nor norm scales/offsets
+    lr_multipliers: Dict[str, float] = field(default_factory=dict)  # {glob on variable paths: rate factor}
+    layer_decay: Optional[float] = None  # layer-wise rate decay: the output layer at lr, each earlier one times this
     clipnorm: Optional[float] = None  # clip each gradient tensor to this L2 norm
     global_clipnorm: Optional[float] = None  # clip all gradients together to this global L2 norm
     clipvalue: Optional[float] = None  # clip each gradient element to [-clipvalue, clipvalue]
@@ -55,6 +64,12 @@ class OptimizerConf:
                 "at most one of clipnorm, global_clipnorm, clipvalue (Keras applies only one)",
                 f"set all but one of {clips} to null")
         _unit_interval(self, "ema_momentum")
+        require(self.weight_decay_on in WEIGHT_DECAY_ON, "weight_decay_on", self.weight_decay_on,
+                f"one of {list(WEIGHT_DECAY_ON)}")
+        for pattern, factor in self.lr_multipliers.items():
+            require(math.isfinite(factor) and factor >= 0, f"lr_multipliers.{pattern}", factor, "a finite number >= 0")
+        require(self.layer_decay is None or 0 < self.layer_decay <= 1, "layer_decay", self.layer_decay,
+                "null or a number in (0, 1], e.g. 0.75")
 
 
 @schema("optimizer", "custom")
@@ -169,6 +184,7 @@ class AdamConf(_BetasEpsilon):
 class AdamwConf(AdamConf):
     _target_: str = "keras.optimizers.AdamW"
     weight_decay: Optional[float] = 0.004
+    weight_decay_on: str = "kernels"  # AdamW's recipes (BERT, timm, Model Garden) spare biases and norms
 
 
 @schema("optimizer", "lion")
@@ -235,6 +251,7 @@ class MuonConf(OptimizerConf):
 
     _target_: str = "keras.optimizers.Muon"
     weight_decay: Optional[float] = 0.004
+    weight_decay_on: str = "kernels"  # decays by default, as AdamW: spare biases and norms
     momentum: float = 0.95
     nesterov: bool = True
     ns_steps: int = 5  # Newton-Schulz iterations
@@ -255,3 +272,46 @@ class MuonConf(OptimizerConf):
         _unit_interval(self, "momentum", "adam_beta_1", "adam_beta_2")
         require(self.ns_steps >= 1, "ns_steps", self.ns_steps, "an integer >= 1")
         _positive(self, "epsilon", "adam_lr_ratio")
+
+
+@dataclass(kw_only=True)
+class _LearningRateFree(_BetasEpsilon):
+    """The authors' defaults (prodigyopt, dadaptation): lr is a multiplier on the estimated step size d."""
+
+    lr: float = 1.0  # a multiplier on the estimated step size d: leave it at 1 (a schedule still applies)
+    weight_decay: Optional[float] = 0.0  # times d * lr per step when decoupled
+    epsilon: float = 1e-8
+    use_bias_correction: bool = False  # Adam's bias correction on the step size
+    d0: float = 1e-6  # the initial estimate of d
+    growth_rate: float = math.inf  # the most d may grow per step (e.g. 1.02: a warmup)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "d0")
+        require(self.growth_rate >= 1, "growth_rate", self.growth_rate, "a number >= 1 (inf: unbounded)")
+
+
+@schema("optimizer", "prodigy")
+@dataclass(kw_only=True)
+class ProdigyConf(_LearningRateFree):
+    """Prodigy (Mishchenko & Defazio 2023): Adam with a learning-rate-free step size."""
+
+    _target_: str = "tftrain.optim.prodigy.Prodigy"
+    beta_3: Optional[float] = None  # decay of the sums d is estimated from (null: sqrt(beta_2))
+    decouple: bool = True  # AdamW-style decoupled weight decay (false: added to the gradient)
+    safeguard_warmup: bool = False  # leave lr out of d's denominator (use with a warmup)
+    d_coef: float = 1.0  # factor on the estimate of d: the knob to turn (0.5 to 2)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.beta_3 is None or 0 <= self.beta_3 < 1, "beta_3", self.beta_3, "null or a number in [0, 1)")
+        _positive(self, "d_coef")
+
+
+@schema("optimizer", "dadapt_adam")
+@dataclass(kw_only=True)
+class DadaptAdamConf(_LearningRateFree):
+    """D-Adapted Adam (Defazio & Mishchenko 2023): Adam with a learning-rate-free step size."""
+
+    _target_: str = "tftrain.optim.dadapt_adam.DAdaptAdam"
+    decouple: bool = False  # AdamW-style decoupled weight decay (false: added to the gradient)
