@@ -36,7 +36,7 @@ def test_suggestions_on_a_known_curve():
 
 def test_task_options_are_validated():
     cfg = validate(tftrain.compose(["task=lr_find"]))
-    assert cfg.task.min_lr < cfg.task.max_lr and cfg.task.suggestion == "valley"
+    assert cfg.task.min_lr < cfg.task.max_lr and cfg.task.suggestion == "minimum"
     with pytest.raises(ConfigError, match=r"task\.max_lr"):
         validate(tftrain.compose(["task=lr_find", "task.min_lr=1.0", "task.max_lr=0.1"]))
     with pytest.raises(ConfigError, match=r"task\.suggestion"):
@@ -58,8 +58,8 @@ def test_cli_writes_json_and_plot(lr_find_run):
     run_dir, result = lr_find_run
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((run_dir / "lr_find.json").read_text())
-    assert out["suggested"] == "valley" and set(out["suggestions"]) == {"valley", "steepest", "minimum", "slide"}
-    assert out["suggested_lr"] == out["suggestions"]["valley"]
+    assert out["suggested"] == "minimum" and set(out["suggestions"]) == {"valley", "steepest", "minimum", "slide"}
+    assert out["suggested_lr"] == out["suggestions"]["minimum"]
     assert len(out["lrs"]) == len(out["losses"]) == len(out["raw_losses"]) == out["steps"]
     assert out["lrs"][0] == pytest.approx(1e-7)
     assert np.all(np.diff(out["lrs"]) > 0)

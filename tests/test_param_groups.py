@@ -254,3 +254,25 @@ def test_groups_cover_the_layers_a_later_epoch_unfreezes():
     for v in variables:
         expected = start[v.path] * kept if v.path.endswith("kernel") else start[v.path]
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.path)
+
+
+def test_learning_rate_free_optimizers_take_the_groups_and_prodigy_refuses_a_partial_rate():
+    """Prodigy and D-Adapt Adam step in two passes (no per-variable update_step): the factory hands
+    them the factors. A factor of 0 freezes a variable; Prodigy takes 0 or 1 only (as its authors)."""
+    from tftrain.config.factory import build_model, build_optimizer
+
+    for option in ("prodigy", "dadapt_adam"):
+        cfg = validate(compose_small(f"optimizer={option}", "model.hidden_units=[8]",
+                                     "++optimizer.lr_multipliers={logits/bias: 0}"))
+        model = build_model(cfg, (3,), 2)
+        optimizer = build_optimizer(cfg, 1.0, model)
+        before = {v.path: v.numpy() for v in model.trainable_variables}
+        _updated(optimizer, model, _grads(model, 3))
+        after = {v.path: v.numpy() for v in model.trainable_variables}
+        moved = {p for p in before if not np.array_equal(before[p], after[p])}
+        frozen = [p for p in before if p.endswith("logits/bias")]
+        assert frozen and not moved & set(frozen) and moved, (option, moved)
+    cfg = validate(compose_small("optimizer=prodigy", "model.hidden_units=[8]", "optimizer.layer_decay=0.5"))
+    model = build_model(cfg, (3,), 2)
+    with pytest.raises(ConfigError, match=r"optimizer.layer_decay.*0 or 1 with Prodigy"):
+        build_optimizer(cfg, 1.0, model)

@@ -112,7 +112,7 @@ TRAINING = [
 ]
 PRESETS = {  # experiment preset -> configurations it compares (rows of aggregate.csv with trainer.seeds=1)
     "compare_optimizers": 5, "compare_schedules": 5, "compare_initializers": 5, "warmup": 2, "lr_range": 2,
-    "lr_suggestions": 4, "swa": 4,
+    "lr_suggestions": 4, "swa": 4, "lr_free": 6,
 }
 RUN_BY.update({c: "test_training_command" for c in TRAINING})
 RUN_BY.update({f"python -m tftrain experiment={p}": "test_experiment_preset" for p in PRESETS})
@@ -408,7 +408,8 @@ def test_sweep_seeds(tmp_path):
 NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["schedule=constant,cosine"],
           "compare_initializers": ["initializer=zeros,he_normal", "model.hidden_units=[16,16]"],
           "warmup": ["model.hidden_units=[32]"], "lr_range": [],
-          "lr_suggestions": ["task.suggestion=valley,steepest"], "swa": ["optimizer.use_ema=false"]}
+          "lr_suggestions": ["task.suggestion=valley,steepest"], "swa": ["optimizer.use_ema=false"],
+          "lr_free": ["optimizer=prodigy,adam", "task.find_lr=false"]}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -40,6 +40,7 @@ def _register_keras_objects() -> None:
 
     with quiet_tensorflow():
         import tftrain.layers  # noqa: F401
+        import tftrain.optim  # noqa: F401
         import tftrain.schedules  # noqa: F401
 
 

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 import keras
 
 from tftrain.errors import ArgumentError
+from tftrain.optim.two_pass import TwoPassOptimizer
 
 WEIGHT_DECAY_ON = ("all", "kernels")
 
@@ -160,15 +161,24 @@ def apply_param_groups(optimizer, model, *, weight_decay_on: str = "all",
     key = optimizer._var_key  # how Keras itself identifies a variable (a mirrored one too)
     decayed = [v for v in variables if weight_decay_on == "all" or is_kernel(v)]
     by_key = {key(v): factors[v.path] for v in variables if factors[v.path] != 1.0}
-    own_decay = {key(v): _decay_of(optimizer, v) for v in decayed
-                 if key(v) in by_key and _decay_of(optimizer, v) is not None}
+    # Prodigy and D-Adapt Adam never call update_step per variable: they take the factors
+    # themselves (their decay, inside their step, follows the factor already).
+    two_pass = isinstance(optimizer, TwoPassOptimizer)
+    own_decay = {} if two_pass else {key(v): _decay_of(optimizer, v) for v in decayed
+                                     if key(v) in by_key and _decay_of(optimizer, v) is not None}
     # `exclude_from_weight_decay` replaces its list: one call with every variable Keras must not
     # decay (not a kernel, or decayed at its own rate in update_step).
     kept = {key(v) for v in decayed} - set(own_decay)
     excluded = [v for v in variables if key(v) not in kept]
     if excluded:
         optimizer.exclude_from_weight_decay(var_list=excluded)
-    if by_key:
+    if by_key and two_pass:
+        try:
+            optimizer.set_rate_factors(by_key)
+        except ValueError as e:  # Prodigy: a group's rate is 0 or 1, as in the authors' code
+            arg, value = ("layer_decay", layer_decay) if layer_decay is not None else ("lr_multipliers", lr_multipliers)
+            raise ArgumentError(arg, value, f"factors of 0 or 1 with {type(optimizer).__name__} ({e})") from None
+    elif by_key:
         _scale_updates(optimizer, by_key, own_decay)
     return factors
 

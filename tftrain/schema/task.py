@@ -24,7 +24,7 @@ class TrainTaskConf:
 
     _target_: str = "tftrain.tasks.train.train"
     find_lr: bool = False  # first run the learning-rate range test (task=lr_find's settings, in <run>/lr_find/) and train at its suggested optimizer.lr
-    suggestion: str = "valley"  # with find_lr: which of the range test's suggestions to train at (valley | steepest | minimum | slide)
+    suggestion: str = "minimum"  # with find_lr: which of the range test's suggestions to train at (minimum | valley | steepest | slide; README: minimum trained best)
 
     def __post_init__(self):
         require(self.suggestion in SUGGESTIONS, "suggestion", self.suggestion, f"one of {list(SUGGESTIONS)}")
@@ -41,7 +41,7 @@ class LrFindTaskConf:
     num_steps: int = 100
     smoothing: float = 0.9  # beta of the debiased moving average of the loss (0: raw loss; fastai's 0.98 lags ~4 decades of rate on 100 steps)
     divergence_threshold: float = 4.0  # stop once the smoothed loss exceeds this times the best one
-    suggestion: str = "valley"  # valley | steepest | minimum (the minimum's rate / 10) | slide (fastai's interval slide rule): the one "suggested"
+    suggestion: str = "minimum"  # minimum (the lowest loss's rate / 10) | valley | steepest | slide (fastai's interval slide rule): the one "suggested"
 
     def __post_init__(self):
         require(self.min_lr > 0, "min_lr", self.min_lr, "a learning rate > 0, e.g. 1e-7")
