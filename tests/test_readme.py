@@ -44,6 +44,10 @@ NOT_RUN = {
                                                         "the run wrote",
     "bash scripts/gpu_check.sh": "needs a GPU; tests/test_gpu_check.py runs its --cpu form",
     "pytest -n 2": "the test suite itself",
+    "python scripts/lr_free_vs_pytorch.py": "needs torch, prodigyopt and dadaptation (not tftrain's dependencies); "
+                                            "tests/test_lr_free.py checks their recorded trajectory, and runs the "
+                                            "script itself where they are installed",
+    "python scripts/finetune_digits.py": "about 3 minutes (30 runs); test_script_answers_help checks it starts",
     "python -m tftrain task=budgets schedule=wsd trainer.epochs=12 'task.budgets=[0.25,0.5,1.0]'":
         "the task experiment=wsd_budgets runs (test_wsd_budgets_preset runs it shrunk from outside the checkout; "
         "tests/test_wsd_budgets.py checks each budget against its run from scratch)",
@@ -427,6 +431,26 @@ def test_experiment_preset(tmp_path, preset):
         configs = list(csv.DictReader(f))
     assert len(configs) == 2 and all(r["n"] == "2" and r["seeds"] == "0 1" for r in configs)
     assert all(r["val_accuracy_ci95_low"] and r["verdict"] for r in configs)
+
+
+HEAD_ONLY = ("python -m tftrain model=saved model.path=outputs/2026-01-01/12-00-00/model.keras model.trainable=logits "
+             "optimizer.lr=0.01")
+GRADUAL = ("python -m tftrain model=saved model.path=outputs/2026-01-01/12-00-00/model.keras model.trainable=logits "
+           "'model.unfreeze=[{epoch: 4, pattern: dense_1}, {epoch: 8, pattern: dense}]'")
+RUN_BY.update({HEAD_ONLY: "test_fine_tuning_commands", GRADUAL: "test_fine_tuning_commands"})
+
+
+def test_fine_tuning_commands(tmp_path):
+    # The model.keras the commands name: a default run, shrunk, in the directory they name.
+    run("python -m tftrain trainer.epochs=1 hydra.run.dir=outputs/2026-01-01/12-00-00", tmp_path)
+    out = run(shorten(readme(HEAD_ONLY), *SHRINK, "hydra.run.dir=head"), tmp_path)
+    assert_trained(out, tmp_path / "head")
+    # Through epoch 4, the first stage's: `dense_1` trains from then on, `dense` never does here.
+    out = run(shorten(readme(GRADUAL), "trainer.epochs=4", "hydra.run.dir=gradual"), tmp_path)
+    assert_trained(out, tmp_path / "gradual")
+    assert "Unfreezing at epoch 4 (model.unfreeze): 4 trainable weight tensors now, the layers matching " \
+           "['logits', 'dense_1']" in out
+    assert "a stage starts at epoch 8, after the last epoch (trainer.epochs=4)" in out
 
 
 RUN_BY["python -m tftrain experiment=wsd_budgets"] = "test_wsd_budgets_preset"

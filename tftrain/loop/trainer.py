@@ -88,31 +88,50 @@ class Trainer:
     learning_rate, grad_norm) with `record_steps` (for loggers on the host), else [0, 4].
     `evaluate(dataset)` -> the metrics. Per-step scalars (batch_loss, learning_rate, grad_norm,
     every `update_freq` steps) also go to the caller's default summary writer, from inside the
-    compiled loop (TensorBoard's, cheaper than writing them from the host).
+    compiled loop (TensorBoard's, cheaper than writing them from the host). `variables`: what the
+    optimizer is built for (default: the model's trainable variables); a change of the model's
+    trainable set between calls retraces the step (`trainable_changed`).
     """
 
-    def __init__(self, strategy, model, optimizer, problem: Problem, options: "StepOptions"):
+    def __init__(self, strategy, model, optimizer, problem: Problem, options: "StepOptions", variables=None):
         self.strategy, self.model, self.optimizer, self.problem = strategy, model, optimizer, problem
         self.global_batch_size, self.accumulate = options.global_batch_size, int(options.accumulate_steps)
         self.update_freq, self.record_steps = options.update_freq, options.record_steps
-        jit_compile = options.jit_compile
+        self._jit_compile = options.jit_compile
         self._clipping = _take_clipping(optimizer) if strategy.num_replicas_in_sync > 1 else {}
-        # The replica step has no tensor-dependent Python control flow: autograph need not
-        # convert it (nor the model, problem and schedule code it calls), which saves tracing time
-        # (Keras' own train step is do_not_convert too). The accumulating step loops with tf.range.
-        replica = _NOT_CONVERTED(self._replica_step) if self.accumulate == 1 \
-            else self._replica_accumulated_step
-        self._replica = tf.function(replica, jit_compile=True) if jit_compile else replica
+        self._make_train_fn()
         self._replica_eval_step = _NOT_CONVERTED(self._replica_eval)
-        # One trace for every count of steps per call: the count is a tensor argument.
-        self._train_fn = tf.function(self._steps)
         self._eval_fn = tf.function(self._eval_all)
         self._agree_fn = None
         # This process' request to stop (set by a signal handler), reduced across workers in the step.
         self.stop_flag = tf.Variable(0, dtype=tf.int32, trainable=False, name="tftrain_stop")
         with strategy.scope():
             # Slots must exist before a restore, or Keras' optimizer state is silently skipped.
-            optimizer.build(model.trainable_variables)
+            # `variables`: every one that ever trains, those a later epoch unfreezes included
+            # (tftrain.loop.unfreeze): Keras refuses variables it was not built for, and the
+            # checkpoint then holds the same slots at every epoch.
+            optimizer.build(model.trainable_variables if variables is None else list(variables))
+        self._trainable = self._trainable_ids()
+
+    def _make_train_fn(self):
+        # The replica step has no tensor-dependent Python control flow: autograph need not
+        # convert it (nor the model, problem and schedule code it calls), which saves tracing time
+        # (Keras' own train step is do_not_convert too). The accumulating step loops with tf.range.
+        replica = _NOT_CONVERTED(self._replica_step) if self.accumulate == 1 \
+            else self._replica_accumulated_step
+        self._replica = tf.function(replica, jit_compile=True) if self._jit_compile else replica
+        # One trace for every count of steps per call: the count is a tensor argument.
+        self._train_fn = tf.function(self._steps)
+
+    def _trainable_ids(self) -> tuple:
+        return tuple(id(v) for v in self.model.trainable_variables)
+
+    def trainable_changed(self) -> None:
+        """Trace the step again for the model's current trainable variables: the compiled step
+        holds the list (and a BatchNormalization's mode) it was traced with. `train` calls it
+        when a layer was frozen or unfrozen since its last call (`model.unfreeze`, a callback)."""
+        self._make_train_fn()
+        self._trainable = self._trainable_ids()
 
     @property
     def step(self) -> int:
@@ -263,6 +282,8 @@ class Trainer:
         """`num_steps` training steps in one graph call (traced once, whatever the count), their
         summed metric state added to `totals` (float64; zeros by default)."""
         totals = tf.zeros([self.problem.size], tf.float64) if totals is None else tf.constant(totals, tf.float64)
+        if self._trainable_ids() != self._trainable:  # ~0.1 ms for a ResNet-20
+            self.trainable_changed()
         return Steps(*self._train_fn(iterator, tf.constant(num_steps, tf.int32), totals))
 
     def agree(self, values: list[float]) -> list[float]:

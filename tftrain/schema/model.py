@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, List
+from typing import Any, ClassVar, List
 
 from omegaconf import MISSING
 
@@ -22,13 +22,41 @@ ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "sw
                "sigmoid", "hard_sigmoid", "softplus", "softsign", "linear")
 
 
+# The keys of every model option that tftrain applies itself (never passed to the target).
+OWN_KEYS = frozenset({"l2", "trainable", "unfreeze"})
+
+_PATTERNS = "a layer-name pattern (an fnmatch glob such as logits or dense_*) or a non-empty list of them"
+
+
+def _is_patterns(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, str) and v for v in values)
+
+
 @dataclass(kw_only=True)
 class ModelConf:
     _target_: str = MISSING
     l2: float = 0.0  # adds l2 * sum(kernel**2) of every kernel to the loss (gradient 2 * l2 * kernel)
+    trainable: Any = None  # fine-tuning: the layers that train (a layer name or path, fnmatch globs: logits, dense_*; or a list), the rest frozen; null: as the model has them
+    unfreeze: List[Any] = field(default_factory=list)  # gradual unfreezing: [{epoch: N, pattern: ...}]: from epoch N (counted from 1, as the console) these layers train too
 
     def __post_init__(self):
         require(self.l2 >= 0, "l2", self.l2, "a number >= 0 (0: no penalty)")
+        require(self.trainable is None or _is_patterns(self.trainable), "trainable", self.trainable,
+                f"null (every layer trains) or {_PATTERNS}")
+        for i, stage in enumerate(self.unfreeze):
+            key = f"unfreeze[{i}]"
+            require(isinstance(stage, dict) and set(stage) == {"epoch", "pattern"}, key, stage,
+                    "a mapping {epoch: N, pattern: ...}: from epoch N (counted from 1) the layers matching the pattern "
+                    "train too", f"write it as `{{epoch: 3, pattern: dense_1}}`")
+            epoch = stage["epoch"]
+            require(isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1, f"{key}.epoch", epoch,
+                    "an epoch number >= 1, counted as the console counts (Epoch 1/N is the first)")
+            require(_is_patterns(stage["pattern"]), f"{key}.pattern", stage["pattern"], _PATTERNS)
+        require(not self.unfreeze or self.trainable is not None, "trainable", self.trainable,
+                f"{_PATTERNS}: the layers that train from the first epoch, which model.unfreeze then extends",
+                "set e.g. `model.trainable=logits` (or remove model.unfreeze: with model.trainable=null every layer "
+                "trains from the start)")
 
 
 @dataclass(kw_only=True)
