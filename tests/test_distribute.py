@@ -18,6 +18,15 @@ from conftest import metrics_of as _metrics, same_numbers as _same_numbers
 
 
 
+def test_batch_norm_on_replicas_left_without_examples_is_refused_before_training(tmp_path):
+    # digits' 1167 training examples in batches of 64 end with 15: all on the first of 2 replicas.
+    result = run_cli("model.batch_norm=true", "trainer.cpu_devices=2", "trainer.strategy=mirrored",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "`data.drop_remainder`" in result.stderr and "1167 examples in batches of 64 end with 15" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_two_replicas_agree_with_one(tmp_path):
     args = [*SMALL, "trainer.epochs=3", "trainer.verbose=2"]
     one = run_cli(*args, f"hydra.run.dir={tmp_path / 'one'}")

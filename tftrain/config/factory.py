@@ -446,6 +446,7 @@ def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callabl
             schedule = Scaled(swa_schedule(cfg, build_schedule(cfg, data.steps_per_epoch), data.steps_per_epoch),
                               float(replicas) if cfg.trainer.scale_lr else 1.0)
         model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
+        _require_replica_shares(cfg, strategy, model, data)
         optimizer = build_optimizer(cfg, schedule, model)
         prepare_problem(problem, model, data)
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
@@ -455,6 +456,29 @@ def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callabl
     if write_dir is None:
         return Components(problem, data, schedule, model, optimizer)
     return Components(problem, data, schedule, model, optimizer, build_loggers(cfg), build_callbacks(cfg, write_dir))
+
+
+def _require_replica_shares(cfg, strategy, model, data) -> None:
+    """Refuse a last training batch that leaves a replica without examples when the model has
+    BatchNormalization: tf.distribute fills the replicas in order (up to global batch / replicas
+    each), and the statistics of no examples are NaN, which would reach the moving statistics."""
+    import keras
+
+    from tftrain.loop.unfreeze import named_layers
+
+    replicas, batch = strategy.num_replicas_in_sync, data.global_batch_size
+    rest = data.num_train % batch
+    if replicas == 1 or rest == 0 or cfg.data.get("drop_remainder") or rest > batch // replicas * (replicas - 1):
+        return
+    if not any(isinstance(layer, keras.layers.BatchNormalization) for _, layer in named_layers(model)):
+        return
+    raise ConfigError("data.drop_remainder", False,
+                      f"true for a model with BatchNormalization on {replicas} replicas when the last training batch "
+                      f"leaves a replica without examples: {data.num_train} examples in batches of {batch} end with "
+                      f"{rest}, all on the first replica (each takes up to {batch // replicas}), and BatchNormalization's "
+                      "statistics of no examples are NaN",
+                      "set data.drop_remainder=true (the last partial batch is left out of each epoch), or a "
+                      "trainer.batch_size whose last batch reaches every replica")
 
 
 def loop_options(cfg, verbose: int | None = None):
