@@ -13,7 +13,7 @@ import math
 import keras
 from keras import ops
 
-from tftrain.optim.two_pass import TwoPassOptimizer, _as, _check
+from tftrain.optim.two_pass import TwoPassOptimizer, _as
 
 
 @keras.saving.register_keras_serializable(package="tftrain")
@@ -68,15 +68,7 @@ class DAdaptAdam(TwoPassOptimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        for key, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            _check(key, value, 0 <= value < 1, "in [0, 1)")
-        _check("epsilon", epsilon, epsilon > 0, "> 0")
-        _check("weight_decay", weight_decay, weight_decay is None or weight_decay >= 0, "None or >= 0")
-        _check("d0", d0, d0 > 0, "> 0")
-        _check("growth_rate", growth_rate, growth_rate >= 1, ">= 1 (math.inf: unbounded)")
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        self.decouple, self.use_bias_correction = decouple, use_bias_correction
-        self.d0, self.growth_rate = d0, growth_rate
+        self._set_adam_args(beta_1, beta_2, epsilon, weight_decay, decouple, use_bias_correction, d0, growth_rate)
 
     def build(self, var_list):
         if self.built:
@@ -91,11 +83,6 @@ class DAdaptAdam(TwoPassOptimizer):
         self._exp_avgs, self._exp_avg_sqs, self._s = self.add_optimizer_variables(
             var_list, ["exp_avg", "exp_avg_sq", "s"])
 
-    @property
-    def d(self):
-        """The current estimate of the step size (a float64 variable)."""
-        return self._d
-
     def set_rate_factors(self, factors) -> None:
         """A factor is the authors' `layer_scale` of the variable (their per-group rate): it scales
         the variable's step (d * lr * factor) and its weight in d's estimate; decoupled decay
@@ -103,21 +90,9 @@ class DAdaptAdam(TwoPassOptimizer):
         super().set_rate_factors(factors)
 
     def _begin(self, learning_rate):
-        lr = _as(learning_rate, "float64")
-        if self.use_bias_correction:
-            k = ops.cast(self._k, "float64") + 1
-            bias_correction = ops.sqrt(1 - self.beta_2 ** k) / (1 - self.beta_1 ** k)
-        else:
-            bias_correction = 1.0
-        self.assign(self._dlr, self._d * lr * bias_correction)
+        self._begin_step(learning_rate)
         self.assign(self._numerator_acum, ops.zeros((), "float64"))
         self.assign(self._sk_l1, ops.zeros((), "float64"))
-
-    def _grad(self, variable, gradient):
-        grad = self._dense(gradient, variable)
-        if self._decays(variable) and not self.decouple:
-            grad = grad + _as(self.weight_decay, variable.dtype) * variable
-        return grad
 
     def _first_pass(self, variable, gradient):
         i = self._get_variable_index(variable)

@@ -75,17 +75,10 @@ class Prodigy(TwoPassOptimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        for key, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            _check(key, value, 0 <= value < 1, "in [0, 1)")
+        self._set_adam_args(beta_1, beta_2, epsilon, weight_decay, decouple, use_bias_correction, d0, growth_rate)
         _check("beta_3", beta_3, beta_3 is None or 0 <= beta_3 < 1, "None or in [0, 1)")
-        _check("epsilon", epsilon, epsilon > 0, "> 0")
-        _check("weight_decay", weight_decay, weight_decay is None or weight_decay >= 0, "None or >= 0")
-        _check("d0", d0, d0 > 0, "> 0")
         _check("d_coef", d_coef, d_coef > 0, "> 0")
-        _check("growth_rate", growth_rate, growth_rate >= 1, ">= 1 (math.inf: unbounded)")
-        self.beta_1, self.beta_2, self.beta_3, self.epsilon = beta_1, beta_2, beta_3, epsilon
-        self.decouple, self.use_bias_correction, self.safeguard_warmup = decouple, use_bias_correction, safeguard_warmup
-        self.d0, self.d_coef, self.growth_rate = d0, d_coef, growth_rate
+        self.beta_3, self.safeguard_warmup, self.d_coef = beta_3, safeguard_warmup, d_coef
 
     def build(self, var_list):
         if self.built:
@@ -103,11 +96,6 @@ class Prodigy(TwoPassOptimizer):
         # The starting point the distance travelled is measured from.
         self._p0 = [self.add_variable_from_reference(v, "p0", initializer=_copy_of(v)) for v in var_list]
 
-    @property
-    def d(self):
-        """The current estimate of the step size (a float64 variable)."""
-        return self._d
-
     def set_rate_factors(self, factors) -> None:
         """Factor 0 freezes a variable (no statistics, no step, no decay); the authors' code allows no
         other per-group rate ("only supported for values of 0"): d is one step size for all."""
@@ -121,21 +109,9 @@ class Prodigy(TwoPassOptimizer):
         return math.sqrt(self.beta_2) if self.beta_3 is None else self.beta_3
 
     def _begin(self, learning_rate):
-        lr = _as(learning_rate, "float64")
-        if self.use_bias_correction:
-            k = ops.cast(self._k, "float64") + 1
-            bias_correction = ops.sqrt(1 - self.beta_2 ** k) / (1 - self.beta_1 ** k)
-        else:
-            bias_correction = 1.0
-        self.assign(self._dlr, self._d * lr * bias_correction)
+        self._begin_step(learning_rate)
         self.assign(self._delta_numerator, ops.zeros((), "float64"))
         self.assign(self._d_denom, ops.zeros((), "float64"))
-
-    def _grad(self, variable, gradient):
-        grad = self._dense(gradient, variable)
-        if self._decays(variable) and not self.decouple:
-            grad = grad + _as(self.weight_decay, variable.dtype) * variable
-        return grad
 
     def _first_pass(self, variable, gradient):
         if self._factor(variable) == 0:

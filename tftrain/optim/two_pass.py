@@ -21,6 +21,42 @@ class TwoPassOptimizer(keras.optimizers.Optimizer):
     `_begin(lr)`, `_first_pass(variable, gradient)`, `_estimate()` and `_second_pass(variable,
     gradient)`; scalar state is float64 (the authors keep it in Python floats)."""
 
+    def _set_adam_args(self, beta_1, beta_2, epsilon, weight_decay, decouple, use_bias_correction, d0,
+                       growth_rate) -> None:
+        """The arguments both authors' Adam variants share, checked Keras-style and kept."""
+        for key, value in (("beta_1", beta_1), ("beta_2", beta_2)):
+            _check(key, value, 0 <= value < 1, "in [0, 1)")
+        _check("epsilon", epsilon, epsilon > 0, "> 0")
+        _check("weight_decay", weight_decay, weight_decay is None or weight_decay >= 0, "None or >= 0")
+        _check("d0", d0, d0 > 0, "> 0")
+        _check("growth_rate", growth_rate, growth_rate >= 1, ">= 1 (math.inf: unbounded)")
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.decouple, self.use_bias_correction = decouple, use_bias_correction
+        self.d0, self.growth_rate = d0, growth_rate
+
+    @property
+    def d(self):
+        """The current estimate of the step size (a float64 variable)."""
+        return self._d
+
+    def _begin_step(self, learning_rate) -> None:
+        """This step's d * learning_rate (times Adam's bias correction, counted in steps taken) into
+        `_dlr`; subclasses then reset their per-step sums."""
+        lr = _as(learning_rate, "float64")
+        if self.use_bias_correction:
+            k = ops.cast(self._k, "float64") + 1
+            bias_correction = ops.sqrt(1 - self.beta_2 ** k) / (1 - self.beta_1 ** k)
+        else:
+            bias_correction = 1.0
+        self.assign(self._dlr, self._d * lr * bias_correction)
+
+    def _grad(self, variable, gradient):
+        """The gradient, with coupled (L2) weight decay added when the variable decays."""
+        grad = self._dense(gradient, variable)
+        if self._decays(variable) and not self.decouple:
+            grad = grad + _as(self.weight_decay, variable.dtype) * variable
+        return grad
+
     def _scalar(self, name, value=0.0, dtype="float64"):
         # Not keras.initializers.Constant: it rounds through float32 (d0 must stay exactly d0).
         return self.add_variable(shape=(), initializer=lambda shape, dtype=None: ops.full(shape, value, dtype),
