@@ -426,11 +426,14 @@ class Components:
     optimizer: object  # keras.optimizers.Optimizer
     loggers: list = field(default_factory=list)  # tftrain.loggers.Logger
     callbacks: list = field(default_factory=list)  # keras.callbacks.Callback
+    # What the optimizer is built for (tftrain.loop.Trainer's `variables`): every variable some
+    # epoch trains under model.unfreeze; None: the model's trainable variables.
+    variables: list | None = None
 
 
 def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callable[[str], None] | None = None):
     """Problem, data, schedule, model and optimizer (in the strategy's scope), and, given the
-    `write_dir` they write to, the loggers and callbacks, as one `Components`. `schedule` replaces
+    `write_dir` they write to, the loggers and callbacks (model.unfreeze's last), as one `Components`. `schedule` replaces
     the configured one (lr_find's rising rate); `done(phase)` is told when "data" and
     "model_and_optimizer" are built (the run's start-up phases)."""
     from tftrain.schedules import Scaled
@@ -453,9 +456,12 @@ def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callabl
         # and a reloaded model can evaluate() or keep training with fit().
         model.compile(optimizer=optimizer, **problem.compile_args())
     done("model_and_optimizer")
+    unfreeze = build_unfreeze(cfg, model)  # model.trainable and model.unfreeze, or None
+    variables = unfreeze.optimizer_variables(model) if unfreeze else None
     if write_dir is None:
-        return Components(problem, data, schedule, model, optimizer)
-    return Components(problem, data, schedule, model, optimizer, build_loggers(cfg), build_callbacks(cfg, write_dir))
+        return Components(problem, data, schedule, model, optimizer, variables=variables)
+    return Components(problem, data, schedule, model, optimizer, build_loggers(cfg),
+                      build_callbacks(cfg, write_dir) + ([unfreeze] if unfreeze else []), variables)
 
 
 def _require_replica_shares(cfg, strategy, model, data) -> None:

@@ -41,7 +41,6 @@ def _find_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
 
 def _train(run) -> dict:
     from tftrain.config.factory import build_components, build_schedule, loop_options, step_options, swa_schedule
-    from tftrain.config.factory import build_unfreeze
     from tftrain.config.run_info import flat_params, sweep_dir_of_job
     from tftrain.layers import data_dependent_init, needs_data_init
     from tftrain.loggers import Loggers, RunInfo
@@ -58,10 +57,9 @@ def _train(run) -> dict:
     outputs.write_preprocessing(built.data, run.write_dir)
     describe_training(run, built.data.steps_per_epoch)
     loggers = Loggers(built.loggers if run.chief else [])  # only the chief logs
-    unfreeze = build_unfreeze(cfg, built.model)  # model.trainable and model.unfreeze (tftrain.loop.unfreeze), or None
     trainer = Trainer(strategy, built.model, built.optimizer, built.problem,
                       step_options(cfg, update_freq=loggers.graph_freq(), record_steps=loggers.record_steps),
-                      variables=unfreeze.optimizer_variables(built.model) if unfreeze else None)
+                      variables=built.variables)
     pruning = pruning_callback(cfg, strategy)  # an Optuna trial with a pruner (hparams_search=optuna)
     spe, sweep_dir = built.data.steps_per_epoch, sweep_dir_of_job()
 
@@ -76,7 +74,7 @@ def _train(run) -> dict:
     # A sweep's jobs print plain lines: live lines of parallel jobs would overwrite each other.
     options = loop_options(cfg, verbose=2 if t.verbose == 1 and sweep_dir is not None else None)
     controller = Controller(trainer, built.data, options, io, schedule=built.schedule,
-                            callbacks=built.callbacks + ([pruning] if pruning is not None else []) + ([unfreeze] if unfreeze else []))
+                            callbacks=built.callbacks + ([pruning] if pruning is not None else []))
     if needs_data_init(built.model):
         # Weight norm: g and biases from the first training batch; a resumed run's checkpoint
         # restore (in Controller.fit) then overwrites what this computes.
