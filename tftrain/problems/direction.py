@@ -16,3 +16,12 @@ def lower_is_better(name: str) -> bool:
 def mode_of(name: str) -> str:
     """"min" or "max": the Keras callbacks' `mode` for monitoring `name`."""
     return "min" if lower_is_better(name) else "max"
+
+
+# Prefixes of a logged name that say where it was measured, longest first.
+SPLIT_PREFIXES = ("best_val_", "val_", "test_", "train_")
+
+
+def metric_of(name: str) -> str:
+    """The metric a logged name measures: `val_mae` -> `mae`, `best_val_accuracy` -> `accuracy`."""
+    return next((name[len(p):] for p in SPLIT_PREFIXES if name.startswith(p)), name)

@@ -257,9 +257,9 @@ def curve_metrics(rows: list[dict], objective: str, wanted: list[str] | None) ->
             raise TftrainError(f"No run logged {', '.join(map(repr, unknown))} in its history. Fix: --metrics with "
                                f"metrics the runs logged: {', '.join(logged) or '(none: no run has a history yet)'}.")
         return wanted
-    base = next((objective[len(p):] for p in ("best_val_", "val_", "test_", "train_") if objective.startswith(p)),
-                objective)
-    return [m for m in dict.fromkeys((f"val_{base}", "val_loss")) if m in logged]
+    from tftrain.problems.direction import metric_of
+
+    return [m for m in dict.fromkeys((f"val_{metric_of(objective)}", "val_loss")) if m in logged]
 
 
 # ---------------------------------------------------------------- the report

@@ -397,11 +397,9 @@ def _label(config: aggregate.Configuration, common: list[str]) -> str:
 
 def _curve_metric(rows: list[dict], objective: str) -> str:
     """The metric of the summary figure's left panel: the objective's (a metric other than the loss)."""
-    base = objective
-    for prefix in ("best_val_", "val_", "test_", "train_"):
-        if base.startswith(prefix):
-            base = base[len(prefix):]
-            break
+    from tftrain.problems.direction import metric_of
+
+    base = metric_of(objective)
     if base != "loss":
         return base
     names = [c[4:] for c in metric_columns(rows, objective) if c.startswith("val_") and c != "val_loss"]

@@ -256,13 +256,10 @@ def _branch(main_dir: Path, branch_dir: Path, step: int, aside: bool) -> None:
 
 def _metric(cfg) -> str:
     """The objective's metric name (trainer.objective or the problem's first metric) without `val_`."""
+    from tftrain.problems.direction import metric_of
     from tftrain.schema.problem import default_objective
 
-    objective = cfg.trainer.objective or default_objective(cfg.problem.get("metrics"))
-    for prefix in ("best_val_", "val_", "test_", "train_"):
-        if objective.startswith(prefix):
-            return objective[len(prefix):]
-    return objective
+    return metric_of(cfg.trainer.objective or default_objective(cfg.problem.get("metrics")))
 
 
 def table(fractions, epochs: list[int], spe: int, starts: dict, results: dict, metric: str) -> list[dict]:
