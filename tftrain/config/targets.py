@@ -157,9 +157,10 @@ def call_target(group: str, node, *args, arg_keys: dict[str, str] | None = None,
 def preflight(cfg) -> None:
     """Import every user-facing target and check it takes what tftrain will pass, before any data
     is read: a misspelt `_target_` or a signature mismatch fails at once."""
+    from tftrain.schema.model import OWN_KEYS as MODEL_OWN_KEYS
     from tftrain.schema.optimizer import OWN_KEYS as OPTIMIZER_OWN_KEYS
 
-    checks = [("model", cfg.model, (("input_shape", "num_outputs"), {"l2", "trainable", "unfreeze"}, {})),
+    checks = [("model", cfg.model, (("input_shape", "num_outputs"), MODEL_OWN_KEYS, {})),
               ("data", cfg.data, ((), PIPELINE_KEYS, {})),
               ("optimizer", cfg.optimizer, ((), OPTIMIZER_OWN_KEYS, {"learning_rate": None}))]
     checks += [(f"callbacks.extra[{i}]", node, ((), set(), {})) for i, node in enumerate(cfg.callbacks.get("extra") or [])]
