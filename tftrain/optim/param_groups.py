@@ -61,13 +61,9 @@ def _layer_of(path: str) -> str:
 
 
 def _normalization_variables(model) -> set[int]:
-    found, stack = set(), list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, _NORMALIZATION):
-            found.update(id(v) for v in layer.weights)
-        stack.extend(getattr(layer, "layers", []))  # nested models (with_preprocessing's core)
-    return found
+    # Keras' own walk over every layer at every depth (nested models: with_preprocessing's core).
+    return {id(v) for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, _NORMALIZATION) for v in layer.weights}
 
 
 def matches(path: str, pattern: str) -> bool:
