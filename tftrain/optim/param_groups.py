@@ -160,8 +160,8 @@ def apply_param_groups(optimizer, model, *, weight_decay_on: str = "all",
     # Prodigy and D-Adapt Adam never call update_step per variable: they take the factors
     # themselves (their decay, inside their step, follows the factor already).
     two_pass = isinstance(optimizer, TwoPassOptimizer)
-    own_decay = {} if two_pass else {key(v): _decay_of(optimizer, v) for v in decayed
-                                     if key(v) in by_key and _decay_of(optimizer, v) is not None}
+    own_decay = {} if two_pass else {key(v): wd for v in decayed
+                                     if key(v) in by_key and (wd := _decay_of(optimizer, v)) is not None}
     # `exclude_from_weight_decay` replaces its list: one call with every variable Keras must not
     # decay (not a kernel, or decayed at its own rate in update_step).
     kept = {key(v) for v in decayed} - set(own_decay)
