@@ -198,8 +198,9 @@ configure_cpu_devices(2)
 import tensorflow as tf
 import test_param_groups as t
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-t.check_multiplier("adamw", strategy, others=False)  # state across steps and decay; the rest in-process
-print("checked on", strategy.num_replicas_in_sync, "replicas")
+for kind in t.KINDS:  # SGD, momentum, Adam, and AdamW's decay
+    t.check_multiplier(kind, strategy, others=False)  # factor 1 bit for bit: in-process
+print("checked", ", ".join(t.KINDS), "on", strategy.num_replicas_in_sync, "replicas")
 """
 
 
@@ -211,7 +212,7 @@ def test_a_multiplier_gives_the_update_at_the_scaled_rate_under_two_replicas():
                             capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "checked on 2 replicas" in result.stdout
+    assert "checked sgd, momentum, adam, adamw on 2 replicas" in result.stdout
 
 
 def test_a_killed_run_with_multipliers_resumes_exactly_and_saves_a_loadable_model(tmp_path, caplog):
