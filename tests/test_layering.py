@@ -25,7 +25,7 @@ PACKAGE = ROOT / "tftrain"
 
 # Prefixes of dotted module names; "a.b" matches "a.b" and "a.b.c", not "a.bc".
 LOWER = ("tftrain.schedules", "tftrain.layers", "tftrain.initializers", "tftrain.models", "tftrain.problems",
-         "tftrain.data", "tftrain.loop", "tftrain.loggers", "tftrain.optim")
+         "tftrain.data", "tftrain.loop", "tftrain.loggers", "tftrain.optim", "tftrain.diagnose")
 CONFIG_LAYER = ("tftrain.schema", "tftrain.config", "omegaconf", "hydra")
 
 

@@ -7,6 +7,7 @@ and two same-shaped layers never share them. (A Keras random initializer instanc
 once and returns the same values on every call, so sharing one instance across layers would give
 same-shaped layers identical weights.) Their biases get `bias`.
 
+`LSUV` (the `initializer=lsuv` option) draws orthogonal kernels, then rescales them on one batch.
 `WeightNorm` (the `initializer=weight_norm` option) first turns the Dense and Conv layers into
 tftrain.layers' weight-normalized ones (a functional or Sequential model is rebuilt with
 `keras.models.clone_model`), then draws each `v` with `direction`. `add_l2` adds an L2 penalty on
@@ -58,6 +59,12 @@ def _kernel_variables(layer):
             if isinstance(getattr(layer, name, None), keras.Variable)]
 
 
+def kernel_of(layer) -> keras.Variable:
+    """The variable that scales `layer`'s output: its kernel (a weight-normalized layer's `v`; a
+    separable convolution's depthwise kernel)."""
+    return _kernel_variables(layer)[0][1]
+
+
 class WeightNorm:
     """The `initializer=weight_norm` option: weight-normalized Dense/Conv layers whose directions
     `v` are drawn by `direction` (a plain Keras initializer name, e.g. he_normal); `g` starts at
@@ -94,6 +101,57 @@ class WeightNorm:
             raise ArgumentError("weight_norm", type(model).__name__,
                                 "a functional or Sequential model: weight normalization rebuilds the model with its "
                                 "Dense/Conv layers replaced, which Keras cannot do for a subclassed model") from None
+
+
+class LSUV:
+    """The `initializer=lsuv` option: layer-sequential unit-variance initialization (Mishkin &
+    Matas 2016, "All you need is a good init", algorithm 1). Every kernel starts orthogonal (each
+    layer its own seed); then `rescale` takes the Dense and Conv layers one at a time in the
+    model's order and divides each one's kernel by the standard deviation of its output on one
+    batch, until the output's variance is within `tol` of 1 or `max_iter` rescalings were made.
+    The output is the layer's own (after its activation when it has one), as in the authors' Keras
+    code; the biases are left as they are. Statistics are the global batch's (all-reduced across
+    replicas), in inference mode (no dropout), so the result depends on the seed and the batch alone.
+
+    >>> lsuv = LSUV(tol=0.1, max_iter=10)
+    >>> model = initialize(model, lsuv, seed=0)  # orthogonal kernels  # doctest: +SKIP
+    >>> lsuv.rescale(model, strategy, first_batch)  # doctest: +SKIP
+    """
+
+    def __init__(self, tol: float = 0.1, max_iter: int = 10):
+        if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+            raise ArgumentError("tol", tol, "a number in (0, 1): how far the output variance may stay from 1")
+        if not (isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1):
+            raise ArgumentError("max_iter", max_iter, "an integer >= 1: the most rescalings per layer")
+        self.tol, self.max_iter = float(tol), int(max_iter)
+
+    def __call__(self, seed: int) -> keras.initializers.Initializer:
+        return keras.initializers.Orthogonal(seed=seed)
+
+    def rescale(self, model, strategy, dist_batch) -> list[dict]:
+        """Rescale `model`'s Dense and Conv kernels on `dist_batch` (a batch of `strategy`'s
+        distributed dataset; every worker of a multi-worker run must call it); returns, per
+        layer, its name, the output variance before and after, and the rescalings made."""
+        from tftrain.diagnose.probe import Probe, statistics_fn
+
+        layers = [layer for layer in kernel_layers(model) if not isinstance(layer, keras.layers.Embedding)]
+        probe = Probe(layers)
+        report = []
+        with probe.open():
+            measure = statistics_fn(model, probe, strategy, training=False)
+            for index, layer in enumerate(layers):
+                kernel = kernel_of(layer)
+                before = variance = measure(dist_batch)[0].get(index, {}).get("var")
+                rescalings = 0
+                while variance is not None and np.isfinite(variance) and variance > 1e-14 \
+                        and abs(variance - 1.0) >= self.tol and rescalings < self.max_iter:
+                    kernel.assign(kernel * (1.0 / np.sqrt(variance)))
+                    rescalings += 1
+                    variance = measure(dist_batch)[0][index]["var"]
+                report.append({"layer": layer.name, "variance_before": before, "variance": variance,
+                               "rescalings": rescalings,
+                               "converged": variance is not None and abs(variance - 1.0) < self.tol})
+        return report
 
 
 def initialize(model, kernel: Callable[[int], keras.initializers.Initializer] | WeightNorm | None,

@@ -207,15 +207,18 @@ def _outputs_of(model, input_shape: tuple, target: str) -> int:
 
 def initializer_of(cfg):
     """The initializer group as tftrain.initializers.initialize takes it: None (keep), a
-    WeightNorm, or a function seed -> a fresh Keras initializer."""
-    from tftrain.initializers import WeightNorm
+    WeightNorm or LSUV, or a function seed -> a fresh Keras initializer."""
+    from tftrain.initializers import LSUV, WeightNorm
 
     node = cfg.initializer
     if node.get("_target_") is None:  # initializer=keep
         return None
     fn = locate(node._target_, "initializer._target_")
-    if isinstance(fn, type) and issubclass(fn, WeightNorm):
-        return call_target("initializer", node, skip=frozenset({"bias"}))
+    if isinstance(fn, type) and issubclass(fn, (WeightNorm, LSUV)):
+        try:
+            return call_target("initializer", node, skip=frozenset({"bias"}))
+        except ArgumentError as e:
+            raise ConfigError(f"initializer.{e.arg}", e.value, e.requirement) from None
     takes_seed = "seed" in inspect.signature(fn).parameters
 
     def kernel(seed: int):  # a fresh initializer per layer, with that layer's seed
@@ -224,6 +227,32 @@ def initializer_of(cfg):
         return made
 
     return kernel
+
+
+def initialize_from_data(cfg, built, strategy) -> int:
+    """The data-dependent part of the initializer group, on the first training batch of epoch 0
+    (the same batch in every run of the config): weight norm's `data_init` (g and biases) and
+    LSUV's rescaling. Every task that starts from the configured initialization calls it after
+    `build_components`; a resumed run's checkpoint restore then overwrites what it computed.
+    Returns how many layers it changed (0: nothing to do, nothing run)."""
+    from tftrain.initializers import LSUV
+    from tftrain.layers import data_dependent_init, needs_data_init
+
+    target = cfg.initializer.get("_target_")
+    fn = locate(target, "initializer._target_") if target is not None else None
+    lsuv = initializer_of(cfg) if isinstance(fn, type) and issubclass(fn, LSUV) else None
+    if not needs_data_init(built.model) and not isinstance(lsuv, LSUV):
+        return 0
+    batch = next(iter(built.data.train(0, 0)))
+    changed = data_dependent_init(built.model, strategy, batch)
+    if isinstance(lsuv, LSUV):
+        report = lsuv.rescale(built.model, strategy, batch)
+        missed = [r["layer"] for r in report if not r["converged"]]
+        log.info("initializer=lsuv: %d layers rescaled to output variance 1 ± %g on the first batch (%d rescalings)%s",
+                 len(report), lsuv.tol, sum(r["rescalings"] for r in report),
+                 f"; not within tol after initializer.max_iter={lsuv.max_iter}: {', '.join(missed)}" if missed else "")
+        changed += len(report)
+    return changed
 
 
 def call_initializer(cfg, model):
@@ -446,8 +475,10 @@ def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callabl
         if schedule is None:
             # The rate multiplier: the linear scaling rule, lowered by divergence recoveries.
             replicas = strategy.num_replicas_in_sync
+            reference = cfg.trainer.get("lr_reference_batch")  # optimizer.lr is the rate of this batch
             schedule = Scaled(swa_schedule(cfg, build_schedule(cfg, data.steps_per_epoch), data.steps_per_epoch),
-                              float(replicas) if cfg.trainer.scale_lr else 1.0)
+                              (float(replicas) if cfg.trainer.scale_lr else 1.0)
+                              * (cfg.trainer.batch_size / reference if reference else 1.0))
         model = build_model(cfg, data.input_shape, data.num_outputs, data.normalization, data.target_normalization)
         _require_replica_shares(cfg, strategy, model, data)
         optimizer = build_optimizer(cfg, schedule, model)

@@ -132,3 +132,16 @@ class WeightNormConf(InitializerConf):
     def __post_init__(self):
         super().__post_init__()
         require(self.direction in PLAIN, "direction", self.direction, f"one of {list(PLAIN)}")
+
+
+@schema("initializer", "lsuv")
+@dataclass(kw_only=True)
+class LSUVConf(InitializerConf):
+    _target_: Optional[str] = "tftrain.initializers.LSUV"
+    tol: float = 0.1  # stop rescaling a layer once its output variance is within tol of 1 (the paper's Tol_var)
+    max_iter: int = 10  # the most rescalings per layer (the paper's T_max)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(0 < self.tol < 1, "tol", self.tol, "a number in (0, 1), e.g. 0.1")
+        require(self.max_iter >= 1, "max_iter", self.max_iter, "an integer >= 1, e.g. 10")

@@ -53,6 +53,37 @@ class LrFindTaskConf:
         require(self.suggestion in SUGGESTIONS, "suggestion", self.suggestion, f"one of {list(SUGGESTIONS)}")
 
 
+@schema("task", "init_check")
+@dataclass(kw_only=True)
+class InitCheckTaskConf:
+    """One batch through the model as initialized: per-layer statistics and verdicts
+    (tftrain/tasks/init_check.py)."""
+
+    _target_: str = "tftrain.tasks.init_check.init_check"
+    training: bool = True  # the forward pass in training mode (BatchNorm's batch statistics, dropout on), as the first step sees it; false: inference mode
+
+
+@schema("task", "noise_scale")
+@dataclass(kw_only=True)
+class NoiseScaleTaskConf:
+    """The gradient noise scale B_simple and the batch size it suggests (tftrain/tasks/noise_scale.py)."""
+
+    _target_: str = "tftrain.tasks.noise_scale.noise_scale"
+    micro_batches: int = 8  # each step's global batch (trainer.batch_size, B_big) split into this many micro-batches of B_small = batch_size / micro_batches, over all replicas
+    num_steps: int = 100  # batches the estimates are averaged over (the weights stay fixed)
+    confidence: float = 0.95  # of the interval (a bootstrap over the steps)
+    run: Optional[str] = None  # a run directory: the estimate at the weights of its newest checkpoint (in <run>/checkpoints); null: at the initialization training starts from
+    step: Optional[int] = None  # with run: the checkpoint of this step instead of the newest (one still in <run>/checkpoints)
+
+    def __post_init__(self):
+        require(self.micro_batches >= 2, "micro_batches", self.micro_batches,
+                "an integer >= 2 (the estimate compares the gradient of the whole batch with its parts')")
+        require(self.num_steps >= 2, "num_steps", self.num_steps, "an integer >= 2 (100 is typical)")
+        require(0 < self.confidence < 1, "confidence", self.confidence, "a number in (0, 1), e.g. 0.95")
+        require(self.step is None or self.run is not None, "step", self.step, "null unless task.run names a run",
+                "set task.run=<run directory> too, or leave task.step out")
+
+
 @schema("task", "predict")
 @dataclass(kw_only=True)
 class PredictTaskConf:

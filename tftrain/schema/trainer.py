@@ -28,6 +28,7 @@ class TrainerConf:
     strategy: str = "auto"  # auto | default | mirrored | one_device | multi_worker (TF_CONFIG)
     cpu_devices: int = 1  # split the CPU into N logical devices (mirrored training without GPUs)
     scale_lr: bool = False  # linear scaling rule: multiply the learning rate by the number of replicas
+    lr_reference_batch: Optional[int] = None  # linear scaling rule for batch sizes (Goyal et al. 2017): optimizer.lr is the rate for this global batch, scaled by trainer.batch_size / lr_reference_batch; null: not scaled
     deterministic: bool = False  # deterministic ops: same command, bit-identical weights and metrics
     keep_checkpoints: int = 3  # checkpoints kept in <run>/checkpoints (the latest ones)
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0: at epoch ends only)
@@ -58,6 +59,11 @@ class TrainerConf:
         require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
         require(self.keep_checkpoints > 0, "keep_checkpoints", self.keep_checkpoints, "an integer > 0")
         require(self.verbose in (0, 1, 2, 3), "verbose", self.verbose, "0, 1, 2 or 3")
+        require(self.lr_reference_batch is None or self.lr_reference_batch > 0, "lr_reference_batch",
+                self.lr_reference_batch, "null or an integer > 0 (the global batch optimizer.lr is given for)")
+        require(not (self.lr_reference_batch and self.scale_lr), "lr_reference_batch", self.lr_reference_batch,
+                "null while trainer.scale_lr=true (both scale the rate: by the global batch, and by the replicas)",
+                "set one of them: trainer.lr_reference_batch already follows the global batch, replicas included")
         require(self.cpu_devices >= 1, "cpu_devices", self.cpu_devices, "an integer >= 1")
         require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps,
                 "an integer >= 0 (0: checkpoint at epoch ends only)")

@@ -1,0 +1,107 @@
+"""task=init_check (signal propagation at initialization) and initializer=lsuv, through the real
+configs: the 30-layer ReLU MLP of width 64 of He et al. (2015, section 2.2) on the bundled digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tftrain
+from conftest import crash_at, run_cli, same_numbers
+from tftrain.tasks.init_check import init_check
+
+DEEP = ["data=digits", f"model.hidden_units=[{','.join(['64'] * 30)}]", "optimizer=momentum", "trainer.verbose=0",
+        "logger=[]"]
+
+
+def check(tmp_path, *overrides):
+    return init_check(tftrain.compose(["task=init_check", *DEEP, *overrides]), output_dir=tmp_path)
+
+
+def per_layer_factor(result) -> float:
+    """The hidden layers' activation std, last over first, per layer (geometric mean)."""
+    stds = [r["std"] for r in result["rows"][:-1]]
+    return (stds[-1] / stds[0]) ** (1 / (len(stds) - 1))
+
+
+@pytest.mark.parametrize("initializer", ["initializer=zeros", "initializer=random_normal initializer.stddev=0.01"])
+def test_tiny_and_constant_initializations_are_flagged_as_vanishing(tmp_path, initializer):
+    result = check(tmp_path, *initializer.split())
+    assert len(result["rows"]) == 31  # 30 hidden layers and the logits
+    assert "vanishing signal" in result["summary"][0], result["summary"]
+    deep = result["rows"][-2]  # layer 30: nothing of the input is left
+    assert deep["std"] < 1e-12 and deep["verdict"] != "ok"
+
+
+def test_he_keeps_the_std_and_glorot_halves_the_variance_per_relu_layer(tmp_path):
+    he = check(tmp_path / "he", "initializer=he_normal")
+    # Glorot through the command line: the console, exit status and files.
+    proc = run_cli("task=init_check", *DEEP, "initializer=glorot_uniform", f"hydra.run.dir={tmp_path / 'glorot'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "vanishing signal" in out and "| 30 | dense_29 | relu |" in out and "Traceback" not in out
+    glorot = json.loads((tmp_path / "glorot" / "init_check.json").read_text())
+    assert [r["depth"] for r in glorot["rows"]] == list(range(1, 32)) and glorot["initializer"] == "glorot_uniform"
+    md = (tmp_path / "glorot" / "init_check.md").read_text()
+    assert md.count("| relu |") == 30 and "vanishing signal" in md
+    assert (tmp_path / "glorot" / "init_check.png").stat().st_size > 10_000
+    # He et al. 2015, section 2.2: a ReLU layer keeps the variance with std sqrt(2 / fan_in); Glorot's
+    # sqrt(2 / (fan_in + fan_out)) = sqrt(1 / 64) here halves it: the std shrinks by 1/sqrt(2) per layer.
+    assert 0.9 < per_layer_factor(he) < 1.1, per_layer_factor(he)
+    assert 0.64 < per_layer_factor(glorot) < 0.77, per_layer_factor(glorot)
+    stds = [r["std"] for r in he["rows"]]
+    assert max(stds) / min(stds) < 10 and he["summary"][0].startswith("the signal keeps its scale")
+    assert all(r["verdict"] == "ok" for r in he["rows"]), [r["verdict"] for r in he["rows"]]
+    assert "vanishing signal" in glorot["summary"][0] and "between layer 1 and layer 30" in glorot["summary"][0]
+    # One step of SGD with momentum 0.9 at lr 0.05: the first update is lr * gradient.
+    for row in he["rows"]:
+        assert row["update_ratio"] == pytest.approx(0.05 * row["grad_norm"] / row["weight_norm"], rel=1e-3)
+        assert row["dead_fraction"] is None or 0 <= row["dead_fraction"] < 0.5
+
+
+def test_two_replicas_see_the_global_batch(tmp_path):
+    args = ["task=init_check", *DEEP[:1], "model.hidden_units=[32,32,32]", "initializer=lsuv"]
+    two = run_cli(*args, "trainer.cpu_devices=2", "trainer.strategy=mirrored", f"hydra.run.dir={tmp_path / 'two'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = init_check(tftrain.compose([*args, "trainer.verbose=0"]), output_dir=tmp_path / "one")
+    rows_two = json.loads((tmp_path / "two" / "init_check.json").read_text())["rows"]
+    assert json.loads((tmp_path / "two" / "init_check.json").read_text())["replicas"] == 2
+    for a, b in zip(one["rows"], rows_two, strict=True):
+        for key in ("mean", "std", "dead_fraction", "grad_norm", "update_ratio"):
+            want = a[key] if a[key] is None else pytest.approx(a[key], rel=1e-4, abs=1e-7)
+            assert b[key] == want, (a["layer"], key)
+
+
+# ---------------------------------------------------------------- LSUV
+
+
+def test_lsuv_gives_every_layer_unit_output_variance_on_the_batch(tmp_path):
+    result = check(tmp_path / "mlp", "initializer=lsuv")
+    assert all(abs(r["std"] ** 2 - 1) < 0.1 for r in result["rows"]), [r["std"] for r in result["rows"]]
+    assert result["summary"][0].startswith("the signal keeps its scale")
+    # Conv layers too (inference mode: the statistics LSUV itself measures, dropout off).
+    cnn = init_check(tftrain.compose(["task=init_check", "data=digits", "model=cnn", "model.filters=[8,16]",
+                                      "model.dense_units=32", "initializer=lsuv", "task.training=false",
+                                      "trainer.verbose=0"]), output_dir=tmp_path / "cnn")
+    assert [r["type"] for r in cnn["rows"]] == ["Conv2D", "Conv2D", "Dense", "Dense"]
+    assert all(abs(r["std"] ** 2 - 1) < 0.1 for r in cnn["rows"]), [r["std"] for r in cnn["rows"]]
+
+
+def test_lsuv_on_a_conv_net_is_seeded_and_exact_on_resume(tmp_path):
+    run = ["data=digits", "model=cnn", "model.filters=[8,16]", "trainer.epochs=2", "trainer.verbose=0", "logger=[]",
+           "initializer=lsuv", "trainer.deterministic=true"]
+    whole = tftrain.train(tftrain.compose(run), output_dir=tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        tftrain.train(tftrain.compose([*run, crash_at(1)]), output_dir=tmp_path / "killed")
+    resumed = tftrain.train(tftrain.compose(run), output_dir=tmp_path / "killed")
+    same_numbers(whole, resumed)
+    other = tftrain.train(tftrain.compose([*run, "trainer.epochs=1", "trainer.seed=1"]), output_dir=tmp_path / "seed1")
+    assert other["weights_fingerprint"] != whole["weights_fingerprint"]
+
+
+def test_lsuv_options_are_checked(tmp_path):
+    proc = run_cli("initializer=lsuv", "initializer.tol=2", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "initializer.tol" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
