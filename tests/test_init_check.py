@@ -37,16 +37,7 @@ def test_tiny_and_constant_initializations_are_flagged_as_vanishing(tmp_path, in
 
 def test_he_keeps_the_std_and_glorot_halves_the_variance_per_relu_layer(tmp_path):
     he = check(tmp_path / "he", "initializer=he_normal")
-    # Glorot through the command line: the console, exit status and files.
-    proc = run_cli("task=init_check", *DEEP, "initializer=glorot_uniform", f"hydra.run.dir={tmp_path / 'glorot'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout + proc.stderr
-    assert "vanishing signal" in out and "| 30 | dense_29 | relu |" in out and "Traceback" not in out
-    glorot = json.loads((tmp_path / "glorot" / "init_check.json").read_text())
-    assert [r["depth"] for r in glorot["rows"]] == list(range(1, 32)) and glorot["initializer"] == "glorot_uniform"
-    md = (tmp_path / "glorot" / "init_check.md").read_text()
-    assert md.count("| relu |") == 30 and "vanishing signal" in md
-    assert (tmp_path / "glorot" / "init_check.png").stat().st_size > 10_000
+    glorot = check(tmp_path / "glorot", "initializer=glorot_uniform")  # the command line's: tests/test_readme.py
     # He et al. 2015, section 2.2: a ReLU layer keeps the variance with std sqrt(2 / fan_in); Glorot's
     # sqrt(2 / (fan_in + fan_out)) = sqrt(1 / 64) here halves it: the std shrinks by 1/sqrt(2) per layer.
     assert 0.9 < per_layer_factor(he) < 1.1, per_layer_factor(he)
@@ -105,3 +96,25 @@ def test_lsuv_options_are_checked(tmp_path):
     proc = run_cli("initializer=lsuv", "initializer.tol=2", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2 and "initializer.tol" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_verdicts_in_words():
+    from tftrain.diagnose.verdicts import row_verdict, summary
+
+    def row(depth, std, grad, ratio, dead=0.0):
+        return {"depth": depth, "std": std, "grad_norm": grad, "update_ratio": ratio, "weight_norm": 1.0,
+                "dead_fraction": dead}
+
+    rows = [row(1, 1.0, 800.0, 0.3), row(2, 0.5, 40.0, 0.2), row(3, 4e-4, 2.0, 1e-3, dead=0.6),
+            row(4, 3e-4, 0.5, 2e-6, dead=None)]
+    said = summary(rows)
+    assert said[0] == "activations shrink 3.33e+03x between layer 1 and layer 4: vanishing signal"
+    assert "gradients grow 1.6e+03x from layer 4 back to layer 1: exploding gradients" in said
+    assert "at least 50% of the units are dead in layer 3" in said
+    assert any(s.startswith("one step moves the kernel of layers 1-2 by more than 0.1") for s in said)
+    assert any(s.startswith("one step moves the kernel of layer 4 by less than 1e-05") for s in said)
+    assert row_verdict(rows[2], 1.0).startswith("vanishing: activations 2.5e+03x smaller than at layer 1; 60% of units dead")
+    assert row_verdict(row(1, 0.9, 1.0, 1e-3), 1.0) == "ok"
+    assert row_verdict({**row(2, 0.9, 0.0, 0.0), "trainable": False}, 1.0) == "frozen (model.trainable): not trained"
+    assert summary([row(1, 1.0, 1.0, 1e-3), row(2, 0.8, 1.0, 1e-3), row(3, 1.2, 1.0, 1e-3)])[0] == \
+        "the signal keeps its scale through the depth (within 10x)"

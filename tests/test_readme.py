@@ -113,10 +113,11 @@ TRAINING = [
     "python -m tftrain schedule=plateau schedule.patience=3 schedule.factor=0.5",
     "python -m tftrain trainer.strategy=mirrored trainer.batch_size=256 trainer.mixed_precision=mixed_float16 "
     "trainer.jit_compile=true",
+    "python -m tftrain initializer=lsuv",
 ]
 PRESETS = {  # experiment preset -> configurations it compares (rows of aggregate.csv with trainer.seeds=1)
     "compare_optimizers": 5, "compare_schedules": 5, "compare_initializers": 5, "warmup": 2, "lr_range": 2,
-    "lr_suggestions": 4, "swa": 4, "lr_free": 6,
+    "lr_suggestions": 4, "swa": 4, "lr_free": 6, "deep_relu": 4,
 }
 RUN_BY.update({c: "test_training_command" for c in TRAINING})
 RUN_BY.update({f"python -m tftrain experiment={p}": "test_experiment_preset" for p in PRESETS})
@@ -413,7 +414,8 @@ NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["s
           "compare_initializers": ["initializer=zeros,he_normal", "model.hidden_units=[16,16]"],
           "warmup": ["model.hidden_units=[32]"], "lr_range": [],
           "lr_suggestions": ["task.suggestion=valley,steepest"], "swa": ["optimizer.use_ema=false"],
-          "lr_free": ["optimizer=prodigy,adam", "task.find_lr=false"]}
+          "lr_free": ["optimizer=prodigy,adam", "task.find_lr=false"],
+          "deep_relu": ["initializer=lsuv,he_normal", "model.hidden_units=[16,16]"]}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -612,3 +614,23 @@ def test_search_pruning(tmp_path):
 def test_chaos(tmp_path):
     out = run(shorten(readme(CHAOS), "--trials 1"), tmp_path, timeout=600)
     assert re.search(r"\b1/1 bit-identical|1 of 1 trials bit-identical", out), out
+
+
+INIT_CHECK = "python -m tftrain task=init_check initializer=glorot_uniform"
+INIT_CHECK_DEEP = "python -m tftrain task=init_check experiment=deep_relu initializer=glorot_uniform hydra.mode=RUN"
+RUN_BY.update({INIT_CHECK: "test_init_check_commands", INIT_CHECK_DEEP: "test_init_check_commands"})
+
+
+def test_init_check_commands(tmp_path):
+    out = run(readme(INIT_CHECK), tmp_path)
+    rd = next((tmp_path / "outputs").glob("*/*/init_check.json")).parent
+    result = json.loads((rd / "init_check.json").read_text())
+    assert [r["layer"] for r in result["rows"]] == ["dense", "dense_1", "logits"] and result["summary"]
+    assert f"Outputs in {rd}: init_check.json, init_check.md, init_check.png" in out
+    # The 30-layer ReLU MLP: Glorot's signal is gone by the top (He et al. 2015, section 2.2).
+    out = run(shorten(readme(INIT_CHECK_DEEP), "hydra.run.dir=deep"), tmp_path)
+    assert "activations shrink" in out and "vanishing signal" in out and "| 30 | dense_29 | relu |" in out
+    deep = json.loads((tmp_path / "deep" / "init_check.json").read_text())
+    assert len(deep["rows"]) == 31 and deep["initializer"] == "glorot_uniform"
+    assert (tmp_path / "deep" / "init_check.md").read_text().count("| relu |") == 30
+    assert (tmp_path / "deep" / "init_check.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,7 +4,8 @@ Each row is one kernel layer at its depth (1 = the first): `std` of its activati
 (units that are 0 on every example), `grad_norm` of its kernel and `update_ratio` (one step's
 change of the kernel over the kernel's norm). The thresholds are orders of magnitude, not tuned
 values: a signal is "vanishing" or "exploding" once it changed 1000x across the depth (float32
-still represents it, but the layers beyond learn on noise or saturate), and one step should move a
+still represents it, but the layers beyond learn on noise or saturate), gradients at 100x (see
+GRADIENT_CHANGE), and one step should move a
 kernel by about 1e-3 of its norm (Karpathy's rule of thumb, CS231n "babysitting the learning
 process"), with 10x either way a plain warning.
 """
@@ -15,6 +16,9 @@ import math
 
 SIGNAL_CHANGE = 1e3  # activations this many times smaller (larger) than earlier: vanishing (exploding)
 WARN_CHANGE = 10.0
+# Gradients are judged at 100x: one rate serves every layer, and a 100x spread of gradient norms
+# across the depth means the rate that moves the first layer by 1e-3 moves the last by 1e-5 (or 1e-1).
+GRADIENT_CHANGE = 1e2
 DEAD = 0.5  # at least this fraction of a layer's units dead
 UPDATE_HIGH, UPDATE_LOW = 1e-1, 1e-5  # one step's change of a kernel relative to its norm
 
@@ -65,6 +69,25 @@ def _largest_change(stds: list[float], shrink: bool) -> tuple[float, int, int]:
     return best, at[0] + 1, at[1] + 1
 
 
+def _gradient_lines(rows: list[dict]) -> list[str]:
+    """How the kernels' gradient norms change backwards, from the last layer to the first."""
+    trained = [r for r in rows if r.get("trainable", True) and r.get("grad_norm") is not None]
+    norms = [r["grad_norm"] for r in reversed(trained)]
+    if len(norms) < 2 or all(g == 0 for g in norms):
+        return ["no gradient reaches any kernel"] if norms else []
+    depth = [r["depth"] for r in reversed(trained)]
+    lines = []
+    shrink, i, j = _largest_change(norms, shrink=True)
+    grow, gi, gj = _largest_change(norms, shrink=False)
+    if shrink >= WARN_CHANGE:
+        lines.append(f"gradients shrink {_x(shrink)} from layer {depth[i - 1]} back to layer {depth[j - 1]}"
+                     + (": vanishing gradients" if shrink >= GRADIENT_CHANGE else " (not yet vanishing)"))
+    if grow >= WARN_CHANGE:
+        lines.append(f"gradients grow {_x(grow)} from layer {depth[gi - 1]} back to layer {depth[gj - 1]}"
+                     + (": exploding gradients" if grow >= GRADIENT_CHANGE else " (not yet exploding)"))
+    return lines
+
+
 def summary(rows: list[dict]) -> list[str]:
     """The verdict on the whole depth, first line first."""
     stds = [r["std"] for r in rows]
@@ -87,6 +110,7 @@ def summary(rows: list[dict]) -> list[str]:
         lines.append(f"activations grow {_x(grow)} between layer {gi} and layer {gj}: exploding signal")
     elif grow >= WARN_CHANGE:
         lines.append(f"activations grow {_x(grow)} between layer {gi} and layer {gj} (not yet exploding)")
+    lines += _gradient_lines(rows)
     alarmed = bool(lines)
     hidden = stds[:-1] if len(stds) > 2 else stds  # the last layer is the outputs (logits), scaled apart
     if len(hidden) >= 2 and hidden[0] > 0 and hidden[-1] > 0:
@@ -97,5 +121,29 @@ def summary(rows: list[dict]) -> list[str]:
         lines.insert(0, "the signal keeps its scale through the depth (within 10x)")
     dead = [r["depth"] for r in rows if r["std"] > 0 and (r.get("dead_fraction") or 0) >= DEAD]
     if dead:
-        lines.append(f"layers with at least {DEAD:.0%} dead units: {', '.join(map(str, dead))}")
+        lines.append(f"at least {DEAD:.0%} of the units are dead in {_layers(dead)}")
+    trained = [r for r in rows if r.get("trainable", True) and r.get("update_ratio") is not None]
+    large = [r["depth"] for r in trained if r["update_ratio"] > UPDATE_HIGH]
+    small = [r["depth"] for r in trained if r["update_ratio"] < UPDATE_LOW]
+    if large:
+        lines.append(f"one step moves the kernel of {_layers(large)} by more than {UPDATE_HIGH:g} of their norm: "
+                     "lower optimizer.lr (about 1e-3 per step is typical)")
+    if small:
+        lines.append(f"one step moves the kernel of {_layers(small)} by less than {UPDATE_LOW:g} of their norm: "
+                     "they barely learn at this rate")
     return lines
+
+
+def _layers(depths: list[int]) -> str:
+    return f"layer {depths[0]}" if len(depths) == 1 else f"layers {_spans(depths)}"
+
+
+def _spans(depths: list[int]) -> str:
+    """1, 2, 3, 5 -> "1-3, 5"."""
+    spans, start = [], None
+    for k, d in enumerate(depths):
+        start = d if start is None else start
+        if k + 1 == len(depths) or depths[k + 1] != d + 1:
+            spans.append(str(d) if d == start else f"{start}-{d}")
+            start = None
+    return ", ".join(spans)
