@@ -118,3 +118,44 @@ def test_the_verdicts_in_words():
     assert row_verdict({**row(2, 0.9, 0.0, 0.0), "trainable": False}, 1.0) == "frozen (model.trainable): not trained"
     assert summary([row(1, 1.0, 1.0, 1e-3), row(2, 0.8, 1.0, 1e-3), row(3, 1.2, 1.0, 1e-3)])[0] == \
         "the signal keeps its scale through the depth (within 10x)"
+
+
+import keras  # noqa: E402
+
+
+class Residual(keras.Model):
+    """A user's subclassed model (no functional graph for the probe to read)."""
+
+    def __init__(self, num_outputs: int, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = keras.layers.Flatten()
+        self.a = keras.layers.Dense(32, activation="relu")
+        self.b = keras.layers.Dense(32, activation="relu")
+        self.head = keras.layers.Dense(num_outputs)
+
+    def call(self, x):
+        h = self.a(self.flatten(x))
+        return self.head(h + self.b(h))
+
+
+def residual(input_shape, num_outputs):
+    return Residual(num_outputs)
+
+
+def test_a_subclassed_custom_model_and_a_saved_one(tmp_path):
+    custom = ["task=init_check", "data=digits", "model=custom", "model._target_=test_init_check.residual",
+              "initializer=lsuv", "trainer.verbose=0"]
+    result = init_check(tftrain.compose(custom), output_dir=tmp_path / "custom")
+    assert [(r["layer"], r["activation"]) for r in result["rows"]] == [("dense", "relu"), ("dense_1", "relu"),
+                                                                        ("dense_2", "linear")]
+    # LSUV made each layer's own output (after its ReLU) unit-variance in inference mode; init_check ran the
+    # batch in training mode, the same here (no dropout, no BatchNorm).
+    assert all(abs(r["std"] ** 2 - 1) < 0.1 for r in result["rows"]), [r["std"] for r in result["rows"]]
+    # model=saved: a trained run's model.keras, checked as it would start fine-tuning.
+    tftrain.train(tftrain.compose(["data=digits", "model.hidden_units=[32,32]", "trainer.epochs=1",
+                                   "trainer.verbose=0", "logger=[]"]), output_dir=tmp_path / "run")
+    saved = init_check(tftrain.compose(["task=init_check", "data=digits", "model=saved",
+                                        f"model.path={tmp_path / 'run' / 'model.keras'}", "trainer.verbose=0"]),
+                       output_dir=tmp_path / "saved")
+    assert [r["layer"] for r in saved["rows"]] == ["dense", "dense_1", "logits"]
+    assert all(r["grad_norm"] > 0 and r["update_ratio"] > 0 for r in saved["rows"])
