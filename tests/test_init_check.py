@@ -159,3 +159,12 @@ def test_a_subclassed_custom_model_and_a_saved_one(tmp_path):
                        output_dir=tmp_path / "saved")
     assert [r["layer"] for r in saved["rows"]] == ["dense", "dense_1", "logits"]
     assert all(r["grad_norm"] > 0 and r["update_ratio"] > 0 for r in saved["rows"])
+
+
+def test_a_model_inside_the_preprocessing_wrapper_is_checked_input_to_output(tmp_path):
+    # data=diabetes standardizes inputs and targets: the model sits inside tftrain's wrapper, whose layers
+    # Keras' own walk lists last to first. LSUV must go input to output, or the first layers undo the last.
+    result = init_check(tftrain.compose(["task=init_check", "data=diabetes", "initializer=lsuv", "trainer.verbose=0"]),
+                        output_dir=tmp_path)
+    assert [r["layer"] for r in result["rows"]] == ["dense", "dense_1", "logits"]
+    assert all(abs(r["std"] ** 2 - 1) < 0.1 for r in result["rows"]), [r["std"] for r in result["rows"]]

@@ -52,6 +52,24 @@ def kernel_layers(model) -> Iterator[keras.layers.Layer]:
             yield layer
 
 
+def layers_in_order(model) -> Iterator[keras.layers.Layer]:
+    """Every layer inside `model`, depth first, each container's layers in their own order (the
+    order a Sequential or functional model calls them). Keras' _flatten_layers, which
+    `kernel_layers` follows (its order fixes each layer's seed, so it stays), lists a nested
+    model's layers last to first (it extends a deque on the left): tftrain's preprocessing wrapper
+    nests the model, and layer-by-layer work (LSUV, init_check) must go input to output."""
+    seen = set()
+
+    def walk(layer):
+        for child in layer._layers:  # noqa: SLF001 - what _flatten_layers walks; no public equivalent
+            if id(child) not in seen:
+                seen.add(id(child))
+                yield child
+                yield from walk(child)
+
+    yield from walk(model)
+
+
 def _kernel_variables(layer):
     if isinstance(layer, _WeightNorm):
         return [("v", layer.v)]
@@ -134,7 +152,8 @@ class LSUV:
         layer, its name, the output variance before and after, and the rescalings made."""
         from tftrain.diagnose.probe import Probe, statistics_fn
 
-        layers = [layer for layer in kernel_layers(model) if not isinstance(layer, keras.layers.Embedding)]
+        layers = [layer for layer in layers_in_order(model)
+                  if isinstance(layer, KERNEL_LAYERS) and not isinstance(layer, keras.layers.Embedding)]
         probe = Probe(layers)
         report = []
         with probe.open():

@@ -55,13 +55,11 @@ def _blocks(model):
     import keras
 
     from tftrain.diagnose.probe import has_own_activation
-    from tftrain.initializers import KERNEL_LAYERS
+    from tftrain.initializers import KERNEL_LAYERS, layers_in_order
 
     activations = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
                    keras.layers.PReLU, keras.layers.Softmax)
-    # _flatten_layers: the recursive walk tftrain.initializers.kernel_layers uses (see there).
-    ordered = [layer for layer in model._flatten_layers(include_self=False)
-               if isinstance(layer, KERNEL_LAYERS + activations)]
+    ordered = [layer for layer in layers_in_order(model) if isinstance(layer, KERNEL_LAYERS + activations)]
     kernels = [i for i, layer in enumerate(ordered) if isinstance(layer, KERNEL_LAYERS)]
     blocks = {}
     for k, i in enumerate(kernels):
