@@ -110,6 +110,31 @@ def test_orthogonal_kernels_have_orthogonal_columns_times_gain(shape):
     np.testing.assert_allclose(w.T @ w, gain ** 2 * np.eye(shape[-1]), atol=1e-4)
 
 
+def test_lsuv_kernels_start_orthogonal_then_each_layer_is_scaled_to_unit_output_variance():
+    import tensorflow as tf
+
+    from tftrain.config.factory import initializer_of
+
+    model = _build("initializer=lsuv", input_shape=(8,), num_classes=3)
+    dense = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    for layer in dense:  # orthogonal (gain 1) as drawn: orthonormal columns, or rows for a widening layer
+        w = np.asarray(layer.kernel, dtype="float64")
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        np.testing.assert_allclose(gram, np.eye(min(w.shape)), atol=1e-4)
+    before = [np.asarray(layer.kernel) for layer in dense]
+    x = np.random.default_rng(0).normal(size=(256, 8)).astype("float32") * 3.0
+    lsuv = initializer_of(_cfg("initializer=lsuv", "initializer.tol=0.01"))
+    report = lsuv.rescale(model, tf.distribute.get_strategy(), (x, np.zeros(256)))
+    assert [r["layer"] for r in report] == [layer.name for layer in dense] and all(r["converged"] for r in report)
+    h = x
+    for layer, w0 in zip(dense, before):
+        h = np.asarray(layer(h))  # each layer's own output (ReLU included), on the same batch
+        assert abs(h.var() - 1) < 0.01, (layer.name, h.var())
+        # Only rescaled: the kernel is still orthogonal up to one positive factor.
+        factor = float(np.linalg.norm(np.asarray(layer.kernel)) / np.linalg.norm(w0))
+        np.testing.assert_allclose(np.asarray(layer.kernel), factor * w0, rtol=1e-5, atol=1e-7)
+
+
 def test_zeros_constant_and_bias_options():
     assert not np.any(np.asarray(_kernel("initializer=zeros")((5, 3))))
     np.testing.assert_array_equal(_kernel("initializer=constant", "initializer.value=0.3")((5, 3)),
@@ -184,6 +209,8 @@ def test_weight_norm_option_builds_weight_normalized_layers():
     ("initializer=weight_norm initializer.direction=zeros", "initializer.direction"),
     ("initializer=weight_norm initializer.data_init=maybe", "initializer.data_init"),
     ("initializer=constant initializer.value=big", "initializer.value"),
+    ("initializer=lsuv initializer.tol=0", "initializer.tol"),
+    ("initializer=lsuv initializer.max_iter=0", "initializer.max_iter"),
     ("initializer.bias=twos", "initializer.bias"),
     ("initializer=he_normal +initializer.stddev=1", "initializer.stddev"),
     ("initializer.name=xavier", "initializer.name"),
@@ -207,6 +234,7 @@ def test_deep_relu_net_learns_from_he_init_but_not_from_zeros(tmp_path: Path):
 OWN_TESTS = {"zeros": test_zeros_constant_and_bias_options, "constant": test_zeros_constant_and_bias_options,
              "orthogonal": test_orthogonal_kernels_have_orthogonal_columns_times_gain,
              "weight_norm": test_weight_norm_option_builds_weight_normalized_layers,
+             "lsuv": test_lsuv_kernels_start_orthogonal_then_each_layer_is_scaled_to_unit_output_variance,
              "keep": test_keep_leaves_the_models_own_initial_weights_and_other_options_redraw_them}
 
 
