@@ -136,7 +136,7 @@ class LSUV:
     >>> lsuv.rescale(model, strategy, first_batch)  # doctest: +SKIP
     """
 
-    def __init__(self, tol: float = 0.1, max_iter: int = 10):
+    def __init__(self, tol: float, max_iter: int):  # the defaults: tftrain.schema.initializer.LSUVConf
         if not (isinstance(tol, (int, float)) and 0 < tol < 1):
             raise ArgumentError("tol", tol, "a number in (0, 1): how far the output variance may stay from 1")
         if not (isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1):

@@ -15,7 +15,10 @@ micro-batches of B_small; with |G_big|^2 the squared norm of the whole batch's g
 are unbiased per step; each is averaged over `task.num_steps` batches (the weights fixed, nothing
 updated) and B_simple is the ratio of the means, its interval a bootstrap over the steps. The
 gradient is the one training follows (tftrain.loop.Trainer): the problem's per-example loss
-averaged over the micro-batch, plus the model's regularization losses, in training mode.
+averaged over the micro-batch, plus the model's regularization losses, in training mode (dropout on;
+BatchNormalization normalizes by each micro-batch's statistics, as under trainer.accumulate_steps).
+`task.run` takes the weights of a training run's newest checkpoint (`task.step`: another one kept
+there), read as data into the model this config builds.
 
 The suggestion: trainer.batch_size the power of two nearest B_simple (capped by the training
 split) and the rate for it under the linear scaling rule (Goyal et al. 2017), optimizer.lr times
@@ -36,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tftrain.config.targets import label
 from tftrain.errors import ConfigError
+from tftrain.schema import validate
 from tftrain.tasks.run import open_run
 
 log = logging.getLogger("tftrain")
@@ -84,22 +88,23 @@ def nearest_power_of_two(b: float, cap: int) -> int:
 def suggestion(cfg: DictConfig, b_simple: float, num_train: int) -> dict:
     """trainer.batch_size near B_simple and its rate under the linear scaling rule, with warmup."""
     t = cfg.trainer
-    current, lr = int(t.batch_size), float(cfg.optimizer.lr)
+    current, epochs = int(t.batch_size), int(t.epochs)
     batch = nearest_power_of_two(b_simple, num_train)
     reference = t.get("lr_reference_batch")
+    lr = cfg.optimizer.get("lr")  # an optimizer of the user's may have none
     # The rate training runs at now (before the schedule), and the one the rule gives the new batch.
-    current_rate = lr * (current / reference if reference else 1.0)
-    rate = current_rate * batch / current
+    current_rate = None if lr is None else float(lr) * (current / reference if reference else 1.0)
+    rate = None if current_rate is None else float(f"{current_rate * batch / current:.3g}")
     overrides = [f"trainer.batch_size={batch}"]
-    if not reference:  # with trainer.lr_reference_batch the rate follows the batch by itself
-        overrides.append(f"optimizer.lr={rate:.3g}")
+    if rate is not None and not reference:  # with trainer.lr_reference_batch the rate follows the batch by itself
+        overrides.append(f"optimizer.lr={rate:g}")
     warmup = float(cfg.schedule.get("warmup_epochs") or 0.0)
     if batch > current and warmup == 0:
-        warmup = max(1.0, round(WARMUP_FRACTION * int(t.epochs)))
+        warmup = float(max(1, round(WARMUP_FRACTION * epochs)))
+        warmup = warmup if warmup < epochs else epochs / 2  # the schedule needs steps after its warmup
         overrides.append(f"schedule.warmup_epochs={warmup:g}")
-    return {"batch_size": batch, "lr": float(f"{rate:.3g}"), "current_batch_size": current,
-            "current_lr": current_rate, "warmup_epochs": warmup, "overrides": overrides,
-            "command": "python -m tftrain " + " ".join(overrides)}
+    return {"batch_size": batch, "lr": rate, "current_batch_size": current, "current_lr": current_rate,
+            "warmup_epochs": warmup, "overrides": overrides, "command": "python -m tftrain " + " ".join(overrides)}
 
 
 # ---------------------------------------------------------------- inputs checked before TensorFlow
@@ -111,19 +116,30 @@ def checkpoint_of(task) -> Path | None:
 
     if task.get("run") is None:
         return None
-    run = Path(str(task.run)).expanduser()
-    directory = run / "checkpoints"
+    directory = _checkpoints_dir(task)
     steps = committed_steps(directory)
     if not steps:
-        why = "does not exist" if not run.is_dir() else f"has no checkpoints in {directory}"
-        raise ConfigError("task.run", str(task.run), "a run directory with checkpoints (<run>/checkpoints/ckpt-<step>)",
-                          f"the directory {why}; point task.run at a training run's directory (the one its "
-                          "'Outputs in ...' line names), or leave task.run out for the estimate at initialization")
+        raise _no_checkpoints(task, directory)
     step = steps[0] if task.get("step") is None else int(task.step)
     if step not in steps:
         raise ConfigError("task.step", step, f"the step of a checkpoint kept in {directory}: {sorted(steps)}",
                           "pick one of them, or leave task.step out for the newest")
     return directory / f"ckpt-{step}"
+
+
+def _checkpoints_dir(task) -> Path:
+    """<task.run>/checkpoints, or a ConfigError when it holds no checkpoint (checked without TensorFlow)."""
+    directory = Path(str(task.run)).expanduser() / "checkpoints"
+    if not any(directory.glob("state-*.json")):  # a committed checkpoint's last file (tftrain.loop.checkpoints)
+        raise _no_checkpoints(task, directory)
+    return directory
+
+
+def _no_checkpoints(task, directory: Path) -> ConfigError:
+    why = "does not exist" if not directory.parent.is_dir() else f"has no checkpoints in {directory}"
+    return ConfigError("task.run", str(task.run), "a run directory with checkpoints (<run>/checkpoints/ckpt-<step>)",
+                       f"the directory {why}; point task.run at a training run's directory (the one its "
+                       "'Outputs in ...' line names), or leave task.run out for the estimate at initialization")
 
 
 def check_batches(cfg: DictConfig, replicas: int = 1) -> tuple[int, int]:
@@ -156,8 +172,10 @@ def noise_scale(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     if "micro_batches" not in cfg.task:
         raise ConfigError("task", label(cfg.task), "task=noise_scale (this function estimates the noise scale)",
                           "compose the config with `task=noise_scale`")
-    check_batches(cfg)
-    checkpoint_of(cfg.task)  # a wrong task.run fails before TensorFlow starts
+    checked = validate(cfg)  # bad inputs fail before TensorFlow starts
+    check_batches(checked)
+    if checked.task.run is not None:
+        _checkpoints_dir(checked.task)
     with open_run(cfg, output_dir, resumes=False) as run:
         return estimate(run.cfg, run.write_dir, run.strategy)
 
@@ -309,8 +327,8 @@ def estimate(cfg: DictConfig, run_dir: Path, strategy) -> dict:
                     g_mean, len(g_sq))
     log.info("noise_scale: B_simple = %.4g (%g%% interval %.4g to %.4g); |G|^2 %.4g, tr(Sigma) %.4g; %d steps in %.1fs",
              b_simple, 100 * task.confidence, lo, hi, g_mean, trace_mean, len(g_sq), result["wall_time_s"])
-    log.info("noise_scale: suggested trainer.batch_size=%d (now %d) at lr %.3g (linear scaling rule%s)",
-             suggested["batch_size"], b_big, suggested["lr"],
+    log.info("noise_scale: suggested trainer.batch_size=%d (now %d)%s (linear scaling rule%s)",
+             suggested["batch_size"], b_big, "" if suggested["lr"] is None else f" at lr {suggested['lr']:g}",
              f", warmup {suggested['warmup_epochs']:g} epochs" if suggested["warmup_epochs"] else "")
     log.info("Outputs in %s: noise_scale.json. Train with: %s (and the same other overrides)", run_dir.resolve(),
              suggested["command"])
