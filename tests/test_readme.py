@@ -48,6 +48,9 @@ NOT_RUN = {
                                             "tests/test_lr_free.py checks their recorded trajectory, and runs the "
                                             "script itself where they are installed",
     "python scripts/finetune_digits.py": "about 3 minutes (30 runs); test_script_answers_help checks it starts",
+    "python scripts/batch_size_study.py": "runs the whole preset and task=noise_scale (about 2.5 minutes); "
+                                          "tests/test_noise_scale.py checks its table, knee and fit on a written "
+                                          "sweep, test_script_answers_help that it starts",
     "python -m tftrain task=budgets schedule=wsd trainer.epochs=12 'task.budgets=[0.25,0.5,1.0]'":
         "the task experiment=wsd_budgets runs (test_wsd_budgets_preset runs it shrunk from outside the checkout; "
         "tests/test_wsd_budgets.py checks each budget against its run from scratch)",
@@ -117,7 +120,7 @@ TRAINING = [
 ]
 PRESETS = {  # experiment preset -> configurations it compares (rows of aggregate.csv with trainer.seeds=1)
     "compare_optimizers": 5, "compare_schedules": 5, "compare_initializers": 5, "warmup": 2, "lr_range": 2,
-    "lr_suggestions": 4, "swa": 4, "lr_free": 6, "deep_relu": 4,
+    "lr_suggestions": 4, "swa": 4, "lr_free": 6, "deep_relu": 4, "batch_size": 8,
 }
 RUN_BY.update({c: "test_training_command" for c in TRAINING})
 RUN_BY.update({f"python -m tftrain experiment={p}": "test_experiment_preset" for p in PRESETS})
@@ -415,7 +418,9 @@ NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["s
           "warmup": ["model.hidden_units=[32]"], "lr_range": [],
           "lr_suggestions": ["task.suggestion=valley,steepest"], "swa": ["optimizer.use_ema=false"],
           "lr_free": ["optimizer=prodigy,adam", "task.find_lr=false"],
-          "deep_relu": ["initializer=lsuv,he_normal", "model.hidden_units=[16,16]"]}
+          "deep_relu": ["initializer=lsuv,he_normal", "model.hidden_units=[16,16]"],
+          # The preset's 3 warmup epochs need more than SHRINK's one epoch.
+          "batch_size": ["trainer.batch_size=64,128", "schedule.warmup_epochs=0"]}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -634,3 +639,20 @@ def test_init_check_commands(tmp_path):
     assert len(deep["rows"]) == 31 and deep["initializer"] == "glorot_uniform"
     assert (tmp_path / "deep" / "init_check.md").read_text().count("| relu |") == 30
     assert (tmp_path / "deep" / "init_check.png").read_bytes()[:4] == b"\x89PNG"
+
+
+NOISE_SCALE = "python -m tftrain task=noise_scale"
+NOISE_SCALE_RUN = "python -m tftrain task=noise_scale task.run=outputs/2026-01-01/12-00-00"
+RUN_BY.update({NOISE_SCALE: "test_noise_scale_commands", NOISE_SCALE_RUN: "test_noise_scale_commands"})
+
+
+def test_noise_scale_commands(tmp_path):
+    out = run(shorten(readme(NOISE_SCALE), "task.num_steps=20", "hydra.run.dir=init"), tmp_path)
+    assert "noise_scale: B_simple = " in out and "Train with: python -m tftrain trainer.batch_size=" in out
+    # The run the second command names: a default run, shrunk, in that directory.
+    run("python -m tftrain trainer.epochs=1 hydra.run.dir=outputs/2026-01-01/12-00-00", tmp_path)
+    run(shorten(readme(NOISE_SCALE_RUN), "task.num_steps=20", "hydra.run.dir=later"), tmp_path)
+    init, later = (json.loads((tmp_path / d / "noise_scale.json").read_text()) for d in ("init", "later"))
+    assert init["checkpoint"] is None and later["checkpoint"].endswith("ckpt-19")
+    assert init["b_simple"] > 0 and later["b_simple"] > 0 and init["b_simple"] != later["b_simple"]
+    assert init["interval"][0] <= init["b_simple"] <= init["interval"][1]
