@@ -43,6 +43,8 @@ NOT_RUN = {
     "mlflow ui --backend-store-uri sqlite:///mlflow.db": "serves until stopped; test_mlflow_logger checks the store "
                                                         "the run wrote",
     "bash scripts/gpu_check.sh": "needs a GPU; tests/test_gpu_check.py runs its --cpu form",
+    "kubectl apply -f docs/kubernetes/tftrain-job.yaml": "needs a Kubernetes cluster; tests/test_slurm_cluster.py "
+                                                         "parses the manifest and runs each pod's TF_CONFIG derivation",
     "pytest -n 2": "the test suite itself",
     "python scripts/lr_free_vs_pytorch.py": "needs torch, prodigyopt and dadaptation (not tftrain's dependencies); "
                                             "tests/test_lr_free.py checks their recorded trajectory, and runs the "
@@ -57,6 +59,9 @@ NOT_RUN = {
 }
 NOT_RUN_SCRIPTS = {  # a `#!` block, by its first command line
     "srun python -m tftrain": "a SLURM job script (srun, scontrol); test_slurm_script_parses checks its syntax",
+    "srun --kill-on-bad-exit=0 --wait=300 python -m tftrain trainer.strategy=multi_worker":
+        "a multi-node SLURM job script (docs/slurm/multi-node.sbatch); test_slurm_script_parses checks its syntax and "
+        "that it is the file's text, tests/test_slurm_cluster.py starts 2 tasks with a SLURM-like environment",
 }
 
 # README command -> the test here that runs it (the coverage test checks both directions).
@@ -544,9 +549,14 @@ def test_slurm_launcher_without_slurm(tmp_path):
 
 
 def test_slurm_script_parses(tmp_path):
-    script = next(c.text for c in COMMANDS if c.kind == "script")
-    (tmp_path / "job.sh").write_text(script + "\n")
-    subprocess.run(["bash", "-n", str(tmp_path / "job.sh")], check=True)
+    scripts = [c.text for c in COMMANDS if c.kind == "script"]
+    assert len(scripts) == 2
+    for i, script in enumerate(scripts):
+        (tmp_path / f"job{i}.sh").write_text(script + "\n")
+        subprocess.run(["bash", "-n", str(tmp_path / f"job{i}.sh")], check=True)
+    # The multi-node script is also a file in the checkout: the README shows it as it is.
+    multi = next(s for s in scripts if "--nodes=2" in s)
+    assert multi.strip() == (ROOT / "docs" / "slurm" / "multi-node.sbatch").read_text().strip()
 
 
 # --- python -m tftrain, the library -----------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def main(cfg: DictConfig) -> float | None:
             if show_tracebacks():
                 raise
             print(error_text(e), file=sys.stderr)
-            if chief_by_environment():  # this process holds the lock: what it wrote is its own
+            if chief_by_environment(cfg):  # this process holds the lock: what it wrote is its own
                 clean_failed_start(run_dir)
                 _log_last_word(output_dir, error_text(e))
             sys.exit(exit_status(e))

@@ -25,7 +25,7 @@ class TrainerConf:
     steps_per_execution: Any = "auto"  # training steps per call into the compiled step; auto: timed early in the run, the fewest that keep the host's overhead under 5%
     jit_compile: Any = "auto"  # XLA-compile the training step: true | false | auto (on with a GPU, unless trainer.deterministic; off on CPUs)
     mixed_precision: Optional[str] = None  # null | mixed_float16 (with loss scaling) | mixed_bfloat16
-    strategy: str = "auto"  # auto | default | mirrored | one_device | multi_worker (TF_CONFIG)
+    strategy: str = "auto"  # auto | default | mirrored | one_device | multi_worker (the cluster from TF_CONFIG, else from the SLURM step: srun; port TFTRAIN_PORT, default 8888)
     cpu_devices: int = 1  # split the CPU into N logical devices (mirrored training without GPUs)
     scale_lr: bool = False  # linear scaling rule: multiply the learning rate by the number of replicas
     lr_reference_batch: Optional[int] = None  # linear scaling rule for batch sizes (Goyal et al. 2017): optimizer.lr is the rate for this global batch, scaled by trainer.batch_size / lr_reference_batch; null: not scaled

@@ -85,9 +85,14 @@ def claim_run_dir(cfg: DictConfig, output_dir: str | Path | None):
     refused process has written and deleted nothing there), then Hydra's record of the run
     (.hydra/config.yaml, hydra.yaml, overrides.yaml; conf/config.yaml sets hydra.output_subdir
     to null so that Hydra itself does not write them before the lock). Yields the directory."""
-    chief = chief_by_environment()
+    chief = chief_by_environment(cfg)
     run_dir = run_dir_of(cfg, output_dir, probe=not chief)
-    if not chief:  # multi-worker: only the chief writes in the shared run directory
+    if not chief:  # multi-worker: only the chief writes in the shared run directory, its log included
+        root = logging.getLogger()  # (srun gives every task the same command: Hydra's file handler too)
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            if Path(handler.baseFilename).parent == Path(run_dir).resolve():
+                root.removeHandler(handler)
+                handler.close()
         yield run_dir
         return
     with locked(run_dir):
@@ -220,16 +225,29 @@ def describe_training(run: Run, steps_per_epoch: int) -> None:
              else t.steps_per_execution)
 
 
-def chief_by_environment() -> bool:
-    """Whether this process is the chief, from TF_CONFIG alone (before TensorFlow is imported):
-    the `chief` task, or worker 0 of a cluster without one; any process outside a cluster."""
+def chief_by_environment(cfg: DictConfig | None = None, *, refuse: bool = False) -> bool:
+    """Whether this process is the chief, from the environment (before TensorFlow is imported):
+    TF_CONFIG's `chief` task, or worker 0 of a cluster without one; any process outside a cluster.
+    When `cfg` trains with trainer.strategy=multi_worker without TF_CONFIG, the SLURM step's task 0
+    (tftrain.loop.distribute.multi_worker_cluster); without any cluster, `refuse`: ConfigError."""
     import json
+
+    from omegaconf import OmegaConf
 
     try:
         spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
     except ValueError:
         return True
     task, cluster = spec.get("task") or {}, spec.get("cluster") or {}
+    if not task and cfg is not None and OmegaConf.select(cfg, "trainer.strategy") == "multi_worker":
+        from tftrain.loop.distribute import multi_worker_cluster
+
+        try:
+            return multi_worker_cluster().index == 0
+        except ConfigError:
+            if refuse:
+                raise
+            return True
     if not task:
         return True
     if "chief" in cluster:
@@ -253,7 +271,7 @@ def open_run(cfg: DictConfig, output_dir: str | Path | None = None, *, trains: b
     phases = Phases()
     cfg = validate(cfg)  # before TensorFlow is imported: a bad config fails in well under a second
     phases.mark("validate")
-    chief = chief_by_environment()
+    chief = chief_by_environment(cfg if trains else None, refuse=True)
     # The lock before anything is written (taking it is the write check): a refused process
     # changes nothing another one owns. The CLI holds it already (claim_run_dir).
     run_dir = run_dir_of(cfg, output_dir, probe=not (trains and chief))
