@@ -50,6 +50,8 @@ NOT_RUN = {
                                             "tests/test_lr_free.py checks their recorded trajectory, and runs the "
                                             "script itself where they are installed",
     "python scripts/finetune_digits.py": "about 3 minutes (30 runs); test_script_answers_help checks it starts",
+    "python scripts/pbt_vs_random.py": "about 4.5 minutes (6 sweeps); test_script_answers_help checks it starts, "
+                                       "tests/test_pbt.py checks exploit=false against independent runs",
     "python scripts/batch_size_study.py": "runs the whole preset and task=noise_scale (about 2.5 minutes); "
                                           "tests/test_noise_scale.py checks its table, knee and fit on a written "
                                           "sweep, test_script_answers_help that it starts",
@@ -666,3 +668,16 @@ def test_noise_scale_commands(tmp_path):
     assert init["checkpoint"] is None and later["checkpoint"].endswith("ckpt-19")
     assert init["b_simple"] > 0 and later["b_simple"] > 0 and init["b_simple"] != later["b_simple"]
     assert init["interval"][0] <= init["b_simple"] <= init["interval"][1]
+
+
+PBT = "python -m tftrain -m hparams_search=pbt trainer.epochs=12 hydra.sweeper.perturbation_interval=3"
+RUN_BY[PBT] = "test_pbt_search"
+
+
+def test_pbt_search(tmp_path):
+    run(shorten(readme(PBT), "trainer.epochs=2", "hydra.sweeper.perturbation_interval=1", "hydra.sweeper.population=2",
+                "data=synthetic", "data.num_train=128"), tmp_path)
+    sweep = next((tmp_path / "outputs" / "multirun").glob("*/*/pbt.json")).parent
+    state = json.loads((sweep / "pbt.json").read_text())
+    assert len(state["rounds"]) == 2 and len(state["rounds"][0]["exploits"]) == 1
+    assert (sweep / "pbt.md").is_file() and (sweep / "pbt.png").is_file() and len(sweep_rows(sweep)) == 2

@@ -30,6 +30,14 @@ log = logging.getLogger("tftrain")
 REFUSED = ("model", "data", "problem", "trainer.batch_size", "trainer.seed", "optimizer._target_", "schedule._target_")
 # ... except these, which change how the data is read, not what it is.
 HARMLESS = ("data.cache", "data.scan_limit", "output_dir")
+# ... and a dropout rate changed between two rates above 0: the same layers, another rate (at 0 the
+# model has no Dropout layer, so its variables would not match the checkpoint's). PBT
+# (hparams_search=pbt) perturbs it between the rounds of a resumed run.
+def retunable(key: str, change: tuple) -> bool:
+    return key == "model.dropout" and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                          for v in change)
+
+
 # Keys that add or remove state the checkpoint holds, refused rather than resumed with that state
 # started fresh: Keras builds an optimizer's moving averages (use_ema) from the weights before the
 # restore, so a fresh average would pull the resumed weights back towards the initial ones; and
@@ -168,7 +176,8 @@ def plan_resume(run_dir: Path, cfg, chief: bool = True) -> ResumePlan:
     previous, changes = changes_from_saved(run_dir, cfg)
     if previous is None:
         return ResumePlan()
-    refused = {k: v for k, v in changes.items() if _matches(k, REFUSED) and not _matches(k, HARMLESS)}
+    refused = {k: v for k, v in changes.items() if _matches(k, REFUSED) and not _matches(k, HARMLESS)
+               and not retunable(k, v)}
     if refused:
         raise ResumeRefused(
             f"{run_dir} holds checkpoints of a run these changes would corrupt: {_listing(refused)}. A resumed run continues "
