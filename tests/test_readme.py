@@ -50,6 +50,15 @@ NOT_RUN = {
                                             "tests/test_lr_free.py checks their recorded trajectory, and runs the "
                                             "script itself where they are installed",
     "python scripts/finetune_digits.py": "about 3 minutes (30 runs); test_script_answers_help checks it starts",
+    "python scripts/search_idle.py": "about 1.5 minutes (24 trials); test_script_answers_help checks it starts, "
+                                     "tests/test_search_async.py checks that a worker starts its next trial while "
+                                     "the other's long one runs",
+    'sbatch --array=0-7 --wrap "python -m tftrain -m hparams_search=optuna hydra.sweeper.worker=true '
+    'hydra.sweeper.n_trials=64 hydra.sweeper.storage=postgresql+psycopg2://me@db.example.org/optuna '
+    'hydra.sweep.dir=/shared/searches/lr"':
+        "needs a SLURM cluster (sbatch) and a PostgreSQL server; tests/test_search_async.py runs two of its workers "
+        "(hydra.sweeper.worker=true) against a real PostgreSQL server it starts",
+    "pip install psycopg2-binary": "installs packages (network); the dev extra installs it",
     "python scripts/pbt_vs_random.py": "about 4.5 minutes (6 sweeps); test_script_answers_help checks it starts, "
                                        "tests/test_pbt.py checks exploit=false against independent runs",
     "python scripts/batch_size_study.py": "runs the whole preset and task=noise_scale (about 2.5 minutes); "
@@ -681,3 +690,18 @@ def test_pbt_search(tmp_path):
     state = json.loads((sweep / "pbt.json").read_text())
     assert len(state["rounds"]) == 2 and len(state["rounds"][0]["exploits"]) == 1
     assert (sweep / "pbt.md").is_file() and (sweep / "pbt.png").is_file() and len(sweep_rows(sweep)) == 2
+
+
+OPTUNA_ASYNC = "python -m tftrain -m hparams_search=optuna hydra.sweeper.n_trials=30 hydra.sweeper.n_jobs=2"
+OPTUNA_BATCHES = ("python -m tftrain -m hparams_search=optuna hydra.sweeper.n_jobs=2 hydra.sweeper.asynchronous=false "
+                  "hydra/launcher=parallel")
+RUN_BY.update({OPTUNA_ASYNC: "test_optuna_workers", OPTUNA_BATCHES: "test_optuna_workers"})
+
+
+def test_optuna_workers(tmp_path):
+    for cmd, says in ((readme(OPTUNA_ASYNC), "Starting 1 more worker process(es)"),
+                      (readme(OPTUNA_BATCHES), "2 trial(s) per batch")):
+        out = run(shorten(cmd, "hydra.sweeper.n_trials=3", *SHRINK), tmp_path)
+        assert says in out, out
+    sweeps = sorted((tmp_path / "outputs" / "multirun").glob("*/*/optuna.db"))
+    assert len(sweeps) == 2 and [len(sweep_rows(s.parent)) for s in sweeps] == [3, 3]

@@ -148,11 +148,13 @@ def test_rerun_continues_the_study_and_retries_an_interrupted_trial(searched, tm
 
 def test_a_failed_trial_is_told_fail_and_the_search_goes_on(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    # Seed 0 draws lr -1, 0.05, -1: an invalid value fails its run. n_jobs=2: a batch of 2, then 1.
-    result = cli(*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "optimizer.lr=choice(0.05,-1)",
-                 f"hydra.sweep.dir={sweep}")
+    # Seed 0 draws lr -1, 0.05, -1: an invalid value fails its run. n_jobs=2 in batches (Hydra's
+    # launcher): a batch of 2, then 1.
+    result = cli(*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2", "hydra.sweeper.asynchronous=false",
+                 "optimizer.lr=choice(0.05,-1)", f"hydra.sweep.dir={sweep}")
     # 1: the CLI reports that some jobs failed (the search itself went on)
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "Launching 2 jobs" in result.stdout + result.stderr
     trials = _study(sweep).trials
     assert len(trials) == 3 and {t.params["optimizer.lr"] for t in trials} == {0.05, -1}
     for t in trials:

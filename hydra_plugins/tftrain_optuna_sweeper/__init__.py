@@ -43,11 +43,23 @@ class TftrainOptunaSweeperConf:
     # maximize | minimize; by default from trainer.objective(_mode), as tftrain's sweep summary sorts
     direction: str = "${tftrain_direction:${trainer.objective},${trainer.objective_mode},${problem.metrics}}"
     study_name: str = "tftrain"
-    # null: sqlite:///<hydra.sweep.dir>/optuna.db, so the same command with the same
-    # hydra.sweep.dir continues the study
+    # Any Optuna storage URL; null: sqlite:///<hydra.sweep.dir>/optuna.db, so the same command with
+    # the same hydra.sweep.dir continues the study. Workers on several hosts: a server, e.g.
+    # postgresql+psycopg2://user@host/db (SQLite on a shared file system is not safe)
     storage: Optional[str] = None
-    n_trials: int = 20  # finished trials the study should have (those of earlier runs count)
-    n_jobs: int = 1  # trials asked at once and launched as one batch (a parallel launcher runs them together)
+    n_trials: int = 20  # trials the study should have (those of earlier runs count)
+    n_jobs: int = 1  # trials run at once: worker processes (asynchronous) or the size of a batch
+    # true: n_jobs workers (this process and n_jobs-1 copies of it), each starting its next trial
+    # the moment its last one ends; false: batches of n_jobs trials through hydra/launcher, each
+    # batch waiting for its slowest trial
+    asynchronous: bool = True
+    # true: this process joins the study of hydra.sweep.dir as one more worker, one trial at a time
+    # (e.g. each task of a SLURM array, with a PostgreSQL storage): no lock on the sweep directory,
+    # trials of dead workers found by their heartbeats
+    worker: bool = False
+    # seconds between a running trial's heartbeats; a trial silent for 2x that is taken as killed
+    # and retried in its own run directory (asynchronous workers only)
+    heartbeat_s: int = 30
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: Optional[str] = None  # null | median | hyperband (options in `pruning`)
     pruning: PruningConf = field(default_factory=PruningConf)
