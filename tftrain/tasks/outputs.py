@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -31,12 +32,16 @@ def write_preprocessing(data, directory: Path) -> None:
     def plain(stats):
         return None if stats is None else {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in stats.items()}
 
-    (directory / PREPROCESSING).write_text(json.dumps({
+    text = json.dumps({
         "input_shape": list(data.input_shape), "num_outputs": data.num_outputs,
         "normalization": plain(data.normalization), "target_normalization": plain(data.target_normalization),
         "target_names": data.target_names, "feature_names": data.feature_names,
         # The training inputs' range (tftrain.data.ranges.input_range_warning compares new inputs with it).
-        "input_range": getattr(data, "input_range", None)}, indent=2) + "\n")
+        "input_range": getattr(data, "input_range", None)}, indent=2) + "\n"
+    # Replaced whole: a reader (task=predict on a running run, a sweep summary) never sees it half written.
+    part = directory / f".{PREPROCESSING}.{os.getpid()}.part"
+    part.write_text(text)
+    os.replace(part, directory / PREPROCESSING)
 
 
 def save_model(model, directory: Path) -> str:
