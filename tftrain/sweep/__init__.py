@@ -1,5 +1,6 @@
 """Sweeps: run directory names (rundirs), the summary and seed aggregates written at a sweep's end
-(summary, aggregate), and tftrain's Optuna search (search, search_space, study, pruning).
+(summary, aggregate), tftrain's Optuna search (search, search_space, study, pruning) and
+population-based training (pbt), both Hydra sweepers (sweeper).
 
     python -m tftrain.sweep <sweep dir>     # rebuild the summaries
 """

@@ -31,9 +31,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from tftrain.errors import ConfigError, TftrainError
+from tftrain.sweep.sweeper import LaunchingSweeper
 from tftrain.tasks.locks import HolderLock
 
 log = logging.getLogger("tftrain")
@@ -200,7 +201,7 @@ def _fraction(settings, key: str, high: float, meaning: str) -> float:
     return float(value)
 
 
-class PbtSearch:
+class PbtSearch(LaunchingSweeper):
     """The sweeper (see the module's docstring); its arguments are `hydra.sweeper.*`."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
@@ -230,21 +231,6 @@ class PbtSearch:
             raise ConfigError("hydra.sweeper.seed", seed, "an integer, or null for a random seed")
         self.seed = seed
         self.params = settings.get("params")
-        self.config: DictConfig | None = None
-        self.hydra_context = None
-        self.launcher = None
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
-
-    def validate_batch_is_legal(self, batch) -> None:
-        from hydra.plugins.sweeper import Sweeper
-
-        Sweeper.validate_batch_is_legal(self, batch)
 
     # ------------------------------------------------------------ the loop
 

@@ -46,11 +46,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from tftrain.errors import ConfigError, TftrainError
 from tftrain.tasks.locks import HolderLock
 from tftrain.sweep.search_space import SYNTAX, SearchSpace, parse_search_space
+from tftrain.sweep.sweeper import LaunchingSweeper
 from tftrain.sweep.study import ENV_STUDY, ENV_TRIAL, RESULTS_FILE, STUDY_FILE, open_storage, quiet_optuna, redact
 
 log = logging.getLogger("tftrain")
@@ -140,7 +141,7 @@ def _value_of(ret):
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-class OptunaSearch:
+class OptunaSearch(LaunchingSweeper):
     """The sweeper (see the module's docstring); its arguments are `hydra.sweeper.*`."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
@@ -186,16 +187,6 @@ class OptunaSearch:
         self.shared = worker or (asynchronous and n_jobs > 1)
         self.pruner = pruner_spec(pruner, pruning)
         self.params = params
-        self.config: DictConfig | None = None
-        self.hydra_context = None
-        self.launcher = None
-
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
 
     # ------------------------------------------------------------ the loop
 
@@ -488,11 +479,6 @@ class OptunaSearch:
             self._log_trial(study, frozen, status, value)
         if preempted is not None:
             raise preempted
-
-    def validate_batch_is_legal(self, batch) -> None:
-        from hydra.plugins.sweeper import Sweeper
-
-        Sweeper.validate_batch_is_legal(self, batch)
 
     def _log_trial(self, study, frozen, status: str, value) -> None:
         """The one line per trial: its state, value and parameters, and the best so far."""
