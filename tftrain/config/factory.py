@@ -229,24 +229,23 @@ def initializer_of(cfg):
     return kernel
 
 
-def initialize_from_data(cfg, built, strategy) -> int:
+def initialize_from_data(cfg, model, data, strategy) -> int:
     """The data-dependent part of the initializer group, on the first training batch of epoch 0
     (the same batch in every run of the config): weight norm's `data_init` (g and biases) and
-    LSUV's rescaling. Every task that starts from the configured initialization calls it after
-    `build_components`; a resumed run's checkpoint restore then overwrites what it computed.
+    LSUV's rescaling. `build_components` runs it, so every task starts from the initialization
+    training starts from; a resumed run's checkpoint restore then overwrites what it computed.
     Returns how many layers it changed (0: nothing to do, nothing run)."""
     from tftrain.initializers import LSUV
     from tftrain.layers import data_dependent_init, needs_data_init
 
-    target = cfg.initializer.get("_target_")
-    fn = locate(target, "initializer._target_") if target is not None else None
-    lsuv = initializer_of(cfg) if isinstance(fn, type) and issubclass(fn, LSUV) else None
-    if not needs_data_init(built.model) and not isinstance(lsuv, LSUV):
+    lsuv = initializer_of(cfg)
+    lsuv = lsuv if isinstance(lsuv, LSUV) else None
+    if not needs_data_init(model) and lsuv is None:
         return 0
-    batch = next(iter(built.data.train(0, 0)))
-    changed = data_dependent_init(built.model, strategy, batch)
-    if isinstance(lsuv, LSUV):
-        report = lsuv.rescale(built.model, strategy, batch)
+    batch = next(iter(data.train(0, 0)))
+    changed = data_dependent_init(model, strategy, batch)
+    if lsuv is not None:
+        report = lsuv.rescale(model, strategy, batch)
         missed = [r["layer"] for r in report if not r["converged"]]
         log.info("initializer=lsuv: %d layers rescaled to output variance 1 ± %g on the first batch (%d rescalings)%s",
                  len(report), lsuv.tol, sum(r["rescalings"] for r in report),
@@ -461,7 +460,8 @@ class Components:
 
 
 def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callable[[str], None] | None = None):
-    """Problem, data, schedule, model and optimizer (in the strategy's scope), and, given the
+    """Problem, data, schedule, model and optimizer (in the strategy's scope; the model as training
+    starts from it, its data-dependent initialization done), and, given the
     `write_dir` they write to, the loggers and callbacks (model.unfreeze's last), as one `Components`. `schedule` replaces
     the configured one (lr_find's rising rate); `done(phase)` is told when "data" and
     "model_and_optimizer" are built (the run's start-up phases)."""
@@ -486,6 +486,7 @@ def build_components(cfg, strategy, write_dir=None, schedule=None, done: Callabl
         # Compiled (though trained by tftrain's loop) so model.keras carries the optimizer and loss,
         # and a reloaded model can evaluate() or keep training with fit().
         model.compile(optimizer=optimizer, **problem.compile_args())
+    initialize_from_data(cfg, model, data, strategy)  # weight norm's data_init, LSUV: outside the scope, as strategy.run
     done("model_and_optimizer")
     unfreeze = build_unfreeze(cfg, model)  # model.trainable and model.unfreeze, or None
     variables = unfreeze.optimizer_variables(model) if unfreeze else None

@@ -25,6 +25,19 @@ SUM = tf.distribute.ReduceOp.SUM
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
 
 
+def batch_loss(problem: Problem, model, y, outputs, count, parts: int = 1):
+    """(loss, per-example losses) of one replica's batch as the training step minimizes it: the
+    problem's per-example loss averaged over the global batch's `count` examples, plus the model's
+    regularizers, counted once over all replicas and, for one of an update's `parts` micro-batches,
+    1/parts of them. Without loss scaling. In replica context."""
+    per_example = problem.per_example_loss(y, outputs)
+    loss = tf.nn.compute_average_loss(per_example, global_batch_size=count)
+    if model.losses:
+        regularization = tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        loss += regularization / parts if parts > 1 else regularization
+    return loss, per_example
+
+
 def _scalar(tag: str, value, step):
     # tf.summary.scalar prefixes the tag with the enclosing name scope, which inside the compiled
     # step loop is "while/"; writing with the scalar plugin's metadata keeps the tag as given.
@@ -154,11 +167,7 @@ class Trainer:
             count = tf.shape(y)[0] if single else self.global_batch_size
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
-            per_example = self.problem.per_example_loss(y, outputs)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=count)
-            if model.losses:
-                regularization = tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-                loss += regularization / parts if parts > 1 else regularization
+            loss, per_example = batch_loss(self.problem, model, y, outputs, count, parts)
             scaled_loss = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled_loss, model.trainable_variables)
         return loss, self.problem.batch_state(y, outputs, per_example), grads

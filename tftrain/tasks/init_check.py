@@ -88,28 +88,22 @@ def _effective_kernel(layer):
 
 def check(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     """The check of a validated task=init_check config under `strategy`, written to `run_dir`."""
-    import tensorflow as tf
-
-    from tftrain.config.factory import build_components, initialize_from_data, step_options
+    from tftrain.config.factory import build_components, step_options
     from tftrain.diagnose.probe import Probe, has_own_activation, statistics_fn
     from tftrain.diagnose.verdicts import row_verdict, summary
     from tftrain.initializers import kernel_of
-    from tftrain.loop.trainer import Trainer
+    from tftrain.loop.trainer import Trainer, batch_loss
 
     started = time.perf_counter()
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     built = build_components(cfg, strategy)
-    initialize_from_data(cfg, built, strategy)
     model, problem, data = built.model, built.problem, built.data
     kernels, ordered, blocks, kernel_at = _blocks(model)
     batch = next(iter(data.train(0, 0)))
     count = cfg.trainer.batch_size // int(cfg.trainer.accumulate_steps)  # one (micro-)batch's global size
 
-    def loss(y, outputs):  # as tftrain.loop.Trainer computes it, without loss scaling
-        value = tf.nn.compute_average_loss(problem.per_example_loss(y, outputs), global_batch_size=count)
-        if model.losses:
-            value += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        return value
+    def loss(y, outputs):  # the training step's own, without loss scaling
+        return batch_loss(problem, model, y, outputs, count)[0]
 
     variables = [kernel_of(layer) for layer in kernels]
     probe = Probe(ordered)

@@ -258,7 +258,7 @@ def estimate(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     """The noise scale of a validated task=noise_scale config under `strategy`, written to `run_dir`."""
     import tensorflow as tf
 
-    from tftrain.config.factory import build_components, initialize_from_data
+    from tftrain.config.factory import build_components
 
     t_start = time.perf_counter()
     task = cfg.task
@@ -272,7 +272,6 @@ def estimate(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     run_dir = Path(run_dir)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     built = build_components(built_cfg, strategy)
-    initialize_from_data(built_cfg, built, strategy)  # the initialization training starts from (weight norm, LSUV)
     if prefix is not None:
         _restore(built, prefix, task)
     data = built.data

@@ -172,7 +172,7 @@ def with_found_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
 
 def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
     """The range test of a validated task=lr_find config under `strategy`, written to `run_dir`."""
-    from tftrain.config.factory import build_components, initialize_from_data, step_options
+    from tftrain.config.factory import build_components, step_options
     from tftrain.loop.trainer import Trainer
 
     t_start = time.perf_counter()
@@ -182,7 +182,6 @@ def range_test(cfg: DictConfig, run_dir: Path, strategy) -> dict:
         ramp = _ramp_schedule(task.min_lr, task.max_lr, task.num_steps)
     # Training's own pipeline, preprocessing, model and optimizer, at the rising rate.
     built = build_components(cfg, strategy, schedule=ramp)
-    initialize_from_data(cfg, built, strategy)  # the initialization training starts from (weight norm, LSUV)
     data = built.data
     # The training step itself, one step per call (the loss of every step is read).
     trainer = Trainer(strategy, built.model, built.optimizer, built.problem, step_options(cfg))

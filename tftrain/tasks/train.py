@@ -40,8 +40,7 @@ def _find_lr(cfg: DictConfig, run_dir: Path, strategy) -> DictConfig:
 
 
 def _train(run) -> dict:
-    from tftrain.config.factory import (build_components, build_schedule, initialize_from_data, loop_options,
-                                         step_options, swa_schedule)
+    from tftrain.config.factory import build_components, build_schedule, loop_options, step_options, swa_schedule
     from tftrain.config.run_info import flat_params, sweep_dir_of_job
     from tftrain.loggers import Loggers, RunInfo
     from tftrain.loop import Controller, RunIO, Trainer
@@ -75,9 +74,6 @@ def _train(run) -> dict:
     options = loop_options(cfg, verbose=2 if t.verbose == 1 and sweep_dir is not None else None)
     controller = Controller(trainer, built.data, options, io, schedule=built.schedule,
                             callbacks=built.callbacks + ([pruning] if pruning is not None else []))
-    # Weight norm's data_init, LSUV: from the first training batch; a resumed run's checkpoint
-    # restore (in Controller.fit) then overwrites what this computes.
-    initialize_from_data(cfg, built, strategy)
     status = "failed"
     try:
         run.phases.mark("loop_setup")
