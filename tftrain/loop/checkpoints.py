@@ -29,6 +29,21 @@ its partial files and fails with a clear error; earlier checkpoints stay intact.
 Under MultiWorkerMirroredStrategy every worker must take part in saving (variables may be read
 collectively), but only the chief's copy is kept: the others save into a temporary directory, and
 all workers restore from the chief's.
+
+Background writes (`save(..., background=True)`, what the training loop asks for when the run has
+no loggers: loggers must hear of an epoch only after its commit): the values are copied on the
+calling thread, to host copies of every variable, so the training steps that follow cannot change
+what is written; the files, the commit and the rotation are then written by one background
+thread, in the order above. At most one write is in flight: the next save, `restore`,
+`latest`, `wait` and `close` wait for it first. A write that fails there removes its partial files
+like a synchronous one and raises the same CheckpointError at the next of those calls. A kill
+during it leaves what a kill during a synchronous write leaves: an uncommitted write, set aside
+on resume. Distributed variables (a tf.distribute strategy) are written synchronously: their reads
+may be collective and are done by every worker at the same point.
+
+TFTRAIN_SYNC_CHECKPOINTS=1 (environment variable, read when a Checkpointer is made) writes every
+checkpoint synchronously on the calling thread, as before background writes existed: the baseline
+of scripts/checkpoint_cost.py, and a way out should a background write misbehave.
 """
 
 from __future__ import annotations
@@ -41,8 +56,10 @@ import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from tftrain.errors import TftrainError
@@ -117,6 +134,103 @@ def _files_of(step: int, directory: Path) -> list[Path]:
             *directory.glob(f"ckpt-{step}_temp*")]
 
 
+SYNC_ENV = "TFTRAIN_SYNC_CHECKPOINTS"
+
+
+class _SnapshotStale(RuntimeError):
+    """A background write met a variable that has no copy: one created after the snapshot was set up."""
+
+
+def _saves_own_state(obj) -> bool:
+    """Whether `obj` writes tensors of its own into a checkpoint (rather than only naming children)."""
+    base = tf.__internal__.tracking.Trackable
+    return any("_serialize_to_tensors" in c.__dict__ or "_gather_saveables_for_checkpoint" in c.__dict__
+               for c in type(obj).__mro__ if c is not base)
+
+
+class _Copies:
+    """Each checkpointed variable's host copy, looked up by identity (variables do not hash), as
+    TensorFlow's saver asks for it: `get(obj, obj)` for every object of the graph it writes."""
+
+    def __init__(self):
+        self._by_id: dict[int, tuple[object, tf.Variable]] = {}
+
+    def add(self, obj, copy: tf.Variable) -> None:
+        self._by_id[id(obj)] = (obj, copy)  # the object is held too, so its id is never reused
+
+    def get(self, obj, default=None):
+        entry = self._by_id.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        if isinstance(obj, (tf.Variable, keras.Variable)) or _saves_own_state(obj):
+            # Written from the live object, it could hold values of later steps: never commit that.
+            raise _SnapshotStale(f"{getattr(obj, 'path', None) or getattr(obj, 'name', None) or type(obj).__name__} "
+                                 "has no snapshot (created after the first checkpoint)")
+        return default
+
+
+class _Snapshot:
+    """What a background write saves: a host copy of every variable of the checkpoint, refreshed by
+    `take()` on the training thread, and a second tf.train.Checkpoint over the same objects whose
+    saver serializes the copies in their place (TensorFlow's `object_map`, the mechanism of its own
+    async checkpoints), so the object graph and the keys written are the checkpoint's own.
+
+    Why not TensorFlow's own `CheckpointOptions(enable_async=True)`: with Keras 3 variables its
+    second write fails (Keras' `_copy_trackable_to_cpu` creates a tf.Variable inside TensorFlow's
+    traced copy function: "tf.function only supports singleton tf.Variables created on the first
+    call"; TensorFlow 2.21, Keras 3.15); its `sync()` does not report a failed write, which the
+    commit must know before it renames the state file; and its write callbacks run before the
+    state file could be bound to the index. The copies cost host memory the size of the
+    checkpoint's variables."""
+
+    def __init__(self, trackables: dict):
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self.unsupported: str | None = None  # why this checkpoint is written synchronously instead
+        self._copy = None
+
+    def take(self) -> bool:
+        """Copy every variable's value now; False when this checkpoint cannot be copied (see `unsupported`)."""
+        if self._copy is None and self.unsupported is None:
+            self._build()
+        if self.unsupported is not None:
+            return False
+        self._copy()
+        return True
+
+    def _build(self) -> None:
+        saver = getattr(self.checkpoint, "_saver", None)
+        if not hasattr(saver, "_object_map"):
+            self.unsupported = "this TensorFlow's checkpoint saver takes no object map"
+            return
+        sources = []
+        for obj in tf.train.TrackableView(self.checkpoint).descendants():
+            variable = obj.value if isinstance(obj, keras.Variable) else obj
+            if isinstance(variable, tf.distribute.DistributedValues):
+                self.unsupported = "its variables are distributed (a tf.distribute strategy)"
+                return
+            if isinstance(variable, tf.Variable):
+                sources.append((obj, variable))
+            elif _saves_own_state(obj):
+                self.unsupported = f"it holds a {type(obj).__name__}, whose state has no host copy"
+                return
+        copies = _Copies()
+        pairs = []
+        with tf.device("/cpu:0"):
+            for obj, variable in sources:
+                copy = tf.Variable(variable.read_value(), trainable=False)
+                copies.add(obj, copy)
+                pairs.append((copy, variable))
+
+        # One traced call for all the copies: a Python loop of assigns would cost per variable.
+        @tf.function(autograph=False)
+        def copy_all():
+            for copy, variable in pairs:
+                copy.assign(variable.read_value())
+
+        self._copy = copy_all
+        saver._object_map = copies
+
+
 class Checkpointer:
     def __init__(self, directory: Path, keep: int, is_chief: bool = True, pinned=(), **trackables):
         self.directory = Path(directory)
@@ -127,6 +241,11 @@ class Checkpointer:
         self._write_dir = self.directory if is_chief else Path(tempfile.mkdtemp(prefix="tftrain-worker-ckpt-"))
         self.checkpoint = tf.train.Checkpoint(**trackables)
         self.restored: str | None = None  # the checkpoint this run resumed from
+        self.synchronous = os.environ.get(SYNC_ENV) == "1"
+        self._trackables = trackables
+        self._snapshot: _Snapshot | None = None  # made at the first background save
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     # ------------------------------------------------------------------ what is on disk
 
@@ -141,18 +260,51 @@ class Checkpointer:
 
     @property
     def latest(self) -> str | None:
-        """The newest complete checkpoint (its path prefix), or None."""
+        """The newest complete checkpoint (its path prefix), or None; after the write in flight
+        (whose CheckpointError, if it failed, is raised here)."""
+        self.wait()
+        return self._newest()
+
+    def _newest(self) -> str | None:
         step = next((s for s in self.steps(self._write_dir) if self.complete(s, self._write_dir)), None)
         return None if step is None else str(self._write_dir / f"ckpt-{step}")
 
     # ------------------------------------------------------------------ saving
 
-    def save(self, step: int, state: dict) -> None:
+    def save(self, step: int, state: dict, *, background: bool = False, then=None) -> None:
+        """Write checkpoint `step` with the host `state` (JSON), then call `then()` (an output
+        derived from the checkpoint) once it is committed.
+
+        background=True: return once the variables are copied (module docstring); the files,
+        the commit, the rotation and `then()` follow on the writer thread. Synchronous when
+        TFTRAIN_SYNC_CHECKPOINTS=1 or the checkpoint cannot be copied."""
+        self.wait()
+        if background and not self.synchronous:
+            if self._snapshot is None:
+                self._snapshot = _Snapshot(self._trackables)
+            if self._snapshot.take():
+                # A copy taken now: the caller goes on changing `state`'s lists after this returns.
+                state = json.loads(json.dumps(state))
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tftrain-checkpoint")
+                self._in_flight = self._writer.submit(self._write, step, state, self._snapshot.checkpoint, then)
+                return
+            log.debug("Checkpoints are written on the training thread: %s.", self._snapshot.unsupported)
+            self.synchronous = True
+        self._write(step, state, self.checkpoint, then)
+
+    def wait(self) -> None:
+        """Block until the write in flight, if any, is committed; raise its error if it failed."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _write(self, step: int, state: dict, checkpoint: tf.train.Checkpoint, then) -> None:
         d = self._write_dir
         try:
             d.mkdir(parents=True, exist_ok=True)
             self._remove(step, d)  # leftovers of an interrupted write of this step: never mixed into this one
-            self.checkpoint.write(str(d / f"ckpt-{step}"))
+            checkpoint.write(str(d / f"ckpt-{step}"))
             state = {**state, "step": step}
             state["checksum"] = checksum((d / f"ckpt-{step}.index").read_bytes(), state)
             _write_json_atomic(d / f"state-{step}.json", state)  # the commit (module docstring)
@@ -163,14 +315,23 @@ class Checkpointer:
         except (OSError, tf.errors.OpError) as e:
             self._remove(step, d)
             reason = getattr(e, "message", None) or str(e)
-            last = self.latest or "none"
+            last = self._newest() or "none"
             raise CheckpointError(
                 f"Could not write checkpoint ckpt-{step} in {d}: {reason.strip().splitlines()[0][:300]} (disk full, or "
                 f"the directory not writable?). Its partial files were removed; the last good checkpoint is {last}. "
                 "Fix: free disk space or make the run directory writable, then rerun the same command: it resumes "
                 "from the last good checkpoint.") from None
+        except _SnapshotStale as e:
+            self._remove(step, d)
+            raise CheckpointError(
+                f"Could not write checkpoint ckpt-{step} in {d} in the background: {e}. Its partial files were "
+                f"removed; the last good checkpoint is {self._newest() or 'none'}. Fix: rerun the same command with "
+                f"{SYNC_ENV}=1 (checkpoints written on the training thread); it resumes from the last good "
+                "checkpoint.") from None
         for old in [s for s in self.steps(d) if s not in self.pinned][self.keep:]:
             self._remove(old, d)
+        if then is not None:
+            then()
 
     @staticmethod
     def _remove(step: int, directory: Path) -> None:
@@ -186,6 +347,7 @@ class Checkpointer:
         """Restore the newest checkpoint that loads into the tracked objects; return its host state,
         or None when there is none. Raises CheckpointError when checkpoints exist but none loads.
         (Whether to resume at all, `trainer.resume`, is the run's decision: tftrain.tasks.resume.)"""
+        self.wait()
         steps = self.steps()
         uncommitted = [s for s in steps_in(self.directory) if s not in steps]
         if uncommitted:
@@ -277,6 +439,18 @@ class Checkpointer:
                     os.replace(f, damaged / f.name)
         log.warning("Fell back to %s; the skipped checkpoint(s) are in %s.", self.restored, damaged)
 
-    def close(self) -> None:
-        if not self.is_chief:
-            shutil.rmtree(self._write_dir, ignore_errors=True)
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the write in flight and stop the writer thread. `quiet`: the run is failing
+        already; a failed write is logged rather than raised over the run's own error."""
+        try:
+            self.wait()
+        except Exception as e:  # noqa: BLE001 - see `quiet`
+            if not quiet:
+                raise
+            log.error("%s", e)
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
+            if not self.is_chief:
+                shutil.rmtree(self._write_dir, ignore_errors=True)

@@ -126,6 +126,17 @@ class Controller:
     # ------------------------------------------------------------------ the run
 
     def fit(self) -> History:
+        try:
+            history = self._fit()
+        except BaseException:
+            # However the run ends, its checkpoint write in flight ends (committed or removed) before
+            # the run directory's lock is given up.
+            self.checkpointer.close(quiet=True)
+            raise
+        self.checkpointer.close()  # a failed last write is this run's error
+        return history
+
+    def _fit(self) -> History:
         history = History()
         self.callbacks.on_train_begin()  # before restoring: Keras' EarlyStopping resets its state here
         state = self.checkpointer.restore()
@@ -152,7 +163,6 @@ class Controller:
                 self._recover(e, history)
         self.callbacks.on_train_end()
         history.steps = self.step
-        self.checkpointer.close()
         return history
 
     def _fit_epochs(self, history: History):
@@ -280,15 +290,20 @@ class Controller:
         model = self.trainer.model
         if not all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy()) for v in model.trainable_variables):
             self._diverged(float("nan"), self.step)
+        path, epochs = self.write_dir / "history.csv", [dict(logs) for logs in history.epochs]
+        # Loggers send what follows a committed checkpoint: this flush, the epoch's logs that
+        # `_fit_epochs` sends next, MLflow's buffered per-step rows (sent before the commit, a kill in
+        # between would have the resumed run send them again). With loggers the commit is awaited
+        # here, so the checkpoint is written here; without, in the background
+        # (tftrain.loop.checkpoints), and history.csv follows its commit on the writer thread.
         self.checkpointer.save(self.step, {
-            "history": history.epochs,
+            "history": epochs,
             "stopped_early": history.stopped_early,
             "callbacks": [cb.get_state() if hasattr(cb, "get_state") else None for cb in self.callbacks.callbacks],
             "lr_scale": float(self.lr_scale.numpy()),
             "replicas": self.trainer.strategy.num_replicas_in_sync,
-        })
-        if self.checkpointer.is_chief:
-            write_history_csv(self.write_dir / "history.csv", history.epochs)
+        }, background=not self.loggers.loggers,
+            then=(lambda: write_history_csv(path, epochs)) if self.checkpointer.is_chief else None)
         self.loggers.flush()
 
     def _diverged(self, loss: float, step: int):
