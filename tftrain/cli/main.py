@@ -118,7 +118,21 @@ def _end_with_parent() -> None:
 
 
 def _run_in_sweep(cfg: DictConfig, output_dir: str):
+    """One job of a sweep (`sweep_job`, run through)."""
+    job = sweep_job(cfg, output_dir)
+    try:
+        next(job)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("sweep_job yields only when together=True")  # pragma: no cover
+
+
+def sweep_job(cfg: DictConfig, output_dir: str, together: bool = False):
     """One job of a sweep: a failure becomes a row of the summary, not the end of the sweep.
+    A generator that returns the job's objective. With `together` (a member of a seed group:
+    tftrain.cli.launcher), it yields the job's `tftrain.tasks.train.Training`, built and holding
+    its run open, once; the caller runs it (beside the group's other members) and sends its
+    metrics back, or throws its error in, which is then handled here as any job's.
 
     Hydra's launchers catch a job's exception, but the basic sweeper then re-raises it after its
     batch and the sweep stops before on_multirun_end. A job another process holds (a second copy
@@ -143,7 +157,9 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
         with claim_run_dir(cfg, output_dir):
             try:
                 done = completed_earlier(without_credentials(cfg), output_dir)  # as config.yaml holds it
-                return _objective(cfg, done if done is not None else run_task(cfg, output_dir))
+                if done is None:
+                    done = (yield from _group_member(cfg, output_dir)) if together else run_task(cfg, output_dir)
+                return _objective(cfg, done)
             except Preempted as e:  # the whole sweep was told to stop: rerunning it resumes this job
                 _in_job = False
                 _sweep_stop = _sweep_stop or e
@@ -176,6 +192,16 @@ def _run_in_sweep(cfg: DictConfig, output_dir: str):
         return None
     finally:
         _in_job = False
+
+
+def _group_member(cfg: DictConfig, output_dir: str):
+    """The task of a seed group's member (tftrain.tasks.train): its run opened and its training
+    built here, trained by the group (yield), its metrics returned."""
+    from tftrain.tasks.run import open_run
+    from tftrain.tasks.train import Training, find_lr
+
+    with open_run(cfg, output_dir, before_resume=find_lr) as run:
+        return (yield Training(run))
 
 
 def _completed(run_dir: str) -> bool:

@@ -44,6 +44,14 @@ class StopSignals:
         log.warning("Received %s: stopping at the end of the current step, after a checkpoint (send it again to "
                     "stop at once).", signal.Signals(signum).name)
 
+    def request(self, signum: int) -> None:
+        """A stop asked on this run's behalf, without a log line (a seed group's signal, which its
+        first member's `StopSignals` reports: tftrain.cli.launcher)."""
+        if self.signum is None:
+            self.signum = signum
+            if self._flag is not None:
+                self._flag.assign(1)
+
     def attach(self, flag) -> None:
         """The trainer's stop flag (a tf.Variable reduced across workers in the step)."""
         self._flag = flag

@@ -116,6 +116,7 @@ class Trainer:
         self._replica_eval_step = _NOT_CONVERTED(self._replica_eval)
         self._eval_fn = tf.function(self._eval_all)
         self._agree_fn = None
+        self.group = None  # (tftrain.loop.group.StepGroup, member index) while trained with other seeds
         # This process' request to stop (set by a signal handler), reduced across workers in the step.
         self.stop_flag = tf.Variable(0, dtype=tf.int32, trainable=False, name="tftrain_stop")
         with strategy.scope():
@@ -142,7 +143,11 @@ class Trainer:
     def trainable_changed(self) -> None:
         """Trace the step again for the model's current trainable variables: the compiled step
         holds the list (and a BatchNormalization's mode) it was traced with. `train` calls it
-        when a layer was frozen or unfrozen since its last call (`model.unfreeze`, a callback)."""
+        when a layer was frozen or unfrozen since its last call (`model.unfreeze`, a callback).
+        A member of a seed group trains alone from then on (the group's call holds its old list)."""
+        if self.group is not None:
+            group, i = self.group
+            group.leave(i)
         self._make_train_fn()
         self._trainable = self._trainable_ids()
 
@@ -293,7 +298,11 @@ class Trainer:
         totals = tf.zeros([self.problem.size], tf.float64) if totals is None else tf.constant(totals, tf.float64)
         if self._trainable_ids() != self._trainable:  # ~0.1 ms for a ResNet-20
             self.trainable_changed()
-        return Steps(*self._train_fn(iterator, tf.constant(num_steps, tf.int32), totals))
+        count = tf.constant(num_steps, tf.int32)
+        if self.group is not None:  # one compiled call with the other seeds' steps (tftrain.loop.group)
+            group, i = self.group
+            return Steps(*group.call(i, iterator, count, totals))
+        return Steps(*self._train_fn(iterator, count, totals))
 
     def agree(self, values: list[float]) -> list[float]:
         """`values` as the chief's first replica has them, on every worker: a decision taken from
