@@ -188,14 +188,14 @@ class CommitSpy(Logger):
 
 
 def test_loggers_hear_of_an_epoch_only_after_its_checkpoint_is_committed(tmp_path, gate):
-    """With a logger the loop needs the commit before it logs the epoch: the checkpoint is written
-    on the training thread, as before background writes (no copies to set up, nothing to wait for)."""
+    """With a logger the checkpoint is still written in the background, and the loop sends the
+    epoch's logs only once its checkpoint is committed (at the next save, or at the end)."""
     gate.set()
     CommitSpy.seen = []
     tftrain.train(compose_small("logger=[]", "+logger.spy._target_=test_async_checkpoints.CommitSpy"),
                   output_dir=tmp_path)
     assert CommitSpy.seen == [(0, True, 1), (1, True, 2)]
-    assert gate.threads and set(gate.threads) == {threading.main_thread().name}
+    assert gate.threads and threading.main_thread().name not in set(gate.threads)
 
 
 def test_history_csv_never_runs_ahead_of_the_checkpoints(tmp_path, gate):

@@ -103,6 +103,7 @@ class Controller:
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
         self.pacer = StepsPerCall(options.steps_per_execution, data.steps_per_epoch, agree=trainer.agree)
         self.first_call_done: float | None = None  # perf_counter time the first training call returned
+        self._after_commit: list = []  # the loggers' calls that wait for the checkpoint in flight
         # Summed metric state of the epoch in progress, so a mid-epoch resume reports the same epoch
         # metrics as an uninterrupted run.
         self.epoch_sums = tf.Variable(tf.zeros([trainer.problem.size], tf.float64), trainable=False, name="epoch_sums")
@@ -130,9 +131,14 @@ class Controller:
             history = self._fit()
         except BaseException:
             # However the run ends, its checkpoint write in flight ends (committed or removed) before
-            # the run directory's lock is given up.
+            # the run directory's lock is given up; the loggers still hear of the committed epochs.
+            try:
+                self._committed()
+            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+                pass
             self.checkpointer.close(quiet=True)
             raise
+        self._committed()
         self.checkpointer.close()  # a failed last write is this run's error
         return history
 
@@ -184,7 +190,9 @@ class Controller:
                 log.info("Training stops after epoch %d (a callback asked: early stopping or pruning)", epoch + 1)
             self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
             self._save(history)
-            self.loggers.log_epoch(epoch, logs)  # after the checkpoint: never logged twice across a resume
+            # After the checkpoint's commit: never logged twice across a resume (sent at the next save,
+            # or sooner: `_committed`).
+            self._after_commit.append(lambda epoch=epoch, logs=logs: self.loggers.log_epoch(epoch, logs))
             # The signal came during the epoch's last steps (stop) or after them, during validation or
             # the save (stop_requested): the epoch was completed and saved; no further call is trained.
             if stop or self._stop_requested():
@@ -216,6 +224,7 @@ class Controller:
                     self._diverged(float(last_loss.numpy()), int(first_bad.numpy()))
                 totals = sums.numpy()  # the epoch's running sums, this call's steps added
                 if self.loggers.record_steps:
+                    self._committed()
                     self.loggers.log_steps(step_log.numpy())
                 done += n
                 history.steps_run += n
@@ -254,6 +263,7 @@ class Controller:
         return self.trainer.agree([1.0 if self.stop.signum is not None else 0.0])[0] > 0
 
     def _preempted(self, stop: int):
+        self._committed()
         """Raise Preempted: this process got a signal, or (stop > 0 all the same) another worker did."""
         signum = self.stop.signum or signal.SIGTERM
         name = signal.Signals(signum).name if self.stop.signum else "a stop request from another worker"
@@ -279,6 +289,7 @@ class Controller:
                 cb.set_state(cb_state)
 
     def _recover(self, error: DivergenceError, history: History):
+        self._committed()
         scale = float(self.lr_scale.numpy()) * self.options.nan_lr_factor
         self._restore_host_state(self.checkpointer.restore(), history)
         self.lr_scale.assign(scale)
@@ -291,20 +302,30 @@ class Controller:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy()) for v in model.trainable_variables):
             self._diverged(float("nan"), self.step)
         path, epochs = self.write_dir / "history.csv", [dict(logs) for logs in history.epochs]
-        # Loggers send what follows a committed checkpoint: this flush, the epoch's logs that
-        # `_fit_epochs` sends next, MLflow's buffered per-step rows (sent before the commit, a kill in
-        # between would have the resumed run send them again). With loggers the commit is awaited
-        # here, so the checkpoint is written here; without, in the background
-        # (tftrain.loop.checkpoints), and history.csv follows its commit on the writer thread.
+        self._committed()  # the previous checkpoint's loggers' lines, once it is committed
+        # Written in the background (tftrain.loop.checkpoints): the variables are copied here, the
+        # files and the commit follow on the writer thread, history.csv after the commit. What the
+        # loggers send after this checkpoint (the flush, the epoch's logs `_fit_epochs` queues next,
+        # MLflow's buffered per-step rows) waits for its commit (`_committed`): a kill in between
+        # would have the resumed run send them again.
         self.checkpointer.save(self.step, {
             "history": epochs,
             "stopped_early": history.stopped_early,
             "callbacks": [cb.get_state() if hasattr(cb, "get_state") else None for cb in self.callbacks.callbacks],
             "lr_scale": float(self.lr_scale.numpy()),
             "replicas": self.trainer.strategy.num_replicas_in_sync,
-        }, background=not self.loggers.loggers,
-            then=(lambda: write_history_csv(path, epochs)) if self.checkpointer.is_chief else None)
-        self.loggers.flush()
+        }, background=True, then=(lambda: write_history_csv(path, epochs)) if self.checkpointer.is_chief else None)
+        self._after_commit.append(self.loggers.flush)
+
+    def _committed(self) -> None:
+        """Wait for the checkpoint in flight to be committed, then send what the loggers were to
+        send after it, in order."""
+        if not self._after_commit:
+            return
+        self.checkpointer.wait()
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
 
     def _diverged(self, loss: float, step: int):
         lr = float(self.trainer.learning_rate().numpy())
