@@ -1,4 +1,5 @@
 # python scripts/benchmark.py [--reps 2] [--rows mlp,cnn,...] [--markdown docs/benchmark.md] [--epochs N]
+# python scripts/benchmark.py --sweeps [--reps 2]   (sweeps: seed groups and background checkpoints vs before)
 """tftrain's defaults against a hand-written `model.fit` script on the same model and data.
 
 Rows (each job in a fresh child process; both variants of a row run back to back, alternating
@@ -186,6 +187,53 @@ def run_fit(job: dict, folder: Path) -> dict:
     return {"wall": wall, "rss": rss, "train": sum(r["seconds"]), "epochs": r["seconds"], "test": r["test"]}
 
 
+SWEEPS = {  # name -> the sweep's command-line arguments (issue: "comparisons at the cost of one run")
+    "4 seeds": ["-m", "optimizer=adam", "trainer.seed=0,1,2,3", "trainer.epochs=15"],
+    "compare_optimizers": ["experiment=compare_optimizers"],
+}
+# The way before seed groups and background checkpoint writes: one job after another, each
+# checkpoint written on the training thread.
+BEFORE = (["hydra.launcher.seed_groups=false"], {"TFTRAIN_SYNC_CHECKPOINTS": "1"})
+
+
+def run_sweep(args: list[str], folder: Path, before: bool) -> dict:
+    """One whole sweep command: wall seconds, and each run's val_accuracy by its directory name."""
+    sweep_dir = Path(tempfile.mkdtemp(dir=folder))
+    extra, env = BEFORE if before else ([], {})
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        wall, rss, _ = run([sys.executable, "-m", "tftrain", *args, *extra, "trainer.verbose=0",
+                            f"hydra.sweep.dir={sweep_dir}"], ROOT)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    results = {p.parent.name: json.loads(p.read_text()).get("val_accuracy") for p in sweep_dir.glob("*/metrics.json")}
+    return {"wall": wall, "rss": rss, "results": results}
+
+
+def run_sweeps(reps: int, folder: Path, t_start: float) -> str:
+    """The sweep rows: before (one job after another, synchronous checkpoints) against now, each
+    repetition back to back, alternating which goes first; whether every run's val_accuracy matches."""
+    lines = ["| sweep | runs | before (s) | now (s) | now / before | same results |", "|---|---|---|---|---|---|"]
+    for i, (name, args) in enumerate(SWEEPS.items()):
+        walls = {True: [], False: []}
+        same = True
+        for rep in range(reps):
+            got = {}
+            for before in ((True, False) if (rep + i) % 2 == 0 else (False, True)):
+                got[before] = run_sweep(args, folder, before)
+                walls[before].append(got[before]["wall"])
+            a, b = got[True]["results"], got[False]["results"]
+            same = same and a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-5 for k in a)
+            print(f"[{time.perf_counter() - t_start:4.0f} s] {name} rep {rep + 1}: before {got[True]['wall']:.1f} s, "
+                  f"now {got[False]['wall']:.1f} s", flush=True)
+        ratio = statistics.median(n / b for n, b in zip(walls[False], walls[True]))
+        lines.append(f"| `{' '.join(args)}` | {len(a)} | {med(walls[True])} | {med(walls[False])} | {ratio:.2f}x | "
+                     f"{'yes' if same else 'NO'} |")
+    return "\n".join(lines)
+
+
 def med(values, fmt="{:.3g}") -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -224,6 +272,8 @@ def main():
     p.add_argument("--markdown", help="also write the tables to this file")
     p.add_argument("--epochs", type=int, help="train every row this many epochs instead of its own (a quick check "
                    "that the script works; the ratios need the rows' own epochs)")
+    p.add_argument("--sweeps", action="store_true", help="only the sweep rows: 4 seeds and compare_optimizers, "
+                   "before seed groups and background checkpoints against now")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--prepare", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -237,6 +287,14 @@ def main():
         return _report(**{row: prepare(row, Path(a.out)) for row in a.prepare.split(",")})
 
     t_start = time.perf_counter()
+    if a.sweeps:
+        print(f"machine: {machine()}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            text = run_sweeps(a.reps, Path(tmp), t_start)
+        print(text)
+        if a.markdown:
+            Path(a.markdown).write_text(text + "\n")
+        return
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = set(rows) - set(ROWS)
     if unknown:

@@ -73,9 +73,13 @@ def why_alone(cfg: DictConfig) -> str | None:
     if any("mlflow" in str(OmegaConf.select(node, "_target_", default="")).lower() for node in loggers.values()):
         return "logger=mlflow keeps one active MLflow run per process"
     if strategy == "auto":
-        import tensorflow as tf
+        from tftrain.console import quiet_tensorflow
 
-        if len(tf.config.list_physical_devices("GPU")) > 1:
+        with quiet_tensorflow(int(select("trainer.verbose") or 0)):  # its start-up lines, as a run keeps them off
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+        if len(gpus) > 1:
             return "trainer.strategy=auto mirrors each job over this machine's GPUs"
     return None
 

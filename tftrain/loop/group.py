@@ -37,6 +37,7 @@ class StepGroup:
         self._results: dict[int, object] = {}
         self._error: dict[int, BaseException] = {}
         self._fns: dict[tuple, object] = {}  # members in the call -> its tf.function
+        self._captures: dict[tuple, list | None] = {}
         self._cond = threading.Condition()
         self.calls = 0  # compiled group calls run (for the log and the tests of reuse)
 
@@ -44,6 +45,19 @@ class StepGroup:
         with self._cond:
             self._active.add(i)
         self.trainers[i].group = (self, i)
+        if i:  # its evaluation runs the first member's traced one too (on its own variables)
+            self.trainers[i].shared_eval = lambda iterator: self._evaluate(i, iterator)
+
+    def _evaluate(self, i: int, iterator):
+        lead = self.trainers[0]._eval_fn.get_concrete_function(iterator)
+        key = ("eval", i, id(lead))
+        if key not in self._captures:
+            self._captures[key] = _captures_for(lead, (self.trainers[0], None), (self.trainers[i], None))
+        captures = self._captures[key]
+        if captures is None:  # not the same variables: its own trace
+            self.trainers[i].shared_eval = None
+            return self.trainers[i]._eval_fn(iterator)
+        return lead._call_flat(tf.nest.flatten(iterator, expand_composites=True), captured_inputs=captures)
 
     def leave(self, i: int) -> None:
         """Member i trains no more (or trains alone again): the others stop waiting for it."""

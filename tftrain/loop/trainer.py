@@ -117,6 +117,7 @@ class Trainer:
         self._eval_fn = tf.function(self._eval_all)
         self._agree_fn = None
         self.group = None  # (tftrain.loop.group.StepGroup, member index) while trained with other seeds
+        self.shared_eval = None  # iterator -> summed state: another seed's traced evaluation on these variables
         # This process' request to stop (set by a signal handler), reduced across workers in the step.
         self.stop_flag = tf.Variable(0, dtype=tf.int32, trainable=False, name="tftrain_stop")
         with strategy.scope():
@@ -322,4 +323,6 @@ class Trainer:
 
     def evaluate(self, dataset) -> dict[str, float]:
         """The problem's loss and metrics over a whole (distributed) dataset."""
-        return self.problem.results(self._eval_fn(iter(dataset)).numpy())
+        iterator = iter(dataset)
+        totals = self._eval_fn(iterator) if self.shared_eval is None else self.shared_eval(iterator)
+        return self.problem.results(totals.numpy())
