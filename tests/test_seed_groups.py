@@ -121,6 +121,21 @@ def baseline(tmp_path_factory):
     return grouped, apart, out, out_apart
 
 
+def _step_scalars(run: Path) -> tuple[list[int], list[float]]:
+    """(steps, batch_loss) as TensorBoard reads them from the run's train/ events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard" / "train"), size_guidance={"tensors": 0}).Reload()
+    events = acc.Tensors("batch_loss")
+    return [e.step for e in events], [float(tf_value(e)) for e in events]
+
+
+def tf_value(event) -> float:
+    from tensorboard.util import tensor_util
+
+    return float(tensor_util.make_ndarray(event.tensor_proto))
+
+
 def test_a_grouped_sweep_writes_what_separate_runs_write(baseline):
     grouped, apart, out, out_apart = baseline
     assert "Jobs #0, #1, #2 (trainer.seed=0, 1, 2) train together" in out, out[-4000:]
@@ -130,6 +145,11 @@ def test_a_grouped_sweep_writes_what_separate_runs_write(baseline):
         _same_run(member, alone)
         assert (member / "checkpoints").is_dir() and list((member / "checkpoints").glob("state-*.json"))
         assert list((member / "tensorboard").rglob("events.out.tfevents.*")), member
+        # The per-step scalars written inside the group's compiled call: each member's own, in its own file.
+        steps, losses = _step_scalars(member)
+        steps_alone, losses_alone = _step_scalars(alone)
+        assert steps == steps_alone and len(steps) == 4 * 19, (member.name, steps[:5], len(steps))
+        np.testing.assert_allclose(losses, losses_alone, rtol=1e-5)
     for member in members:
         text = (member / "tftrain.log").read_text()
         for epoch in range(1, 5):

@@ -240,7 +240,8 @@ def _train_together(members: list[_Member]) -> None:
     from tftrain.loop.group import StepGroup, follow
 
     trainings = [m.training for m in members]
-    group = StepGroup([t.trainer for t in trainings], [t.loggers.graph_writer()[0] for t in trainings])
+    group = StepGroup([t.trainer for t in trainings],
+                      [lambda t=t: t.loggers.graph_writer()[0] for t in trainings])  # made when its run starts
     for i, t in enumerate(trainings):
         group.join(i)
         if i:  # one count of steps per call for all (calibrated on the group's calls by the first member)

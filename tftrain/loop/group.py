@@ -26,8 +26,9 @@ import tensorflow as tf
 
 class StepGroup:
     """The shared compiled call of `trainers` (tftrain.loop.Trainer, one per member). `writers[i]`:
-    member i's TensorBoard summary writer (or None), used inside the call as the member's own loop
-    would use it. Call `join(i)` for every member first; `leave(i)` when its training ends."""
+    member i's TensorBoard summary writer (or None), or a function returning it (a logger makes its
+    writer when its run starts, after the group is formed), used inside the call as the member's
+    own loop would use it. Call `join(i)` for every member first; `leave(i)` when its training ends."""
 
     def __init__(self, trainers: list, writers: list | None = None):
         self.trainers = list(trainers)
@@ -97,7 +98,8 @@ class StepGroup:
 
     def _fn(self, members: tuple):
         if members not in self._fns:
-            trainers, writers = [self.trainers[i] for i in members], [self.writers[i] for i in members]
+            trainers = [self.trainers[i] for i in members]
+            writers = [w() if callable(w) else w for w in (self.writers[i] for i in members)]
             self.shared = 0
 
             def steps(iterators, counts, totals):
