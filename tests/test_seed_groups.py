@@ -268,3 +268,32 @@ def test_plan_groups_keeps_jobs_without_a_seed_override_alone():
 def test_plan_groups_counts_an_added_seed():
     jobs = _jobs("a=1 +trainer.seed=0", "a=1 +trainer.seed=1", "a=1 ++trainer.seed=2")
     assert plan_groups(jobs) == [[0, 1, 2]]
+
+
+def test_a_members_config_is_what_hydra_composes_for_it():
+    """The launcher composes a group's first member only and derives the others (tftrain.cli.launcher
+    ._with_seed): each derived config equals Hydra's own composition of that job."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from tftrain.cli.launcher import _with_seed
+    from tftrain.config.files import config_dir
+
+    jobs = [["optimizer=sgd", f"trainer.seed={s}", "model.hidden_units=[8]"] for s in (0, 7)] + \
+           [["optimizer=sgd", "+trainer.seed=3", "model.hidden_units=[8]"]]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["hydra.sweep.dir=/tmp/x"], RunMode.MULTIRUN)
+        composed = []
+        for i, overrides in enumerate(jobs[:2]):
+            cfg = loader.load_sweep_config(master, overrides)
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = i
+            composed.append(cfg)
+        derived = _with_seed(composed[0], jobs[1], 1)
+        keep = lambda c: OmegaConf.to_container(c, resolve=False)  # noqa: E731
+        assert keep(derived) == keep(composed[1])
+        assert derived.trainer.seed == 7 and derived.hydra.job.override_dirname == composed[1].hydra.job.override_dirname
+        assert _with_seed(composed[0], jobs[2], 2).trainer.seed == 3
