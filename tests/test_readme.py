@@ -427,6 +427,23 @@ def test_sweep_seeds(tmp_path):
     assert "optimizer=sgd" in aggregate and "optimizer=adam" in aggregate
 
 
+GROUP = "python -m tftrain -m optimizer=adam trainer.seed=0,1,2,3 trainer.epochs=15"
+GROUP_OFF = GROUP + " hydra.launcher.seed_groups=false"
+RUN_BY.update({GROUP: "test_seed_group_commands", GROUP_OFF: "test_seed_group_commands"})
+
+
+def test_seed_group_commands(tmp_path):
+    """The README's seed group and the same sweep one job after another: the same val_accuracy
+    per seed, and the log says which way each trained."""
+    results = {}
+    for cmd, name, together in ((readme(GROUP), "group", True), (readme(GROUP_OFF), "alone", False)):
+        out = run(shorten(cmd, "trainer.epochs=2", "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path / name}"), tmp_path)
+        assert ("train together" in out) == together, out[-3000:]
+        results[name] = {m.parent.name: json.loads(m.read_text())["val_accuracy"]
+                         for m in (tmp_path / name).glob("*/metrics.json")}
+    assert len(results["alone"]) == 2 and results["group"] == results["alone"]
+
+
 # Each preset's swept group narrowed to two of its options on the command line, as the README says
 # users may: 2 configurations x 2 seeds, enough for an aggregate with intervals and verdicts.
 NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["schedule=constant,cosine"],
@@ -629,6 +646,24 @@ def test_benchmark(tmp_path):
     (tmp_path / "docs").mkdir()
     run(shorten(cmd, "--reps 1", "--rows binary", "--no-extras", "--epochs 2"), tmp_path)
     assert "| binary |" in (tmp_path / "docs/benchmark.md").read_text()
+
+
+BENCH_SWEEPS = "python scripts/benchmark.py --sweeps --markdown docs/sweeps.md"
+RUN_BY[BENCH_SWEEPS] = "test_benchmark_sweeps"
+
+
+def test_benchmark_sweeps(tmp_path):
+    """The sweep rows' table, shrunk: one repetition of one short sweep each way."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    readme(BENCH_SWEEPS)
+    bench.SWEEPS.clear()
+    bench.SWEEPS["2 seeds"] = ["-m", "trainer.seed=0,1", "trainer.epochs=1", "logger=[]"]
+    table = bench.run_sweeps(1, tmp_path, 0.0)
+    assert "| `-m trainer.seed=0,1 trainer.epochs=1 logger=[]` | 2 |" in table and "| yes |" in table, table
 
 
 def test_search_pruning(tmp_path):
