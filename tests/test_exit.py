@@ -1,0 +1,58 @@
+"""The console's fast exit (tftrain.cli.exit): the process ends without the interpreter's teardown,
+yet with what that teardown owes a user: non-daemon threads finished, atexit handlers run, buffered
+output written, the same exit status."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from conftest import run_cli
+
+USER_MODULE = textwrap.dedent('''
+    """A user's callback whose process-end work must still happen under the fast exit."""
+    import atexit
+    import threading
+    import time
+    from pathlib import Path
+
+    import keras
+
+
+    class AtEnd(keras.callbacks.Callback):
+        def __init__(self, path):
+            super().__init__()
+            self.path = Path(path)
+
+        def on_train_end(self, logs=None):
+            def late_write():
+                time.sleep(0.5)  # still running when training returns
+                self.path.with_suffix(".thread").write_text("joined")
+
+            threading.Thread(target=late_write).start()  # non-daemon: Python waits for it
+            atexit.register(self.path.with_suffix(".atexit").write_text, "ran")
+            log = open(self.path.with_suffix(".log"), "w")  # noqa: SIM115 - closed by its atexit handler
+            log.write("buffered, never flushed by the callback")
+            atexit.register(log.close)
+''')
+
+
+def test_fast_exit_keeps_threads_atexit_and_output(tmp_path):
+    (tmp_path / "userend.py").write_text(USER_MODULE)
+    mark = tmp_path / "end"
+    run = run_cli("trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
+                  f"callbacks.extra=[{{_target_:userend.AtEnd,path:'{mark}'}}]", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert mark.with_suffix(".thread").read_text() == "joined"
+    assert mark.with_suffix(".atexit").read_text() == "ran"
+    assert mark.with_suffix(".log").read_text() == "buffered, never flushed by the callback"
+    # stdout is a pipe here (block-buffered): its last lines reached it
+    assert run.stdout.rstrip().endswith(f"TensorBoard: tensorboard --logdir {tmp_path / 'run'}"), run.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1
+
+
+def test_fast_exit_keeps_the_status_of_bad_input(tmp_path):
+    run = run_cli("trainer.epochs=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "trainer.epochs" in run.stderr and "Traceback" not in run.stderr
