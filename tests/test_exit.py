@@ -1,6 +1,6 @@
 """The console's fast exit (tftrain.cli.exit): the process ends without the interpreter's teardown,
-yet with what that teardown owes a user: non-daemon threads finished, atexit handlers run, buffered
-output written, the same exit status."""
+yet with what that teardown owes a user: executors stopped, non-daemon threads finished, atexit
+handlers run, buffered output written, the same exit status."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from conftest import run_cli
 USER_MODULE = textwrap.dedent('''
     """A user's callback whose process-end work must still happen under the fast exit."""
     import atexit
+    import concurrent.futures
     import threading
     import time
     from pathlib import Path
@@ -30,6 +31,9 @@ USER_MODULE = textwrap.dedent('''
                 self.path.with_suffix(".thread").write_text("joined")
 
             threading.Thread(target=late_write).start()  # non-daemon: Python waits for it
+            # an executor never shut down: its idle worker stops at the threads' exit hooks
+            self.pool = concurrent.futures.ThreadPoolExecutor(1)
+            self.pool.submit(time.sleep, 0.1)
             atexit.register(self.path.with_suffix(".atexit").write_text, "ran")
             log = open(self.path.with_suffix(".log"), "w")  # noqa: SIM115 - closed by its atexit handler
             log.write("buffered, never flushed by the callback")
@@ -41,7 +45,7 @@ def test_fast_exit_keeps_threads_atexit_and_output(tmp_path):
     (tmp_path / "userend.py").write_text(USER_MODULE)
     mark = tmp_path / "end"
     run = run_cli("trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
-                  f"callbacks.extra=[{{_target_:userend.AtEnd,path:'{mark}'}}]", cwd=tmp_path)
+                  f"callbacks.extra=[{{_target_:userend.AtEnd,path:'{mark}'}}]", cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr
     assert mark.with_suffix(".thread").read_text() == "joined"
     assert mark.with_suffix(".atexit").read_text() == "ran"

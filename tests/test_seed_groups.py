@@ -297,3 +297,42 @@ def test_a_members_config_is_what_hydra_composes_for_it():
         assert keep(derived) == keep(composed[1])
         assert derived.trainer.seed == 7 and derived.hydra.job.override_dirname == composed[1].hydra.job.override_dirname
         assert _with_seed(composed[0], jobs[2], 2).trainer.seed == 3
+
+
+def test_a_batch_is_composed_once_for_the_sweepers_check_and_the_launch():
+    """remember_compositions: the sweeper's check and the launcher share the loader's compositions;
+    jobs that differ only in trainer.seed are derived, each equal to its own composition; the
+    launcher's forget_compositions makes the next batch compose again."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from tftrain.cli.launcher import forget_compositions, remember_compositions
+    from tftrain.config.files import config_dir
+
+    jobs = [["optimizer=sgd", f"trainer.seed={s}"] for s in (0, 1, 2)] + [["optimizer=adam", "trainer.seed=0"]]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["hydra.sweep.dir=/tmp/x"], RunMode.MULTIRUN)
+        expected = [loader.load_sweep_config(master, job) for job in jobs]
+        composed = []
+        original = loader.load_sweep_config
+
+        def counted(master_config, overrides):
+            composed.append(list(overrides))
+            return original(master_config, overrides)
+
+        loader.load_sweep_config = counted
+        remember_compositions(loader)
+        keep = lambda c: OmegaConf.to_container(c, resolve=False)  # noqa: E731
+        for _ in range(2):  # the sweeper's check, then the launch
+            for job, want in zip(jobs, expected):
+                assert keep(loader.load_sweep_config(master, job)) == keep(want)
+        assert composed == [jobs[0], jobs[3]]
+        mine = loader.load_sweep_config(master, jobs[1])
+        mine.trainer.seed = 99  # a caller's changes stay its own
+        assert loader.load_sweep_config(master, jobs[1]).trainer.seed == 1
+        forget_compositions(loader)
+        loader.load_sweep_config(master, jobs[2])
+        assert composed == [jobs[0], jobs[3], jobs[2]]

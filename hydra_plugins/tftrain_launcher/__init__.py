@@ -34,7 +34,10 @@ class TftrainLauncher(Launcher):
         self.config = self.hydra_context = self.task_function = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
+        from tftrain.cli.launcher import remember_compositions
+
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        remember_compositions(hydra_context.config_loader)  # the sweeper's checks and the launch compose once
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
         from tftrain.cli.launcher import launch

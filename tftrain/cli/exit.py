@@ -4,8 +4,8 @@ Once TensorFlow is loaded, Python's own shutdown (module teardown, collecting Te
 its C++ static destructors) takes 1.3-1.6 s on a 2-core machine (scripts/exit_cost.py), more than
 a default run's training steps; a sweep's jobs are in one process, so it is paid once per command,
 but it is paid by every command. `exit_now` does what that shutdown does that matters to a user,
-then ends the process at once: it waits for non-daemon threads as Python does, runs the `atexit`
-handlers (MLflow's, multiprocessing's, temporary files'), closes logging's handlers and flushes
+then ends the process at once: it stops executors' workers and waits for non-daemon threads as
+Python does, runs the `atexit` handlers (MLflow's, multiprocessing's, temporary files'), closes logging's handlers and flushes
 the standard streams. tftrain closes its own files (checkpoints, TensorBoard writers, run logs)
 before a run returns, so nothing is lost. Only the console entry uses it; the library API and an
 in-process `tftrain.cli.main.cli()` end the ordinary way. TFTRAIN_SLOW_EXIT=1 restores the
@@ -37,12 +37,11 @@ def exit_now(code: object = 0) -> None:
     if os.environ.get("TFTRAIN_SLOW_EXIT", "0") not in ("", "0"):
         sys.exit(code)
     status = exit_status(code)
-    main = threading.main_thread()
-    for thread in threading.enumerate():  # what threading._shutdown does before Python's atexit
-        if thread is not main and not thread.daemon:
-            thread.join()
-    # atexit has no public "run now"; _run_exitfuncs is the function Python's own shutdown calls
-    # (and clears the handlers it ran), in every CPython since 3.0.
+    # Python's own shutdown, in its order, has no public "run now": threading._shutdown runs the
+    # threads' exit hooks (concurrent.futures' and joblib's executors stop their workers there) and
+    # then waits for the non-daemon threads; atexit._run_exitfuncs runs (and clears) the atexit
+    # handlers. Both are what Py_FinalizeEx calls, in every CPython since 3.9.
+    threading._shutdown()
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
