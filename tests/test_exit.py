@@ -5,9 +5,13 @@ handlers run, buffered output written, the same exit status."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import textwrap
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 USER_MODULE = textwrap.dedent('''
     """A user's callback whose process-end work must still happen under the fast exit."""
@@ -60,3 +64,15 @@ def test_fast_exit_keeps_the_status_of_bad_input(tmp_path):
     run = run_cli("trainer.epochs=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert run.returncode == 2
     assert "trainer.epochs" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_exit_cost_script_measures_both_exits(tmp_path):
+    """scripts/exit_cost.py, shrunk to one repetition of one run each way: its table row."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "exit_cost.py"), "--reps", "1", "--cases", "run"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = re.search(r"^run +([\d.]+)s +([\d.]+)s +([\d.]+) +([\d.]+)s +([\d.]+)s$", out.stdout, re.M)
+    assert row, out.stdout
+    fast, slow, ratio, tail_fast, tail_slow = map(float, row.groups())
+    assert abs(ratio - fast / slow) < 0.01 and tail_fast < tail_slow
