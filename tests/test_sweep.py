@@ -303,3 +303,18 @@ def test_a_run_inside_a_jobs_directory_is_not_a_job_of_the_sweep(tmp_path):
         (tmp_path / run / ".hydra").mkdir(parents=True)
         (tmp_path / run / ".hydra" / "overrides.yaml").write_text("- trainer.seed=0\n")
     assert sorted(r.name for r in find_runs(tmp_path)) == ["0_seed=0", "1_seed=1"]
+
+
+def test_runs_are_in_job_order_by_their_hydra_record(tmp_path):
+    """find_runs orders by Hydra's hydra.job.num (10 after 2, whatever the names); a run whose
+    record is missing or half-written comes last, by name."""
+    from tftrain.sweep.summary import find_runs
+
+    records = {"a": "hydra:\n  job:\n    num: 10\n    name: x\n", "b": "hydra:\n  job:\n    num: 2\n",
+               "c": "hydra:\n  job: [unclosed\n", "d": None, "e": "hydra:\n  job:\n    num: 0\n"}
+    for name, record in records.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("- trainer.seed=0\n")
+        if record is not None:
+            (tmp_path / name / ".hydra" / "hydra.yaml").write_text(record)
+    assert [r.name for r in find_runs(tmp_path)] == ["e", "b", "a", "c", "d"]

@@ -169,6 +169,9 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C one where PyYAML was built with libyaml
+
+
 def _load_yaml(path: Path):
     try:
         return OmegaConf.load(path)
@@ -185,9 +188,14 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     runs = [r for r in runs if not any(parent in found for parent in r.parents)]
 
     def job_num(run: Path):
-        hydra_yaml = _load_yaml(run / ".hydra" / "hydra.yaml")
-        num = OmegaConf.select(hydra_yaml, "hydra.job.num", default=None) if hydra_yaml is not None else None
-        return (num if isinstance(num, int) else sys.maxsize, str(run))
+        # PyYAML's C loader and a plain dict: about 1 ms a run where OmegaConf.load takes 20 ms,
+        # and every run of a sweep is read (the key only; Hydra wrote the file with OmegaConf).
+        try:
+            hydra_yaml = yaml.load((run / ".hydra" / "hydra.yaml").read_text(), Loader=YAML_LOADER)
+            num = hydra_yaml["hydra"]["job"]["num"]
+        except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):  # missing, half-written, not a mapping
+            num = None
+        return (num if isinstance(num, int) and not isinstance(num, bool) else sys.maxsize, str(run))
 
     return sorted(runs, key=job_num)
 
