@@ -95,18 +95,17 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     hydra_log.info(f"Launching {len(job_overrides)} jobs locally")
     for idx, overrides in enumerate(job_overrides):
         hydra_log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
-    returns: list = [None] * len(job_overrides)
     try:
-        _launch_groups(launcher, job_overrides, initial_job_idx, returns)
+        return _launch_groups(launcher, job_overrides, initial_job_idx)
     finally:
         forget_compositions(launcher.hydra_context.config_loader)
-    return returns
 
 
-def _launch_groups(launcher, job_overrides, initial_job_idx: int, returns: list) -> None:
+def _launch_groups(launcher, job_overrides, initial_job_idx: int) -> list:
     from hydra.core.utils import configure_log
 
     config = launcher.config
+    returns: list = [None] * len(job_overrides)
     for positions in plan_groups(job_overrides, launcher.seed_groups, launcher.max_group):
         first = _sweep_config(launcher, job_overrides[positions[0]], initial_job_idx + positions[0])
         why = why_alone(first) if len(positions) > 1 else None
@@ -122,6 +121,7 @@ def _launch_groups(launcher, job_overrides, initial_job_idx: int, returns: list)
             for i, ret in zip(positions, _run_group(launcher, configs)):
                 returns[i] = ret
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return returns
 
 
 def _numbers(initial: int, positions: list[int]) -> str:
@@ -159,19 +159,25 @@ def remember_compositions(loader) -> None:
     if hasattr(loader.load_sweep_config, "forget"):
         return
     compose = loader.load_sweep_config
-    composed: dict[tuple, DictConfig] = {}
+    composed: dict[tuple, DictConfig] = {}  # (master config, the job's overrides) -> its composition
+    seed_variants: dict[tuple, DictConfig] = {}  # (master config, overrides but the seed) -> the first composed
 
     def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         key = (id(master_config), tuple(sweep_overrides))
         if key not in composed:
             rest = _seed_free(sweep_overrides)
-            like = next((cfg for (master, overrides), cfg in composed.items()
-                         if rest is not None and master == key[0] and _seed_free(overrides) == rest), None)
+            like = seed_variants.get((key[0], rest)) if rest is not None else None
             composed[key] = (_with_seed(like, sweep_overrides) if like is not None
                              else compose(master_config, list(sweep_overrides)))
+            if rest is not None:
+                seed_variants.setdefault((key[0], rest), composed[key])
         return copy.deepcopy(composed[key])
 
-    load_sweep_config.forget = composed.clear
+    def forget() -> None:
+        composed.clear()
+        seed_variants.clear()
+
+    load_sweep_config.forget = forget
     loader.load_sweep_config = load_sweep_config
 
 
