@@ -6,8 +6,8 @@ a default run's training steps; a sweep's jobs are in one process, so it is paid
 but it is paid by every command. `exit_now` does what that shutdown does that matters to a user,
 then ends the process at once: it stops executors' workers and waits for non-daemon threads as
 Python does, runs the `atexit` handlers (MLflow's, multiprocessing's, temporary files'), closes
-logging's handlers and flushes the standard streams. tftrain closes its own files (checkpoints, TensorBoard writers, run logs)
-before a run returns, so nothing is lost. Only the console entry uses it; the library API and an
+logging's handlers and flushes the standard streams. tftrain closes its own files (checkpoints,
+TensorBoard writers, run logs) before a run returns, so nothing is lost. Only the console entry uses it; the library API and an
 in-process `tftrain.cli.main.cli()` end the ordinary way. TFTRAIN_SLOW_EXIT=1 restores the
 ordinary way for the console too.
 """
