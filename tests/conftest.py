@@ -115,6 +115,38 @@ def crash_at(epoch: int) -> str:
     return f"callbacks.extra=[{{_target_:conftest.CrashAtEpoch,epoch:{epoch}}}]"
 
 
+class PauseAt:
+    """A Keras callback (through `callbacks.extra`) that, at the end of the first compiled call
+    reaching batch `batch` of epoch `epoch` (0-based), writes the file `marker` and waits until the
+    file is gone (at most 120 s): a test signals the process in that pause and then removes the file,
+    so the signal lands mid-epoch however loaded the machine is. Build it with `pause_at(...)`."""
+
+    def __new__(cls, epoch: int, batch: int, marker: str):
+        import keras
+
+        class _Pause(keras.callbacks.Callback):
+            epoch_now, done = -1, False
+
+            def on_epoch_begin(self, e, logs=None):
+                self.epoch_now = e
+
+            def on_train_batch_end(self, b, logs=None):
+                if self.done or self.epoch_now != epoch or b < batch:
+                    return
+                self.done = True
+                path = Path(marker)
+                path.write_text("paused")
+                deadline = time.monotonic() + 120
+                while path.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+        return _Pause()
+
+
+def pause_at(epoch: int, batch: int, marker: Path) -> str:
+    return f"callbacks.extra=[{{_target_:conftest.PauseAt,epoch:{epoch},batch:{batch},marker:'{marker}'}}]"
+
+
 # metrics.json keys that hold wall-clock times (or the directory): they differ between equal runs.
 TIMING = {"wall_time_s", "train_time_s", "steps_per_s", "startup_s", "run_dir"}
 

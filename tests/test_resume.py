@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import tftrain
-from conftest import ROOT, SMALL, compose_small, crash_at, run_cli, wait_until
+from conftest import ROOT, SMALL, compose_small, crash_at, pause_at, run_cli, wait_until
 from conftest import metrics_of as _metrics, same_numbers as _same_numbers
 from tftrain.errors import ConfigError, DataError, TftrainError
 
@@ -32,8 +32,9 @@ SPE = 4096 // 32
 
 def _start(run_dir, *args):
     log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])  # tests' callbacks (conftest) on the command line
     return subprocess.Popen([sys.executable, "-m", "tftrain", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT), log
+                            env={**os.environ, "PYTHONPATH": path}, stdout=log, stderr=subprocess.STDOUT), log
 
 
 def _wait_for(path, proc, timeout=180):
@@ -68,10 +69,14 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
     run_dir = tmp_path / "run"
     # Calls of 5 steps end off the epoch grid (auto may choose whole epochs of these tiny steps);
     # the uninterrupted run it is compared with ran with auto: the grouping changes no number.
-    proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=5")
-    # Epoch 1's checkpoint complete: the signal lands in epoch 2's steps, not in the save.
-    wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
+    # The signal lands in epoch 2's steps, not in a save: sent while a callback holds the run after
+    # its call that reaches batch 50 of epoch 2 (waiting for epoch 1's history.csv row instead raced
+    # the background checkpoint writer: on a loaded machine the row came as epoch 2 ended).
+    marker = tmp_path / "paused"
+    proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=5", pause_at(1, 50, marker))
+    wait_until(marker.exists, proc, "the pause in epoch 2's steps")
     proc.send_signal(signal.SIGTERM)
+    marker.unlink()
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     out = (tmp_path / "run.log").read_text()
     assert "Received SIGTERM" in out and "tftrain: stopped: Stopped on SIGTERM at step" in out
@@ -90,15 +95,14 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
 
 
 def test_a_second_signal_stops_at_once(tmp_path):
-    """The first SIGINT asks for a checkpoint at the end of the current compiled call (64 steps of a
-    wide MLP: about half a second on 2 CPU cores, longer under load) and an exit with 130; a second
-    one, sent as soon as the first is logged, kills the process by the signal before that call's
-    checkpoint. (Python runs signal handlers between compiled calls: "at once" is at the end of the
-    current call, before anything more is written.) An ignored second signal would leave a
-    checkpoint past epoch 1's and the orderly stop's 130 and message."""
-    run_dir = tmp_path / "run"
-    proc, log = _start(run_dir, *LONG, "model.hidden_units=[1024,1024]", "trainer.steps_per_execution=64")
-    wait_until(lambda: _epochs_saved(run_dir) >= 1, proc, "epoch 1's checkpoint")
+    """The first SIGINT asks for a checkpoint at the end of the current compiled call and an exit
+    with 130; a second one, sent as soon as the first is logged, kills the process by the signal
+    before that checkpoint. Both land while a callback holds the run after epoch 2's first call (a
+    pause, not a race with the training's speed). An ignored second signal would leave a checkpoint
+    past epoch 1's and the orderly stop's 130 and message."""
+    run_dir, marker = tmp_path / "run", tmp_path / "paused"
+    proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=64", pause_at(1, 0, marker))
+    wait_until(marker.exists, proc, "the pause after epoch 2's first call")
     proc.send_signal(signal.SIGINT)
     log_file = tmp_path / "run.log"  # two signals sent together can arrive as one: wait for the first
     wait_until(lambda: "Received SIGINT" in log_file.read_text(), proc, "the first SIGINT's log line", timeout=60)
@@ -108,8 +112,8 @@ def test_a_second_signal_stops_at_once(tmp_path):
     assert returncode == -signal.SIGINT, f"exit status {returncode}, not killed by the second SIGINT:\n{out[-2000:]}"
     assert out.count("Received SIGINT") == 1
     assert "Stopped on SIGINT" not in out and "tftrain: stopped" not in out  # the orderly stop never ran
-    # Nothing written after the first signal: the checkpoint it asked for (at the end of epoch 2's
-    # first or second call, step SPE + 64 or SPE + 128) is not there, nor any later one.
+    # Nothing written after the first signal: the checkpoint it asked for (at the end of the call
+    # after the pause, step 2 * SPE) is not there, nor any later one.
     assert _checkpoint_steps(run_dir) == [SPE] and _epochs_saved(run_dir) == 1
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("state-*.json")) == [f"state-{SPE}.json"]
 
