@@ -102,7 +102,10 @@ def test_a_second_signal_stops_at_once(tmp_path):
     past epoch 1's and the orderly stop's 130 and message."""
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
     proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=64", pause_at(1, 0, marker))
-    wait_until(marker.exists, proc, "the pause after epoch 2's first call")
+    # Epoch 1's checkpoint is committed in the background while the pause holds the run: wait for
+    # it too (a second signal before the commit loses it, as SIGKILL would).
+    wait_until(lambda: marker.exists() and _epochs_saved(run_dir) >= 1, proc,
+               "the pause after epoch 2's first call, epoch 1's checkpoint committed")
     proc.send_signal(signal.SIGINT)
     log_file = tmp_path / "run.log"  # two signals sent together can arrive as one: wait for the first
     wait_until(lambda: "Received SIGINT" in log_file.read_text(), proc, "the first SIGINT's log line", timeout=60)
