@@ -238,6 +238,7 @@ def _epoch_1_committed(ckpt):
     return (ckpt / f"state-{KILL_SPE}.json").is_file() and (ckpt.parent / "history.csv").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL as on Linux")
 @pytest.mark.parametrize("kill_when", [_first_write_of_epoch_1, _epoch_1_committed], ids=["in-the-write", "after-it"])
 def test_a_run_killed_right_after_an_epoch_resumes_exactly(tmp_path, uninterrupted, kill_when):

@@ -202,6 +202,7 @@ def _digest(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_with_a_garbage_config_yaml_is_refused_and_changes_nothing(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -220,6 +221,7 @@ def test_resume_with_a_garbage_config_yaml_is_refused_and_changes_nothing(traine
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["resume"] == "never"
 
 
+@pytest.mark.slow
 def test_a_resume_refused_at_the_cli_changes_nothing_but_the_log(trained, tmp_path):
     from conftest import SMALL
 
@@ -234,6 +236,7 @@ def test_a_resume_refused_at_the_cli_changes_nothing_but_the_log(trained, tmp_pa
     assert after == before  # no .hydra record, config.yaml as it was
 
 
+@pytest.mark.slow
 def test_a_bad_input_exits_2_from_the_cli_with_one_paragraph(tmp_path):
     path = _csv(tmp_path / "latin.csv", header="caf\xe9,b,label".encode("latin-1"))
     result = run_cli("data=csv", f"data.path={path}", "data.label_column=label", "trainer.epochs=1",

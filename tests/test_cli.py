@@ -88,6 +88,7 @@ def test_unknown_option_lists_valid_ones(cli):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_training_run_writes_outputs(cli, tmp_path):
     from conftest import SMALL
 
@@ -105,6 +106,7 @@ def test_cli_training_run_writes_outputs(cli, tmp_path):
     assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_configs_are_found_from_an_installed_wheel(tmp_path):
     """`pip install .` then running elsewhere: the configs ship inside the wheel as tftrain/conf."""
     import os
@@ -148,6 +150,7 @@ def test_sweeper_plugin_is_found_outside_the_repo(tmp_path):
         "[tool.setuptools] packages, and was the editable install redone since (pip install -e .)?")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ['output_dir="~/runs/a"', "hydra.run.dir=~/runs/a"])
 def test_a_run_directory_under_home_is_the_home_directory(cli, tmp_path, override):
     from conftest import SMALL
@@ -159,6 +162,7 @@ def test_a_run_directory_under_home_is_the_home_directory(cli, tmp_path, overrid
     assert not (tmp_path / "~").exists()  # no folder named ~ where the command ran
 
 
+@pytest.mark.slow
 def test_model_saved_warns_about_normalization_only_when_the_user_set_it(cli, tmp_path):
     first = cli("data=diabetes", "trainer.epochs=1", "logger=[]", f"hydra.run.dir={tmp_path / 'a'}")
     assert first.returncode == 0, first.stderr[-2000:]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT, SMALL, run_cli
 from tftrain.console import STARTUP_LINES
 
@@ -48,16 +50,19 @@ def _filtered(env_extra=None) -> str:
     return result.stderr
 
 
+@pytest.mark.slow
 def test_tensorflows_start_up_lines_are_dropped_and_real_errors_kept():
     assert all(STARTUP_LINES.search(line.encode()) for line in TF_STARTUP)
     assert _filtered() == "E0000 a real error the user must see\nafter\n"
 
 
+@pytest.mark.slow
 def test_tf_logs_shows_everything():
     shown = _filtered({"TFTRAIN_TF_LOGS": "1"})
     assert all(line in shown for line in TF_STARTUP) and "a real error" in shown
 
 
+@pytest.mark.slow
 def test_a_piped_run_is_plain_lines_from_tftrain_only(tmp_path):
     result = run_cli(*[o for o in SMALL if not o.startswith("trainer.verbose")], f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -73,6 +78,7 @@ def test_a_piped_run_is_plain_lines_from_tftrain_only(tmp_path):
     assert (tmp_path / "tftrain.log").read_text().count("] epoch ") == 2
 
 
+@pytest.mark.slow
 def test_the_library_prints_each_line_once(tmp_path):
     overrides = [*SMALL, "trainer.verbose=2"]
     script = f"import tftrain\ntftrain.train(tftrain.compose({overrides!r}), output_dir={str(tmp_path)!r})\n"
@@ -85,6 +91,7 @@ def test_the_library_prints_each_line_once(tmp_path):
     assert not [line for line in out.encode().splitlines() if STARTUP_LINES.search(line)]
 
 
+@pytest.mark.slow
 def test_outputs_line_names_every_output(tmp_path):
     result = run_cli(*SMALL, "callbacks=early_stopping", "logger=[tensorboard,csv]", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -364,6 +364,7 @@ class TftrainTinyDigits(tfds.core.GeneratorBasedBuilder):
 """
 
 
+@pytest.mark.slow
 def test_the_tfds_extra_trains_on_a_data_set_prepared_in_data_dir(tmp_path):
     """Real TensorFlow Datasets (the tfds extra): a small data set built here into data_dir, then
     trained on with data.download=false (nothing is fetched)."""
@@ -630,6 +631,7 @@ def test_batch_at_computes_the_same_batches_in_a_compiled_function():
 # ---------------------------------------------------------------- distribution and end to end
 
 
+@pytest.mark.slow
 def test_mirrored_replicas_split_the_same_global_batches(tmp_path):
     """Two replicas (a split CPU) get the halves of the global batches one replica gets; eval keeps
     partial batches. A subprocess: the CPU split must happen before TensorFlow's first op."""

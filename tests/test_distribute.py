@@ -18,6 +18,7 @@ from conftest import metrics_of as _metrics, same_numbers as _same_numbers
 
 
 
+@pytest.mark.slow
 def test_batch_norm_on_replicas_left_without_examples_is_refused_before_training(tmp_path):
     # digits' 1167 training examples in batches of 64 end with 15: all on the first of 2 replicas.
     result = run_cli("model.batch_norm=true", "trainer.cpu_devices=2", "trainer.strategy=mirrored",
@@ -27,6 +28,7 @@ def test_batch_norm_on_replicas_left_without_examples_is_refused_before_training
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_two_replicas_agree_with_one(tmp_path):
     args = [*SMALL, "trainer.epochs=3", "trainer.verbose=2"]
     one = run_cli(*args, f"hydra.run.dir={tmp_path / 'one'}")
@@ -39,6 +41,7 @@ def test_two_replicas_agree_with_one(tmp_path):
     np.testing.assert_allclose(a["weights_fingerprint"], b["weights_fingerprint"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_local_workers_end_in_sync_and_only_the_chief_writes(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
@@ -79,6 +82,7 @@ def uninterrupted(tmp_path_factory):
     return _metrics(run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("after", [10, 250])  # steps off the epoch grid (128), in epochs 1 and 2
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, uninterrupted, after):
     run_dir = tmp_path / "killed"
@@ -121,6 +125,7 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path, precision):
     assert np.isfinite(m["test_loss"]) and m["history"]["loss"][1] < m["history"]["loss"][0]
 
 
+@pytest.mark.slow
 def test_scale_lr_multiplies_the_rate_by_the_replicas(tmp_path):
     result = run_cli(*SMALL, "trainer.epochs=1", "optimizer=sgd", "optimizer.lr=0.05", "trainer.cpu_devices=2",
                      "trainer.strategy=mirrored", "trainer.scale_lr=true", f"hydra.run.dir={tmp_path}")

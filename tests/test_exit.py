@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT, run_cli
 
 USER_MODULE = textwrap.dedent('''
@@ -45,6 +47,7 @@ USER_MODULE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_fast_exit_keeps_threads_atexit_and_output(tmp_path):
     (tmp_path / "userend.py").write_text(USER_MODULE)
     mark = tmp_path / "end"
@@ -66,6 +69,7 @@ def test_fast_exit_keeps_the_status_of_bad_input(tmp_path):
     assert "trainer.epochs" in run.stderr and "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_exit_cost_script_measures_both_exits(tmp_path):
     """scripts/exit_cost.py, shrunk to one repetition of one run each way: its table row."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -30,6 +30,7 @@ def test_every_preset_opens_with_the_command_that_runs_it(preset):
 # Each preset runs, narrowed, as the README's command in tests/test_readme.py::test_experiment_preset.
 
 
+@pytest.mark.slow
 def test_seeds_on_the_command_line_replace_the_presets(cli, tmp_path):
     sweep = tmp_path / "sweep"
     result = cli("experiment=warmup", "trainer.epochs=3", "model.hidden_units=[32]", "trainer.seeds=2",

@@ -73,6 +73,7 @@ def test_a_saved_model_fine_tunes_with_frozen_layers_and_frozen_batch_norm_stati
     assert not after.get_layer("dense").trainable and after.get_layer("logits").trainable
 
 
+@pytest.mark.slow
 def test_a_layer_unfrozen_at_epoch_2_trains_from_then_on_and_a_killed_run_resumes_exactly(tmp_path):
     import keras
 

@@ -7,7 +7,11 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the whole check, about 11 child processes
 
 # Mirrored training over 2 logical CPU devices at the same global batch (no batch norm, float32)
 # differs from 1 device only in the order of the cross-replica sum: 0 to 4e-8 measured over 3

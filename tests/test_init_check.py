@@ -26,6 +26,7 @@ def per_layer_factor(result) -> float:
     return (stds[-1] / stds[0]) ** (1 / (len(stds) - 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("initializer", ["initializer=zeros", "initializer=random_normal initializer.stddev=0.01"])
 def test_tiny_and_constant_initializations_are_flagged_as_vanishing(tmp_path, initializer):
     result = check(tmp_path, *initializer.split())
@@ -35,6 +36,7 @@ def test_tiny_and_constant_initializations_are_flagged_as_vanishing(tmp_path, in
     assert deep["std"] < 1e-12 and deep["verdict"] != "ok"
 
 
+@pytest.mark.slow
 def test_he_keeps_the_std_and_glorot_halves_the_variance_per_relu_layer(tmp_path):
     he = check(tmp_path / "he", "initializer=he_normal")
     glorot = check(tmp_path / "glorot", "initializer=glorot_uniform")  # the command line's: tests/test_readme.py
@@ -52,6 +54,7 @@ def test_he_keeps_the_std_and_glorot_halves_the_variance_per_relu_layer(tmp_path
         assert row["dead_fraction"] is None or 0 <= row["dead_fraction"] < 0.5
 
 
+@pytest.mark.slow
 def test_two_replicas_see_the_global_batch(tmp_path):
     args = ["task=init_check", *DEEP[:1], "model.hidden_units=[32,32,32]", "initializer=lsuv"]
     two = run_cli(*args, "trainer.cpu_devices=2", "trainer.strategy=mirrored", f"hydra.run.dir={tmp_path / 'two'}")
@@ -68,6 +71,7 @@ def test_two_replicas_see_the_global_batch(tmp_path):
 # ---------------------------------------------------------------- LSUV
 
 
+@pytest.mark.slow
 def test_lsuv_gives_every_layer_unit_output_variance_on_the_batch(tmp_path):
     result = check(tmp_path / "mlp", "initializer=lsuv")
     assert all(abs(r["std"] ** 2 - 1) < 0.1 for r in result["rows"]), [r["std"] for r in result["rows"]]
@@ -80,6 +84,7 @@ def test_lsuv_gives_every_layer_unit_output_variance_on_the_batch(tmp_path):
     assert all(abs(r["std"] ** 2 - 1) < 0.1 for r in cnn["rows"]), [r["std"] for r in cnn["rows"]]
 
 
+@pytest.mark.slow
 def test_lsuv_on_a_conv_net_is_seeded_and_exact_on_resume(tmp_path):
     run = ["data=digits", "model=cnn", "model.filters=[8,16]", "trainer.epochs=2", "trainer.verbose=0", "logger=[]",
            "initializer=lsuv", "trainer.deterministic=true"]
@@ -142,6 +147,7 @@ def residual(input_shape, num_outputs):
     return Residual(num_outputs)
 
 
+@pytest.mark.slow
 def test_a_subclassed_custom_model_and_a_saved_one(tmp_path):
     custom = ["task=init_check", "data=digits", "model=custom", "model._target_=test_init_check.residual",
               "initializer=lsuv", "trainer.verbose=0"]

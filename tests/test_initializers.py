@@ -220,6 +220,7 @@ def test_bad_values_fail_naming_the_key(override, key):
         validate(tftrain.compose(override.split()))
 
 
+@pytest.mark.slow
 def test_deep_relu_net_learns_from_he_init_but_not_from_zeros(tmp_path: Path):
     # All-zero kernels: every hidden ReLU outputs 0, so no kernel gets a gradient (ReLU's slope at 0
     # is 0 in TensorFlow); only the logits' bias learns, and the logits cannot depend on the input.

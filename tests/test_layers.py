@@ -204,6 +204,7 @@ def _python(code: str, timeout: float = 120) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_data_dependent_init_all_reduces_moments_under_mirrored_strategy():
     stdout = _python(MIRRORED.format(tests=str(ROOT / "tests")))
     result = json.loads(stdout.split("RESULT")[-1])
@@ -215,6 +216,7 @@ def test_data_dependent_init_all_reduces_moments_under_mirrored_strategy():
         assert vs_one_device < 1e-4, (name, result)
 
 
+@pytest.mark.slow
 def test_model_saves_and_reloads_in_a_fresh_process_with_only_import_tftrain(tmp_path: Path):
     model = _model()
     x = RNG.normal(size=(8, 6, 6, 2)).astype("float32")

@@ -31,6 +31,7 @@ def _snapshot(run_dir: Path) -> dict:
     return {name: ((run_dir / name).read_bytes(), (run_dir / name).stat().st_mtime_ns) for name in WATCHED}
 
 
+@pytest.mark.slow
 def test_a_refused_start_changes_nothing_and_a_third_process_is_refused_too(tmp_path):
     run_dir = tmp_path / "run"
     with open(tmp_path / "p1.out", "w") as out:

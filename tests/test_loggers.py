@@ -50,6 +50,7 @@ def test_csv_logger_writes_every_nth_step_and_a_resume_repeats_none(tmp_path):
     assert set(row) == {"step", "batch_loss", "learning_rate", "grad_norm"} and float(row["learning_rate"]) == 0.001
 
 
+@pytest.mark.slow
 def test_mlflow_records_params_metrics_and_artifacts_and_a_resume_continues_the_run(tmp_path):
     run_dir = tmp_path / "run"
     cfg = compose_small("logger=[tensorboard,mlflow]", *_mlflow_args(tmp_path), "optimizer.lr=0.01", "trainer.epochs=1")
@@ -78,6 +79,7 @@ def test_mlflow_records_params_metrics_and_artifacts_and_a_resume_continues_the_
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_a_sweep_is_one_experiment_with_a_parent_run_holding_the_aggregate(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", *SMALL, "logger=mlflow", *_mlflow_args(tmp_path), "logger.mlflow.experiment=sweeps",
@@ -94,6 +96,7 @@ def test_a_sweep_is_one_experiment_with_a_parent_run_holding_the_aggregate(tmp_p
     assert {a.path for a in client.list_artifacts(parent_id)} >= {"aggregate.md", "aggregate.csv", "summary.md"}
 
 
+@pytest.mark.slow
 def test_an_unusable_tracking_uri_is_a_clear_error(tmp_path):
     result = run_cli(*SMALL, "logger=mlflow", "logger.mlflow.tracking_uri=nosuchscheme://x", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -129,6 +132,7 @@ USER_LOGGER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_users_own_logger_gets_every_hook(tmp_path):
     (tmp_path / "recorder.py").write_text(USER_LOGGER)
     out = tmp_path / "calls.json"

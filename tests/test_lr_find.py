@@ -54,6 +54,7 @@ def lr_find_run(tmp_path_factory):
     return run_dir, result
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_plot(lr_find_run):
     run_dir, result = lr_find_run
     assert result.returncode == 0, result.stderr[-3000:]
@@ -89,6 +90,7 @@ def test_divergence_stops_the_test_early(lr_find_run):
         assert out["losses"][-1] > out["divergence_threshold"] * out["best_loss"]
 
 
+@pytest.mark.slow
 def test_train_with_find_lr_trains_at_the_suggestion_and_a_resume_reuses_it(tmp_path, caplog):
     from conftest import compose_small
 

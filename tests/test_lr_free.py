@@ -30,6 +30,7 @@ def _script():
     return module
 
 
+@pytest.mark.slow
 def test_the_keras_optimizers_reproduce_the_recorded_pytorch_trajectory():
     """200 steps of each setting (defaults; weight decay coupled and decoupled, bias correction,
     safeguard warmup, d_coef, growth_rate, beta_3, no momentum), in float64 so that rounding is
@@ -58,6 +59,7 @@ def test_the_keras_optimizers_agree_with_pytorch_live():
     assert len(rows) == 5 and all(float(r[1]) <= 1e-5 and float(r[2]) <= 1e-5 for r in rows), result.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_exactly_and_the_saved_model_reloads(tmp_path):
     """Prodigy (d, its maximum, the running sums and p0 in optimizer variables); DAdaptAdam keeps its
     state the same way (TwoPassOptimizer), its saved form is checked in test_config_round_trip_..."""
@@ -79,6 +81,7 @@ def test_a_killed_run_resumes_exactly_and_the_saved_model_reloads(tmp_path):
     assert float(optimizer.d.numpy()) == float(saved.d.numpy())
 
 
+@pytest.mark.slow
 def test_two_replicas_agree_with_one(tmp_path):
     args = [*SMALL, "optimizer=prodigy", "trainer.epochs=1", "trainer.verbose=2"]
     two = run_cli(*args, "trainer.cpu_devices=2", "trainer.strategy=mirrored", f"hydra.run.dir={tmp_path / 'two'}")

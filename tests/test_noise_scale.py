@@ -86,6 +86,7 @@ def test_the_estimate_is_within_10_percent_of_the_closed_form(one_replica):
     assert s["command"] == "python -m tftrain trainer.batch_size=16 optimizer.lr=6.25e-05"
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_same_estimate(problem, one_replica, tmp_path):
     result = run_cli(*overrides(problem, "trainer.cpu_devices=2", "trainer.strategy=mirrored",
                                 f"hydra.run.dir={tmp_path / 'two'}"), cwd=problem)

@@ -204,6 +204,7 @@ print("checked", ", ".join(t.KINDS), "on", strategy.num_replicas_in_sync, "repli
 """
 
 
+@pytest.mark.slow
 def test_a_multiplier_gives_the_update_at_the_scaled_rate_under_two_replicas():
     import os
     import subprocess
@@ -215,6 +216,7 @@ def test_a_multiplier_gives_the_update_at_the_scaled_rate_under_two_replicas():
     assert "checked sgd, momentum, adam, adamw on 2 replicas" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_run_with_multipliers_resumes_exactly_and_saves_a_loadable_model(tmp_path, caplog):
     import keras
 

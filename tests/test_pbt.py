@@ -131,6 +131,7 @@ def _state(sweep: Path) -> dict:
     return json.loads((sweep / "pbt.json").read_text())
 
 
+@pytest.mark.slow
 def test_members_without_exploitation_equal_independent_runs_even_killed_and_rerun(tmp_path):
     import tftrain
 
@@ -161,6 +162,7 @@ def test_members_without_exploitation_equal_independent_runs_even_killed_and_rer
         same_numbers(member, metrics_of(tmp_path / f"alone{i}"))
 
 
+@pytest.mark.slow
 def test_the_bottom_member_copies_the_top_members_checkpoint_and_perturbs_its_values(tmp_path):
     sweep = tmp_path / "pbt"
     done = run_cli(*PBT, "model.dropout=interval(0.1, 0.5)", "hydra.sweeper.seed=3", f"hydra.sweep.dir={sweep}")

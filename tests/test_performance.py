@@ -50,6 +50,7 @@ def test_calibration_uses_repeated_probes_after_the_tracing_call():
     assert pacer.estimate == pytest.approx((1e-3, 1e-4))
 
 
+@pytest.mark.slow
 def test_auto_steps_per_call_trains_exactly_like_one_step_per_call(tmp_path, caplog):
     one = tftrain.train(compose_small(*EXACT, "trainer.steps_per_execution=1", "trainer.epochs=3"),
                         output_dir=tmp_path / "one")
@@ -82,6 +83,7 @@ def test_xla_is_off_by_default_on_a_cpu_and_logged(tmp_path, caplog):
 ACCUMULATE = (*EXACT, "schedule=cosine", "optimizer.global_clipnorm=0.5", "optimizer.use_ema=true", "trainer.epochs=3")
 
 
+@pytest.mark.slow
 def test_accumulating_gradients_equals_the_larger_batch(tmp_path):
     big = tftrain.train(compose_small(*ACCUMULATE), output_dir=tmp_path / "big")  # batch 32
     acc = tftrain.train(compose_small(*ACCUMULATE, "trainer.accumulate_steps=4"), output_dir=tmp_path / "acc")
@@ -91,6 +93,7 @@ def test_accumulating_gradients_equals_the_larger_batch(tmp_path):
     assert acc["weights_fingerprint"] == pytest.approx(big["weights_fingerprint"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_accumulation_under_two_replicas_equals_one_replica_with_the_larger_batch(tmp_path):
     big = tftrain.train(compose_small(*ACCUMULATE), output_dir=tmp_path / "big")
     result = run_cli(*SMALL, *ACCUMULATE, "trainer.accumulate_steps=2", "trainer.cpu_devices=2",
@@ -103,6 +106,7 @@ def test_accumulation_under_two_replicas_equals_one_replica_with_the_larger_batc
     assert two["weights_fingerprint"] == pytest.approx(big["weights_fingerprint"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_kill_during_accumulation_resumes_exactly_and_steps_count_updates(tmp_path):
     args = (*ACCUMULATE, "trainer.accumulate_steps=4", "logger=csv", "trainer.checkpoint_every_steps=5")
     whole = tftrain.train(compose_small(*args), output_dir=tmp_path / "whole")

@@ -20,6 +20,7 @@ def digits_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_raw_inputs_far_outside_the_training_range_are_warned_about(digits_run, tmp_path):
     from sklearn.datasets import load_digits
 
@@ -37,6 +38,7 @@ def test_raw_inputs_far_outside_the_training_range_are_warned_about(digits_run, 
     assert "far outside" not in quiet.stdout + quiet.stderr
 
 
+@pytest.mark.slow
 def test_a_class_name_training_never_saw_is_one_paragraph(tmp_path):
     rng = np.random.default_rng(0)
     names = np.array(["barbera", "cat", "zinfandel"])

@@ -39,6 +39,7 @@ ON_BUNDLED_DATA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", options("problem"))
 def test_each_problem_trains_from_the_cli_on_its_bundled_data(tmp_path, problem):
     data, epochs, names, check = per_option(ON_BUNDLED_DATA, "problem", problem, "ON_BUNDLED_DATA")
@@ -114,6 +115,7 @@ def test_targets_are_checked_against_the_problem(tmp_path, problem, y, message):
         tftrain.train(tftrain.compose([f"problem={problem}", "data=npz", f"data.path={path}"]), output_dir=tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_two_replicas_agree_with_one_for_every_problem(tmp_path):
     # Each problem reduces its loss and metrics across replicas its own way. One process per device
     # layout (devices are fixed at TensorFlow's start), every problem in it, on its bundled data.
@@ -150,6 +152,7 @@ def _csv_classes(path, n, rng, centers):
     return x, y
 
 
+@pytest.mark.slow
 def test_predict_from_raw_rows_matches_the_runs_test_metrics_and_evaluate_writes_its_file(tmp_path):
     rng = np.random.default_rng(0)
     centers = np.array([[50.0, 0.1, 1000.0, -3], [52.0, 0.3, 900.0, -2], [49.0, 0.2, 1100.0, -4]])  # unscaled features
@@ -182,6 +185,7 @@ def test_predict_from_raw_rows_matches_the_runs_test_metrics_and_evaluate_writes
     assert evaluation["loss"] == pytest.approx(_metrics(run)["test_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_give_clear_errors(tmp_path):
     bad_run = run_cli("task=predict", f"task.run={tmp_path / 'nope'}", f"task.input={tmp_path}",
                       f"hydra.run.dir={tmp_path / 'p'}")
@@ -197,6 +201,7 @@ def test_predict_and_evaluate_give_clear_errors(tmp_path):
     assert missing.returncode == 2 and "model.keras is missing" in missing.stderr
 
 
+@pytest.mark.slow
 def test_binary_and_multilabel_predictions_have_one_column_per_label(tmp_path):
     run = tmp_path / "run"
     assert run_cli("data=digits_multilabel", "trainer.epochs=2", *QUICK, f"hydra.run.dir={run}").returncode == 0
@@ -213,6 +218,7 @@ def test_binary_and_multilabel_predictions_have_one_column_per_label(tmp_path):
                       "prob_even", "prob_greater_than_4", "prob_prime", "prob_closed_loop"]
 
 
+@pytest.mark.slow
 def test_csv_label_column_takes_a_list_of_targets(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
@@ -272,6 +278,7 @@ def test_more_metrics_and_a_loss_target(tmp_path):
     assert "test_r2" in m and np.isfinite(m["test_loss"])
 
 
+@pytest.mark.slow
 def test_a_sweep_summary_uses_the_problems_metrics(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "data=diabetes", "trainer.epochs=2", "trainer.batch_size=32", "optimizer=sgd,adam",

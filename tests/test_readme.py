@@ -116,6 +116,7 @@ RUN_BY = {
     "python scripts/compare_cnn.py --markdown docs/cnn.md": "test_compare_cnn",
     "python scripts/benchmark.py --markdown docs/benchmark.md": "test_benchmark",
     "python scripts/search_pruning.py": "test_search_pruning",
+    'pytest -n 2 -m "not slow"': "test_quick_loop",
 }
 # chaos.py's trial count in the README follows its latest published run; the test shortens it anyway.
 CHAOS = next((t for t in README_TEXTS if t.startswith("python scripts/chaos.py ")), "python scripts/chaos.py")
@@ -275,6 +276,7 @@ def test_noise_patterns():
 
 # --- python -m tftrain ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_default_run(tmp_path):
     out = run(shorten(readme("python -m tftrain"), *SHRINK), tmp_path)
     rd = run_dir(tmp_path, "outputs/*/*")
@@ -311,12 +313,32 @@ def test_error_examples(tmp_path):
 README_TEXT = readme_commands.README.read_text()
 
 
+@pytest.mark.slow
+def test_quick_loop(tmp_path):
+    """The quick loop selects the tests without `slow` (here: collected, not run, in the checkout
+    where the suite lives), and a misspelled marker is an error rather than a test run every time."""
+    cmd = readme('pytest -n 2 -m "not slow"').replace("pytest -n 2", "pytest --collect-only -q -p no:cacheprovider")
+    quick = {ln for ln in run(cmd, ROOT, clean=False).splitlines() if "::" in ln}
+    every = {ln for ln in run("pytest --collect-only -q -p no:cacheprovider", ROOT, clean=False).splitlines()
+             if "::" in ln}
+    assert quick < every and len(quick) > len(every) / 2
+    # The README's commands run as subprocesses: slow; the checks of its text are quick.
+    assert "tests/test_readme.py::test_default_run" in every - quick
+    assert "tests/test_readme.py::test_every_readme_command_is_run_or_excused" in quick
+    (tmp_path / "test_typo.py").write_text("import pytest\n\n@pytest.mark.slwo\ndef test_x():\n    pass\n")
+    out = run(f"pytest -q -p no:cacheprovider -c {ROOT / 'pyproject.toml'} --rootdir {tmp_path} test_typo.py",
+              tmp_path, expect=2, clean=False)
+    assert "'slwo' not found in `markers` configuration option" in out
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd", TRAINING)
 def test_training_command(tmp_path, cmd):
     out = run(shorten(readme(cmd), *(WARMUP if "warmup" in cmd else SHRINK)), tmp_path)
     assert_trained(out, run_dir(tmp_path))
 
 
+@pytest.mark.slow
 def test_custom_model_and_data(tmp_path):
     for name, text in readme_commands.files().items():  # mymodel.py, as the README shows it
         (tmp_path / name).write_text(text)
@@ -347,6 +369,7 @@ def write_csv(path: Path, x, y, columns, label: str | None):
             w.writerow([f"{v:g}" for v in x[i]] + ([y[i]] if label else []))
 
 
+@pytest.mark.slow
 def test_csv_predict_evaluate(tmp_path):
     """The CSV command trains on class names; the predict and evaluate commands, as written, read its run."""
     order = np.random.default_rng(0).permutation(178)
@@ -377,6 +400,7 @@ def test_csv_predict_evaluate(tmp_path):
     assert 0.0 <= evaluation["accuracy"] <= 1.0 and np.isfinite(evaluation["loss"])
 
 
+@pytest.mark.slow
 def test_csv_regression(tmp_path):
     from sklearn.datasets import load_diabetes
 
@@ -391,6 +415,7 @@ def test_csv_regression(tmp_path):
 
 # --- sweeps, presets, reports -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sweep_and_its_summary(tmp_path):
     """A sweep, `python -m tftrain.sweep <sweep dir>` rebuilding its summaries, and a report on it."""
     out = run(shorten(readme("python -m tftrain -m optimizer=sgd,adam trainer.epochs=5"), *SHRINK), tmp_path)
@@ -411,6 +436,7 @@ def test_sweep_and_its_summary(tmp_path):
     assert all((tmp_path / "report" / f"report.{ext}").is_file() for ext in ("md", "png", "html")), out
 
 
+@pytest.mark.slow
 def test_sweep_grid(tmp_path):
     cmd = readme("python -m tftrain -m optimizer=sgd,adam schedule=step,cosine trainer.epochs=10")
     run(shorten(cmd, *SHRINK, "data=synthetic", "data.num_train=128"), tmp_path)
@@ -418,6 +444,7 @@ def test_sweep_grid(tmp_path):
     assert len(sweep_rows(sweep)) == 4
 
 
+@pytest.mark.slow
 def test_sweep_seeds(tmp_path):
     cmd = readme("python -m tftrain optimizer=sgd,adam trainer.seeds=3")
     run(shorten(cmd, *SHRINK, "trainer.seeds=2", "data=synthetic", "data.num_train=128"), tmp_path)
@@ -432,6 +459,7 @@ GROUP_OFF = GROUP + " hydra.launcher.seed_groups=false"
 RUN_BY.update({GROUP: "test_seed_group_commands", GROUP_OFF: "test_seed_group_commands"})
 
 
+@pytest.mark.slow
 def test_seed_group_commands(tmp_path):
     """The README's seed group and the same sweep one job after another: the same val_accuracy
     per seed, and the log says which way each trained."""
@@ -456,6 +484,7 @@ NARROW = {"compare_optimizers": ["optimizer=sgd,adam"], "compare_schedules": ["s
           "batch_size": ["trainer.batch_size=64,128", "schedule.warmup_epochs=0"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_experiment_preset(tmp_path, preset):
     shrink = WARMUP if preset == "warmup" else SHRINK
@@ -480,6 +509,7 @@ GRADUAL = ("python -m tftrain model=saved model.path=outputs/2026-01-01/12-00-00
 RUN_BY.update({HEAD_ONLY: "test_fine_tuning_commands", GRADUAL: "test_fine_tuning_commands"})
 
 
+@pytest.mark.slow
 def test_fine_tuning_commands(tmp_path):
     # The model.keras the commands name: a default run, shrunk, in the directory they name.
     run("python -m tftrain trainer.epochs=1 hydra.run.dir=outputs/2026-01-01/12-00-00", tmp_path)
@@ -496,6 +526,7 @@ def test_fine_tuning_commands(tmp_path):
 RUN_BY["python -m tftrain experiment=wsd_budgets"] = "test_wsd_budgets_preset"
 
 
+@pytest.mark.slow
 def test_wsd_budgets_preset(tmp_path):
     # Budgets of 1 and 2 epochs (no warmup: the shortest budget must outlast it), one seed.
     run(shorten(readme("python -m tftrain experiment=wsd_budgets"), "trainer.epochs=2", "task.budgets=[0.5,1.0]",
@@ -508,6 +539,7 @@ def test_wsd_budgets_preset(tmp_path):
     assert json.loads((job / "budget_2" / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_optuna_search(tmp_path):
     cmd = readme("python -m tftrain -m hparams_search=optuna hydra.sweeper.n_trials=30 [hydra.sweeper.pruner=median]")
     cmd = shorten(cmd.replace("[hydra.sweeper.pruner=median]", "hydra.sweeper.pruner=median"),
@@ -518,6 +550,7 @@ def test_optuna_search(tmp_path):
     assert len(sweep_rows(sweep)) == 2
 
 
+@pytest.mark.slow
 def test_parallel_launcher(tmp_path):
     cmd = readme("python -m tftrain -m hydra/launcher=parallel hydra.launcher.n_jobs=4 optimizer=sgd,adam,adamw")
     run(shorten(cmd, "hydra.launcher.n_jobs=2", *SHRINK, "data=synthetic", "data.num_train=128"), tmp_path)
@@ -527,6 +560,7 @@ def test_parallel_launcher(tmp_path):
 
 # --- loggers, lr_find, resume, workers --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_mlflow_logger(tmp_path):
     cmd = readme("python -m tftrain 'logger=[tensorboard,mlflow]' logger.mlflow.tracking_uri=sqlite:///mlflow.db")
     out = run(shorten(cmd, *SHRINK), tmp_path)
@@ -536,6 +570,7 @@ def test_mlflow_logger(tmp_path):
     assert json.loads((rd / "mlflow_run.json").read_text())
 
 
+@pytest.mark.slow
 def test_lr_find(tmp_path):
     run(shorten(readme("python -m tftrain task=lr_find optimizer=adam"), "task.num_steps=30"), tmp_path)
     found = list(tmp_path.glob("outputs/*/*/lr_find.json"))
@@ -544,6 +579,7 @@ def test_lr_find(tmp_path):
     assert result["suggestions"][result["suggested"]] > 0
 
 
+@pytest.mark.slow
 def test_resume_commands(tmp_path):
     """The README's pair: the first run stops (here: its epochs end), the same command resumes it."""
     cmd = readme("python -m tftrain trainer.checkpoint_every_steps=100 hydra.run.dir=outputs/long")
@@ -553,6 +589,7 @@ def test_resume_commands(tmp_path):
     assert json.loads((tmp_path / "outputs/long/metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_local_workers(tmp_path):
     cmd = readme("python scripts/launch_local_workers.py --workers 2 -- trainer.epochs=5 "
                  "hydra.run.dir=outputs/two-workers")
@@ -589,6 +626,7 @@ def test_slurm_script_parses(tmp_path):
 
 # --- python -m tftrain, the library -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_library_api(tmp_path, small_sweep):
     """The README's library block, as written; the sweep and the second run it names are put in place."""
     shutil.copytree(small_sweep, tmp_path / "outputs/multirun/2026-01-01/12-00-00")
@@ -619,12 +657,14 @@ def test_script_answers_help(tmp_path, script):
     assert out.startswith("usage: "), out
 
 
+@pytest.mark.slow
 def test_plot_schedules(tmp_path):
     cmd = readme("python scripts/plot_schedules.py --epochs 30 --steps-per-epoch 20 --out docs/schedules.png")
     out = run(shorten(cmd), tmp_path)
     assert (tmp_path / "docs/schedules.png").stat().st_size > 10_000, out
 
 
+@pytest.mark.slow
 def test_compare_problems(tmp_path):
     cmd = readme("python scripts/compare_problems.py --seeds 3 --markdown docs/problems.md")
     (tmp_path / "docs").mkdir()
@@ -633,6 +673,7 @@ def test_compare_problems(tmp_path):
     assert "| `breast_cancer` (binary) |" in table and "LogisticRegression" in table
 
 
+@pytest.mark.slow
 def test_compare_cnn(tmp_path):
     cmd = readme("python scripts/compare_cnn.py --markdown docs/cnn.md")
     (tmp_path / "docs").mkdir()
@@ -641,6 +682,7 @@ def test_compare_cnn(tmp_path):
     assert "| digits 28x28 | tftrain `model=cnn` |" in table and "Keras example" in table
 
 
+@pytest.mark.slow
 def test_benchmark(tmp_path):
     cmd = readme("python scripts/benchmark.py --markdown docs/benchmark.md")
     (tmp_path / "docs").mkdir()
@@ -652,6 +694,7 @@ BENCH_SWEEPS = "python scripts/benchmark.py --sweeps --markdown docs/sweeps.md"
 RUN_BY[BENCH_SWEEPS] = "test_benchmark_sweeps"
 
 
+@pytest.mark.slow
 def test_benchmark_sweeps(tmp_path):
     """The sweep rows' table, shrunk: one repetition of one short sweep each way."""
     import importlib.util
@@ -666,12 +709,14 @@ def test_benchmark_sweeps(tmp_path):
     assert "| `-m trainer.seed=0,1 trainer.epochs=1 logger=[]` | 2 |" in table and "| yes |" in table, table
 
 
+@pytest.mark.slow
 def test_search_pruning(tmp_path):
     cmd = readme("python scripts/search_pruning.py")
     out = run(shorten(cmd, "--trials 1", "--epochs 2", f"--out {tmp_path / 'search'}"), tmp_path)
     assert "| median pruner |" in out and "| no pruning |" in out, out
 
 
+@pytest.mark.slow
 def test_chaos(tmp_path):
     out = run(shorten(readme(CHAOS), "--trials 1"), tmp_path, timeout=600)
     assert re.search(r"\b1/1 bit-identical|1 of 1 trials bit-identical", out), out
@@ -682,6 +727,7 @@ INIT_CHECK_DEEP = "python -m tftrain task=init_check experiment=deep_relu initia
 RUN_BY.update({INIT_CHECK: "test_init_check_commands", INIT_CHECK_DEEP: "test_init_check_commands"})
 
 
+@pytest.mark.slow
 def test_init_check_commands(tmp_path):
     out = run(readme(INIT_CHECK), tmp_path)
     rd = next((tmp_path / "outputs").glob("*/*/init_check.json")).parent
@@ -702,6 +748,7 @@ NOISE_SCALE_RUN = "python -m tftrain task=noise_scale task.run=outputs/2026-01-0
 RUN_BY.update({NOISE_SCALE: "test_noise_scale_commands", NOISE_SCALE_RUN: "test_noise_scale_commands"})
 
 
+@pytest.mark.slow
 def test_noise_scale_commands(tmp_path):
     out = run(shorten(readme(NOISE_SCALE), "task.num_steps=20", "hydra.run.dir=init"), tmp_path)
     assert "noise_scale: B_simple = " in out and "Train with: python -m tftrain trainer.batch_size=" in out
@@ -718,6 +765,7 @@ PBT = "python -m tftrain -m hparams_search=pbt trainer.epochs=12 hydra.sweeper.p
 RUN_BY[PBT] = "test_pbt_search"
 
 
+@pytest.mark.slow
 def test_pbt_search(tmp_path):
     run(shorten(readme(PBT), "trainer.epochs=2", "hydra.sweeper.perturbation_interval=1", "hydra.sweeper.population=2",
                 "data=synthetic", "data.num_train=128"), tmp_path)
@@ -733,6 +781,7 @@ OPTUNA_BATCHES = ("python -m tftrain -m hparams_search=optuna hydra.sweeper.n_jo
 RUN_BY.update({OPTUNA_ASYNC: "test_optuna_workers", OPTUNA_BATCHES: "test_optuna_workers"})
 
 
+@pytest.mark.slow
 def test_optuna_workers(tmp_path):
     for cmd, says in ((readme(OPTUNA_ASYNC), "Starting 1 more worker process(es)"),
                       (readme(OPTUNA_BATCHES), "2 trial(s) per batch")):

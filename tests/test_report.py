@@ -72,6 +72,7 @@ def table(md: str, section: str) -> list[dict[str, str]]:
     return [dict(zip(cells[0], row)) for row in cells[1:]]
 
 
+@pytest.mark.slow
 def test_report_of_two_real_cli_runs(tmp_path):
     for opt in ("sgd", "adam"):
         result = run_cli(*SMALL, f"optimizer={opt}", f"hydra.run.dir={tmp_path / opt}")

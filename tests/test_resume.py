@@ -65,6 +65,7 @@ def uninterrupted(tmp_path_factory):
 # ---------------------------------------------------------------- 1. preemption
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tmp_path, uninterrupted):
     run_dir = tmp_path / "run"
     # Calls of 5 steps end off the epoch grid (auto may choose whole epochs of these tiny steps);
@@ -94,6 +95,7 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(6))
 
 
+@pytest.mark.slow
 def test_a_second_signal_stops_at_once(tmp_path):
     """The first SIGINT asks for a checkpoint at the end of the current compiled call and an exit
     with 130; a second one, sent as soon as the first is logged, kills the process by the signal
@@ -237,6 +239,7 @@ def test_a_checkpoint_never_committed_is_not_a_checkpoint(three_checkpoints, unc
     assert (ckpt / "damaged" / "ckpt-16.index").is_file()
 
 
+@pytest.mark.slow
 def test_a_stray_higher_step_file_does_not_decide_the_step(three_checkpoints, caplog):
     run_dir, args = three_checkpoints
     (run_dir / "checkpoints" / "ckpt-999999.index").touch()
@@ -316,6 +319,7 @@ def test_a_missing_bookkeeping_file_does_not_restart_from_zero(three_checkpoints
     assert "at step 16" in caplog.text and metrics["steps"] == 24 and "skipped" not in caplog.text
 
 
+@pytest.mark.slow
 def test_when_no_checkpoint_loads_it_fails_listing_the_options(three_checkpoints):
     run_dir, args = three_checkpoints
     for state in (run_dir / "checkpoints").glob("state-*.json"):
@@ -368,6 +372,7 @@ def run_copy(finished, tmp_path):
     ("optimizer.use_ema=true", ["optimizer.use_ema"]),
     ("callbacks=early_stopping", ["callbacks.early_stopping.enabled"]),
 ])
+@pytest.mark.slow
 def test_changes_that_would_corrupt_the_run_are_refused_naming_the_keys(run_copy, change, keys):
     result = run_cli(*SMALL, "schedule=cosine", "logger=[]", change,
                      f"hydra.run.dir={run_copy}")
@@ -377,6 +382,7 @@ def test_changes_that_would_corrupt_the_run_are_refused_naming_the_keys(run_copy
     assert "a new run directory" in result.stderr and "trainer.resume=never" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_different_replica_count_is_refused(run_copy):
     result = run_cli(*SMALL, "schedule=cosine", "logger=[]", "trainer.cpu_devices=2",
                      "trainer.strategy=mirrored", f"hydra.run.dir={run_copy}")
@@ -422,6 +428,7 @@ def test_the_pacing_line_reads_sensibly(estimate, chosen, expected):
     assert expected in pacer.describe() and " 0.00 ms" not in pacer.describe()
 
 
+@pytest.mark.slow
 def test_fewer_epochs_than_the_run_has_done_is_refused(run_copy):
     result = run_cli(*SMALL, "schedule=cosine", "logger=[]", "trainer.epochs=1",
                      f"hydra.run.dir={run_copy}")
@@ -431,6 +438,7 @@ def test_fewer_epochs_than_the_run_has_done_is_refused(run_copy):
 # ---------------------------------------------------------------- 4. one process per run directory
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_directory_fails_at_once(tmp_path):
     run_dir = tmp_path / "run"
     proc, log = _start(run_dir, *LONG, "trainer.epochs=1000")  # still running when the second starts
@@ -456,6 +464,7 @@ def test_a_stale_lock_is_taken_over(tmp_path, caplog):
 # ---------------------------------------------------------------- 6. early stopping's best weights
 
 
+@pytest.mark.slow
 def test_early_stopping_killed_after_its_best_epoch_ends_bit_identical(tmp_path):
     args = ("callbacks=early_stopping", "callbacks.early_stopping.patience=2", "optimizer.lr=0.5", "trainer.epochs=8",
             "trainer.deterministic=true", "logger=[]")
@@ -476,6 +485,7 @@ def _namespaces_available() -> bool:
         ["unshare", "--mount", "--map-root-user", "true"], capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _namespaces_available(), reason="needs unshare (a private mount namespace) to mount a tmpfs")
 def test_disk_full_during_a_save_is_a_clear_error_and_the_earlier_checkpoint_resumes(tmp_path):
     """A 3 MB tmpfs: the first checkpoints fit, a later one does not (ENOSPC); then more room, and
@@ -519,6 +529,7 @@ def test_a_run_directory_under_a_regular_file_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- 8. multi-worker network
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _namespaces_available(), reason="needs unshare for a private network namespace")
 def test_local_workers_listen_in_a_private_network_namespace(tmp_path):
     run_dir = tmp_path / "run"
@@ -562,6 +573,7 @@ def _launch(run_dir, *args):
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers through /proc")
 def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step_and_resumes_bit_identical(tmp_path):
     args = [*LONG, "trainer.epochs=2"]

@@ -17,6 +17,7 @@ from conftest import ROOT, SMALL, metrics_of, run_cli, same_numbers
 ARGS = [*SMALL, "trainer.checkpoint_every_steps=4", "trainer.deterministic=true", "logger=[]"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL as on Linux")
 def test_sigkill_in_the_first_checkpoint_write_reruns_from_step_0_or_the_committed_one(tmp_path):
     """Killed as soon as the first checkpoint's first file appears (TensorFlow's ckpt-4_temp/): the

@@ -231,6 +231,7 @@ TRACED = S.Scaled(S.Join([S.Warmup(S.CosineRestarts(LR, 10, 2), 5), S.OneCycle(L
                          [40, 130, 160, 180, 185, 200, 215, 240]), 2.0)
 
 
+@pytest.mark.slow
 def test_same_rate_eager_graph_xla_and_optimizer():
     steps = [0, 1, 4, 5, 6, 39, 40, 41, 100, 129, 130, 131, 159, 160, 161, 179, 180, 181, 184, 185, 186, 199, 200,
              201, 214, 215, 216, 239, 240, 241, 300]  # around every boundary

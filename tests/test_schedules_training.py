@@ -63,6 +63,7 @@ def test_each_schedule_trains_logs_every_step_and_reloads(name, tmp_path):
     assert np.isfinite(metrics["test_loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", options("schedule"))
 def test_resume_continues_the_schedule_at_the_right_step(name, tmp_path):
     cfg = compose_small(*_overrides(name), "schedule.warmup_epochs=0.5")

@@ -98,6 +98,7 @@ def searched(tmp_path_factory):
     return sweep, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_seeded_search_records_every_trial_and_the_best(searched):
     sweep, output = searched
     trials = _study(sweep).trials
@@ -118,6 +119,7 @@ def test_seeded_search_records_every_trial_and_the_best(searched):
     assert "finished with value" not in output and "A new study created" not in output
 
 
+@pytest.mark.slow
 def test_the_same_seed_draws_the_same_trials(searched, tmp_path):
     sweep, _ = searched
     again = tmp_path / "again"
@@ -126,6 +128,7 @@ def test_the_same_seed_draws_the_same_trials(searched, tmp_path):
     assert [t.params for t in _study(again).trials] == [t.params for t in _study(sweep).trials]
 
 
+@pytest.mark.slow
 def test_rerun_continues_the_study_and_retries_an_interrupted_trial(searched, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(searched[0], sweep)
@@ -146,6 +149,7 @@ def test_rerun_continues_the_study_and_retries_an_interrupted_trial(searched, tm
     assert (result.stdout + result.stderr).count("Launching 1 jobs") == 2
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_told_fail_and_the_search_goes_on(cli, tmp_path):
     sweep = tmp_path / "sweep"
     # Seed 0 draws lr -1, 0.05, -1: an invalid value fails its run. n_jobs=2 in batches (Hydra's
@@ -164,6 +168,7 @@ def test_a_failed_trial_is_told_fail_and_the_search_goes_on(cli, tmp_path):
     assert OmegaConf.load(sweep / "optimization_results.yaml").best_params["optimizer.lr"] == 0.05
 
 
+@pytest.mark.slow
 def test_a_median_pruner_stops_the_clearly_bad_trials(cli, tmp_path):
     sweep = tmp_path / "sweep"
     # Seed 0 draws lr 1e-7 (learns nothing), 0.05, 1e-7, 1e-7: after the first two complete, a

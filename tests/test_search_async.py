@@ -74,6 +74,7 @@ def searched(tmp_path_factory):
     return sweep, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_worker_starts_its_next_trial_while_the_long_one_runs(searched):
     sweep, output = searched
     trials = _trials(_sqlite(sweep))
@@ -86,6 +87,7 @@ def test_a_worker_starts_its_next_trial_while_the_long_one_runs(searched):
     assert [_metrics(t)["epochs"] for t in (long, first, second)] == [LONG, 1, 1]
 
 
+@pytest.mark.slow  # the module's search (the fixture) runs for it
 def test_n_trials_exactly_pruning_and_a_killed_trial_retried_in_its_run_directory(searched):
     sweep, _ = searched
     trials = _trials(_sqlite(sweep))
@@ -102,6 +104,7 @@ def test_n_trials_exactly_pruning_and_a_killed_trial_retried_in_its_run_director
     assert sorted(r["status"] for r in rows) == ["completed"] * 4 + ["pruned"]
 
 
+@pytest.mark.slow
 def test_continuing_adds_only_the_new_trials(searched, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(searched[0], sweep)
@@ -127,6 +130,7 @@ def postgres(tmp_path_factory):
     server.cleanup()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage:UserWarning")
 def test_workers_started_by_hand_share_a_postgresql_study(postgres, tmp_path):
     """The SLURM array's command: each task a worker of the same sweep directory, no coordinator.

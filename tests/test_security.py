@@ -108,6 +108,7 @@ def _lambda_model(path, marker):
     keras.Model(inputs, keras.layers.Dense(10)(touch(inputs))).save(path)
 
 
+@pytest.mark.slow
 def test_a_lambda_layer_in_model_keras_is_refused_by_predict_and_model_saved(run_copy, tmp_path):
     _lambda_model(run_copy / "model.keras", tmp_path / "pwned")
     (tmp_path / "pwned").unlink(missing_ok=True)  # tracing at save time ran it here, in the test's own process
@@ -133,6 +134,7 @@ def test_a_lambda_layer_in_model_keras_is_refused_by_predict_and_model_saved(run
     assert (tmp_path / "t" / "model.keras").is_file()
 
 
+@pytest.mark.slow
 def test_an_npz_of_pickled_objects_is_refused_as_input(trained, tmp_path):
     np.savez(tmp_path / "x.npz", x=np.array([_OpensAFile(tmp_path / "pwned")] * 4, dtype=object))
     result = run_cli("task=predict", f"task.run={trained}", f"task.input={tmp_path / 'x.npz'}",
@@ -144,6 +146,7 @@ def test_an_npz_of_pickled_objects_is_refused_as_input(trained, tmp_path):
 # ---------------------------------------------------------------- the user's own code: named or trusted
 
 
+@pytest.mark.slow
 def test_a_run_with_its_own_loss_is_read_only_when_named_or_trusted(tmp_path):
     loss = "{_target_: keras.losses.SparseCategoricalCrossentropy, from_logits: true}"
     run = tmp_path / "run"
@@ -224,6 +227,7 @@ def test_bad_inputs_and_damaged_runs_are_one_paragraph(run_copy, tmp_path, make)
     assert not (tmp_path / "p" / "predictions.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_input_exits_2_from_the_cli(trained, tmp_path):
     np.savez(tmp_path / "x.npz", x=np.full((3, 16), np.inf, "float32"))
     result = run_cli("task=predict", f"task.run={trained}", f"task.input={tmp_path / 'x.npz'}",
@@ -248,6 +252,7 @@ def test_tracking_uri_credentials_are_masked(uri, shown):
     assert masked(uri) == shown
 
 
+@pytest.mark.slow
 def test_mlflow_files_and_artifacts_hold_no_token(tmp_path, monkeypatch, caplog):
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
@@ -329,6 +334,7 @@ def test_the_sweep_summary_reads_crafted_job_directories_as_data(trained, tmp_pa
     assert not list(tmp_path.glob("pwned-*"))
 
 
+@pytest.mark.slow
 def test_the_runs_own_config_holds_no_token_and_the_run_resumes_with_it(tmp_path, monkeypatch, caplog):
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient

@@ -136,6 +136,7 @@ def tf_value(event) -> float:
     return float(tensor_util.make_ndarray(event.tensor_proto))
 
 
+@pytest.mark.slow
 def test_a_grouped_sweep_writes_what_separate_runs_write(baseline):
     grouped, apart, out, out_apart = baseline
     assert "Jobs #0, #1, #2 (trainer.seed=0, 1, 2) train together" in out, out[-4000:]
@@ -168,6 +169,7 @@ def _all_checkpointed(sweep: Path) -> bool:
     return len([j for j in sweep.glob("*_*/checkpoints") if any(j.glob("state-*.json"))]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_group_stopped_after_its_first_checkpoints_resumes_exactly(baseline, tmp_path, signum):
     grouped = baseline[0]
@@ -207,6 +209,7 @@ def test_a_group_stopped_after_its_first_checkpoints_resumes_exactly(baseline, t
         _same_run(member, uninterrupted)
 
 
+@pytest.mark.slow
 def test_each_member_stops_early_at_its_own_epoch(tmp_path):
     # patience 1 on val_accuracy with a large min_delta: on digits, seeds 0 and 1 stop after epoch 5,
     # seed 2 after epoch 6, so one member leaves the group while the others go on.
@@ -225,6 +228,7 @@ def test_each_member_stops_early_at_its_own_epoch(tmp_path):
         _same_run(member, alone)
 
 
+@pytest.mark.slow
 def test_a_group_that_cannot_train_together_runs_one_job_after_another(tmp_path):
     out = _sweep("model.hidden_units=[32]", "trainer.epochs=1", "trainer.verbose=0", "logger=[]", "task.find_lr=true",
                  "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")

@@ -144,6 +144,7 @@ def _outputs(started) -> list[str]:
     return texts
 
 
+@pytest.mark.slow
 def test_a_slurm_step_on_one_node_trains_as_the_tf_config_workers_do(tmp_path):
     """Two tasks of a SLURM-like step (node list `localhost`, 2 tasks on it) end bit-identical to
     the same two workers given TF_CONFIG (both pairs at once: their set-up waits overlap)."""

@@ -80,6 +80,7 @@ def test_the_partial_batch_loss_is_the_mean_over_its_real_examples(tmp_path):
     assert reported[1] != pytest.approx(float(np.sum(per_example[1]) / 64), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_two_mirrored_replicas_end_with_the_weights_of_one_on_a_partial_batch(tmp_path):
     import keras
 
@@ -118,6 +119,7 @@ class CrashBeforeCall:
         return _Crash()
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_partial_batch_resumes_to_the_same_weights(tmp_path):
     from conftest import same_numbers
     from tftrain.loop.checkpoints import committed_steps

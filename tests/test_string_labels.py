@@ -40,6 +40,7 @@ def _build(*overrides, batch=16):
     return build_data(cfg)
 
 
+@pytest.mark.slow
 def test_csv_with_class_names_trains_from_the_cli_and_keeps_the_names(tmp_path):
     x, y = _named(120)
     path = _write_csv(tmp_path / "wine.csv", x, y)

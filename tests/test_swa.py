@@ -101,6 +101,7 @@ def test_the_rate_follows_the_schedule_then_anneals_to_swa_lr(whole):
     np.testing.assert_allclose(metrics["history"]["learning_rate"], [0.01, 0.005, 0.005, 0.005], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_averaging_resumes_to_the_same_numbers(whole, tmp_path):
     _, metrics, _ = whole
     with pytest.raises(KeyboardInterrupt):  # the end of epoch 3: its average update is lost with the process

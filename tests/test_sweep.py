@@ -77,6 +77,7 @@ def test_summary_reads_run_dirs_sorts_by_objective_and_lists_failures(tmp_path):
     assert "train_loss" in _rows(tmp_path)[0]
 
 
+@pytest.mark.slow
 def test_multirun_records_failed_runs_and_writes_the_summary(cli, tmp_path):
     sweep = tmp_path / "sweep"
     # One good run, one whose loss becomes NaN, one with an invalid value: the sweep goes on.
@@ -102,6 +103,7 @@ def test_multirun_records_failed_runs_and_writes_the_summary(cli, tmp_path):
     assert (sweep / "summary.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_parallel_launcher_runs_two_jobs(cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
@@ -195,6 +197,7 @@ def test_the_best_is_called_best_only_beyond_noise(tmp_path):
     assert "`optimizer=adam` is best on val_accuracy" in (tmp_path / "aggregate.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_2x3_seed_sweep_writes_the_aggregate(cli, tmp_path):
     sweep = tmp_path / "sweep"
     result = cli(*SMALL, "trainer.seeds=3", "optimizer=sgd,adam", f"hydra.sweep.dir={sweep}")
@@ -218,6 +221,7 @@ def test_trainer_seeds_must_be_a_positive_integer(cli, tmp_path):
 # ---------------------------------------------------------------- resumable sweeps
 
 
+@pytest.mark.slow
 def test_a_rerun_sweep_skips_completed_jobs_resumes_interrupted_ones_and_reruns_failed_ones(cli, tmp_path):
     sweep = tmp_path / "sweep"
     args = ("-m", *SMALL, "optimizer=sgd,adam,nadam", f"hydra.sweep.dir={sweep}")

@@ -45,6 +45,7 @@ def _summary_line(out: str) -> str:
     return out.split("Sweep summary of", 1)[-1].split("\n")[0]
 
 
+@pytest.mark.slow
 def test_a_sweep_skips_a_job_another_process_holds_without_failing_and_the_rerun_completes_it(tmp_path):
     from tftrain.sweep.rundirs import short_dirname
     from tftrain.tasks.resume import RunLock
@@ -84,6 +85,7 @@ def test_a_sweep_skips_a_job_another_process_holds_without_failing_and_the_rerun
     assert not list(sweep.glob("*/error.txt"))
 
 
+@pytest.mark.slow
 def test_two_copies_of_a_sweep_at_once_complete_every_job_without_failing(tmp_path):
     # Whether and where the copies meet depends on timing; what must hold in every interleaving
     # is asserted: each job completed once, no failure anywhere, both copies exit 0.
@@ -109,6 +111,7 @@ def test_two_copies_of_a_sweep_at_once_complete_every_job_without_failing(tmp_pa
     print(f"the copies met on {skipped} job(s)")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_after_the_running_jobs_checkpoint_and_the_rerun_resumes(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *LONGER, "trainer.epochs=5", "optimizer=sgd,adam", f"hydra.sweep.dir={sweep}"]
@@ -147,6 +150,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended (its reaper is not this test)
 
 
+@pytest.mark.slow
 def test_sigkill_to_a_parallel_sweep_ends_its_workers(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"

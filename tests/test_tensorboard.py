@@ -102,6 +102,7 @@ def server(sweep):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_server_shows_every_run_scalars(server, sweep):
     base, runs = server
     _, metrics = sweep

@@ -53,6 +53,7 @@ def test_tensorboard_has_step_and_epoch_scalars(trained):
     assert len(val.Tensors("epoch_accuracy")) == 2
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_in_new_process_with_same_predictions(trained, tmp_path):
     import keras
 

@@ -112,6 +112,7 @@ def _metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_user_model_and_data_train_from_the_cli_run_in_their_directory(user_dir):
     run = user_dir / "run"
     result = run_cli("model=custom", "model._target_=usermod.deep_mlp", "++model.width=16", *DATA,
@@ -127,6 +128,7 @@ def test_user_model_and_data_train_from_the_cli_run_in_their_directory(user_dir)
     assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)][:2] == [16, 16]
 
 
+@pytest.mark.slow
 def test_tuning_practices_apply_to_a_users_model(user_dir, monkeypatch):
     """A user's deep ReLU MLP stays at chance from all-zero kernels and learns from He init; its
     kernels (Conv1D and Embedding too) are redrawn per layer; weight norm and l2 reach them."""
@@ -191,6 +193,7 @@ def test_saved_model_with_a_lambda_layer_is_refused(tmp_path):
 OPTIMIZERS = [o for o in options("optimizer") if not is_open(option_schema("optimizer", o))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", OPTIMIZERS)
 def test_every_optimizer_trains_with_a_schedule_clipping_and_ema_and_resumes_exactly(option, tmp_path):
     args = ("trainer.epochs=2", f"optimizer={option}", "schedule=cosine", "optimizer.global_clipnorm=1.0",
@@ -224,6 +227,7 @@ def test_users_own_optimizer_class(user_dir, monkeypatch):
     assert metrics["steps"] == 16 and np.isfinite(metrics["test_loss"])
 
 
+@pytest.mark.slow
 def test_a_user_callback_sees_every_epoch(user_dir):
     run, log = user_dir / "run", user_dir / "epochs.txt"
     result = run_cli(*SMALL, "trainer.epochs=3", f"callbacks.extra=[{{_target_: usermod.EpochRecorder, path: {log}}}]",
@@ -234,6 +238,7 @@ def test_a_user_callback_sees_every_epoch(user_dir):
     assert [float(v) for v in lines[1::2]] == pytest.approx(_metrics(run)["history"]["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_user_datasets_go_through_the_same_pipeline(user_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(user_dir))
     cfg = compose_small("data=custom", "data._target_=usermod.blobs_as_datasets", "data.val_fraction=0.25",
@@ -263,6 +268,7 @@ def test_user_datasets_go_through_the_same_pipeline(user_dir, monkeypatch):
     (["initializer=weight_norm", "model=custom", "model._target_=usermod.subclassed"],
      r"`initializer`.*functional or Sequential model", False),
 ])
+@pytest.mark.slow
 def test_user_code_that_goes_wrong_gets_one_paragraph_and_exit_2(user_dir, args, says, traceback_of_user_code):
     result = run_cli(*small(*args), f"hydra.run.dir={user_dir / 'run'}", cwd=user_dir)
     assert result.returncode == 2, result.stderr[-3000:]
@@ -295,6 +301,7 @@ def _readme_example():
     return module, command.split()[3:]
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs(tmp_path):
     module, args = _readme_example()
     (tmp_path / "mymodel.py").write_text(module)

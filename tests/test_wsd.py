@@ -120,6 +120,7 @@ def test_a_training_run_follows_the_schedule(tmp_path):
     assert np.isfinite(metrics["test_loss"])
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_an_unknown_shape_in_one_paragraph(tmp_path):
     from conftest import run_cli
 

@@ -52,6 +52,7 @@ def trained(tmp_path_factory):
     return root, result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs", [2, 4])
 def test_each_budget_ends_bit_identical_to_training_it_from_scratch(trained, epochs):
     root, _ = trained
@@ -90,6 +91,7 @@ def test_a_rerun_reuses_finished_runs_and_branches_a_missing_one_again(trained):
     assert (run / "budget_4" / "metrics.json").stat().st_mtime_ns == main_written  # reused, not trained again
 
 
+@pytest.mark.slow
 def test_a_task_killed_in_its_longest_run_resumes_to_the_same_budgets(trained, tmp_path):
     from tftrain.tasks.budgets import budgets
 
