@@ -80,3 +80,30 @@ def test_exit_cost_script_measures_both_exits(tmp_path):
     assert row, out.stdout
     fast, slow, ratio, tail_fast, tail_slow = map(float, row.groups())
     assert abs(ratio - fast / slow) < 0.01 and tail_fast < tail_slow
+
+
+FAILING_STDOUT = textwrap.dedent('''
+    import errno, sys
+    from tftrain.cli.exit import exit_now
+
+    class Full:
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    sys.stdout = Full()
+    exit_now(int(sys.argv[1]))
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("status, expected, slow", [(0, 120, "0"), (3, 3, "0"), (0, 120, "1")],
+                         ids=["fast-0", "fast-3", "ordinary-0"])
+def test_output_that_cannot_be_written_at_the_exit_is_status_120_as_without_the_fast_exit(status, expected, slow):
+    """Python's own exit gives 120 when flushing stdout fails (a full disk): a success must not be
+    reported for output that was lost; a failure keeps its own status."""
+    p = subprocess.run([sys.executable, "-c", FAILING_STDOUT, str(status)], cwd=ROOT, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "TFTRAIN_SLOW_EXIT": slow}, timeout=120)
+    assert p.returncode == expected, p.stderr[-2000:]

@@ -75,10 +75,15 @@ def test_sigterm_checkpoints_at_the_step_and_the_resumed_run_is_bit_identical(tm
     # the background checkpoint writer: on a loaded machine the row came as epoch 2 ended).
     marker = tmp_path / "paused"
     proc, log = _start(run_dir, *LONG, "trainer.steps_per_execution=5", pause_at(1, 50, marker))
-    wait_until(marker.exists, proc, "the pause in epoch 2's steps")
-    proc.send_signal(signal.SIGTERM)
-    marker.unlink()
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    try:
+        wait_until(marker.exists, proc, "the pause in epoch 2's steps")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "Received SIGTERM" in (tmp_path / "run.log").read_text(), proc, "the signal's log line")
+        marker.unlink()
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     out = (tmp_path / "run.log").read_text()
     assert "Received SIGTERM" in out and "tftrain: stopped: Stopped on SIGTERM at step" in out
     assert "rerun the same command" in out and "Traceback" not in out
@@ -112,7 +117,11 @@ def test_a_second_signal_stops_at_once(tmp_path):
     log_file = tmp_path / "run.log"  # two signals sent together can arrive as one: wait for the first
     wait_until(lambda: "Received SIGINT" in log_file.read_text(), proc, "the first SIGINT's log line", timeout=60)
     proc.send_signal(signal.SIGINT)
-    returncode = proc.wait(timeout=60)
+    try:
+        returncode = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     out = log_file.read_text()
     assert returncode == -signal.SIGINT, f"exit status {returncode}, not killed by the second SIGINT:\n{out[-2000:]}"
     assert out.count("Received SIGINT") == 1

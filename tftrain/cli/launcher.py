@@ -154,8 +154,9 @@ def remember_compositions(loader) -> None:
     (Hydra's HydraContext), and Hydra has no hook between them, so its `load_sweep_config` is
     wrapped on the instance: a job composed before is a copy of that composition, and a job that
     differs from a composed one only in trainer.seed is derived from it (_with_seed) as its seed
-    group's members are. `forget_compositions` drops them when the batch is launched, so a batch
-    sees the config files as they were when it was checked, as it does without this."""
+    group's members are. `forget_compositions` drops them when the batch is launched, so the next
+    batch is composed afresh (its jobs see the config files as they are then); a batch's jobs run
+    the compositions its check made, not ones made again at their launch as without this."""
     if hasattr(loader.load_sweep_config, "forget"):
         return
     compose = loader.load_sweep_config
